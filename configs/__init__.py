@@ -1,0 +1,1 @@
+"""Hydra configs shipped with wmrobot: one file per command; groups env/ model/ planner/ ..."""

@@ -1,0 +1,247 @@
+"""Collect episodes from any Gymnasium MuJoCo env into an EpisodeStore, resumable to a target."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import colorednoise
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmrobot.datasets.store import EpisodeStore
+from wmrobot.envs import make_env
+from wmrobot.errors import DatasetError, EnvError
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    path: str
+    episodes: int
+    transitions: int
+    seconds: float
+
+
+class RandomPolicy:
+    """Random actions: uniform (``beta=0``) or colored Gaussian noise with PSD ~ 1/f^beta
+    (``beta>0``, as iCEM), scaled to the action bounds and clipped. Colored noise keeps pushing
+    one way for a while, so the data reaches the speeds a planner will drive at.
+    """
+
+    def __init__(self, action_space: gym.spaces.Box, beta: float = 0.0, horizon: int = 1000):
+        if beta < 0:
+            raise EnvError(f"policy beta={beta} must be >= 0 (0 = white, 1 = pink, 2 = red)")
+        self.low, self.high = action_space.low, action_space.high
+        self.dtype = action_space.dtype
+        self.beta, self.horizon = beta, horizon
+        self._noise: np.ndarray | None = None
+        self._rng = np.random.default_rng()
+        self._t = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng, self._t = rng, 0
+        if self.beta > 0:
+            shape = (len(self.low), self.horizon)
+            self._noise = colorednoise.powerlaw_psd_gaussian(self.beta, shape, random_state=rng).T
+
+    def act(self, obs: Any) -> np.ndarray:
+        if self._noise is None:
+            action = self._rng.uniform(self.low, self.high)
+        else:
+            centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
+            action = np.clip(
+                centre + half * self._noise[self._t % self.horizon], self.low, self.high
+            )
+        self._t += 1
+        return action.astype(self.dtype)
+
+
+POLICIES = {"random": RandomPolicy}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour a dataset or checkpoint depends on."""
+    out = {"python": platform.python_version()}
+    for name in ("wmrobot", "mujoco", "gymnasium", "zarr", "numpy", "torch", "stable-baselines3"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Episode ``index``'s reset seed: a function of the run seed and the index alone, so a
+    resumed collection draws exactly what an uninterrupted one would."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
+    if isinstance(obs_list[0], dict):
+        return {f"obs/{k}": np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+    return {"obs": np.stack(obs_list)}
+
+
+def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]:
+    """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
+    base = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    policy.reset(np.random.default_rng(seed))
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    physics = [base.get_physics_state()] if hasattr(base, "get_physics_state") else None
+    success = False
+    while True:
+        action = np.asarray(policy.act(obs), dtype=np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if physics is not None:
+            physics.append(base.get_physics_state())
+        success = success or bool(info.get("is_success", False))
+        if terminated or truncated:
+            break
+    nan_action = np.full_like(actions[0], np.nan)
+    ep = {
+        **_obs_rows(observations),
+        "action": np.stack([*actions, nan_action]),
+        "reward": np.asarray([*rewards, 0.0], dtype=np.float32),
+        "terminated": np.asarray([*terms, False]),
+        "truncated": np.asarray([*truncs, False]),
+        "seed": seed,
+        "return": float(np.sum(rewards)),
+        "success": success,
+    }
+    if physics is not None:
+        ep["physics"] = np.stack(physics)
+    if hasattr(base, "goal_observation") and isinstance(obs, dict):
+        goals = np.stack([o["desired_goal"] for o in observations])
+        ep["goal"] = base.goal_observation(goals).astype(np.float32)
+    return ep
+
+
+def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {
+        k: (v.shape[1:], str(v.dtype))
+        for k, v in episode.items()
+        if isinstance(v, np.ndarray) and v.ndim >= 1
+    }
+
+
+def collect(
+    path: str,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    policy: str = "random",
+    beta: float = 0.0,
+    episodes: int = 100,
+    seed: int = 0,
+    flush_every: int = 10,
+    progress: bool = True,
+) -> CollectResult:
+    """Collect until the dataset at ``path`` holds ``episodes`` episodes (creating or resuming).
+
+    Finished episodes are committed every ``flush_every`` episodes, so a crash loses at most
+    that many.
+    """
+    import time
+
+    if episodes <= 0:
+        raise DatasetError(f"episodes must be a positive count, got {episodes}")
+    if policy not in POLICIES:
+        raise EnvError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+    env_kwargs = dict(env_kwargs or {})
+    env = make_env(env_id, env_kwargs)
+    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+    act = POLICIES[policy](env.action_space, beta=beta, horizon=horizon)
+    env_record = {
+        "id": env_id,
+        "kwargs": env_kwargs,
+        "spec": env.spec.to_json() if env.spec is not None else None,
+    }
+
+    store = None
+    if Path(path).exists():
+        store = EpisodeStore.open(path, mode="a")
+        if store.attrs["env"]["id"] != env_id or store.attrs["env"]["kwargs"] != env_kwargs:
+            raise DatasetError(
+                f"{path!r} holds {store.attrs['env']['id']} {store.attrs['env']['kwargs']}, "
+                f"not {env_id} {env_kwargs}; collect into a new path"
+            )
+        previous = store.attrs["collector"]
+        asked = {"seed": seed, "policy": policy, "policy_params": {"beta": beta}}
+        for key, value in asked.items():
+            if previous.get(key) != value:
+                raise DatasetError(
+                    f"{path!r} was collected with {key}={previous.get(key)}, not {value}; "
+                    f"resume it with the same {key} or collect into a new path"
+                )
+    start = time.perf_counter()
+    done = store.n_episodes if store else 0
+    buffer: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=episodes,
+        initial=done,
+        desc="collect",
+        unit="ep",
+        disable=None if progress else True,
+        leave=False,
+    )
+    for index in range(done, episodes):
+        buffer.append(run_episode(env, act, episode_seed(seed, index)))
+        if store is None:
+            store = EpisodeStore.create(
+                path,
+                env=env_record,
+                spaces={
+                    "observation": repr(env.observation_space),
+                    "action": repr(env.action_space),
+                },
+                row_shapes=_row_shapes(buffer[0]),
+                collector={
+                    "policy": policy,
+                    "policy_params": {"beta": beta},
+                    "seed": seed,
+                    "versions": versions(),
+                    "git_revision": git_revision(),
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
+        if len(buffer) >= flush_every or index == episodes - 1:
+            store.append(buffer)
+            bar.update(len(buffer))
+            bar.set_postfix(steps=store.n_transitions)
+            buffer = []
+    bar.close()
+    env.close()
+    assert store is not None
+    if done < episodes:
+        store.finalize_stats()
+    return CollectResult(
+        path=path,
+        episodes=store.n_episodes,
+        transitions=store.n_transitions,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,333 @@
+"""EpisodeStore: the crash-safe, appendable Zarr v3 episode dataset of DESIGN.md section 3."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from wmrobot.errors import DatasetError
+
+FORMAT = "wmrobot.episodes"
+FORMAT_VERSION = 1
+ROW_CHUNK = 4096  # rows per chunk for per-row arrays; capacity grows in whole chunks
+EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+class EpisodeStore:
+    """A dataset of episodes: time-major ``data/<key>`` rows, ``meta/<key>`` per episode.
+
+    Writers call :meth:`append` with whole episodes; a reader sees only what the last
+    commit (one atomic write of the group attributes) covers. Open with :meth:`create`
+    or :meth:`open`.
+
+    >>> store = EpisodeStore.create("d.zarr", env={"id": "wmrobot/PointMaze-v0"}, ...)
+    >>> store.append([episode])
+    >>> EpisodeStore.open("d.zarr").n_episodes
+    1
+    """
+
+    def __init__(self, group: zarr.Group, path: str, writable: bool) -> None:
+        self.group = group
+        self.path = path
+        self.writable = writable
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        env: Mapping[str, Any],
+        spaces: Mapping[str, Any],
+        row_shapes: Mapping[str, tuple[tuple[int, ...], str]],
+        collector: Mapping[str, Any] | None = None,
+    ) -> EpisodeStore:
+        """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype)."""
+        path = str(path)
+        if _is_local(path) and Path(path).exists():
+            raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
+        root = zarr.open_group(path, mode="w-", zarr_format=3)
+        for key, (shape, dtype) in row_shapes.items():
+            root.create_array(
+                f"data/{key}",
+                shape=(0, *shape),
+                chunks=(ROW_CHUNK, *shape),
+                dtype=dtype,
+                fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
+            )
+        for key, dtype in _EPISODE_META.items():
+            root.create_array(
+                f"meta/{key}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=dtype, fill_value=0
+            )
+        root.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "n_rows": 0,
+                "n_episodes": 0,
+                "env": dict(env),
+                "spaces": dict(spaces),
+                "keys": list(row_shapes),
+                "collector": dict(collector or {}),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "stats": {},
+                "_moments": {},
+            }
+        )
+        return cls(root, path, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+        """Open a dataset for reading (``"r"``) or appending (``"a"``); validates it first."""
+        path = str(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        if _is_local(path) and not (Path(path) / "zarr.json").exists():
+            hint = "no such path" if not Path(path).exists() else "no zarr.json in it"
+            raise DatasetError(
+                f"{path!r} is not a wmrobot dataset ({hint}); make one with `wmrobot collect`"
+            )
+        try:
+            root = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=3)
+        except Exception as e:  # zarr raises several types for a non-group path
+            raise DatasetError(f"{path!r} is not a Zarr v3 group: {e}") from None
+        attrs = root.attrs.asdict()
+        if attrs.get("format") != FORMAT:
+            raise DatasetError(f"{path!r} is a Zarr group but not a wmrobot dataset (no format)")
+        if attrs.get("format_version", 0) > FORMAT_VERSION:
+            raise DatasetError(
+                f"{path!r} has format_version {attrs['format_version']}, newer than this wmrobot "
+                f"reads ({FORMAT_VERSION}); upgrade wmrobot"
+            )
+        store = cls(root, path, writable=mode == "a")
+        if mode == "a" and _is_local(path):
+            # Left-over temporary files of a write that a crash cut short.
+            for tmp in Path(path).rglob("*.partial"):
+                tmp.unlink(missing_ok=True)
+        store.validate()
+        return store
+
+    # ----------------------------------------------------------------------------- reading
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.group.attrs.asdict()
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.group.attrs["n_rows"])
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.group.attrs["n_episodes"])
+
+    @property
+    def n_transitions(self) -> int:
+        """Environment steps held: rows minus each episode's final (action-less) row."""
+        return self.n_rows - self.n_episodes
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.group.attrs["keys"])
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self.group["meta/episode_ends"][: self.n_episodes]
+
+    def meta(self, key: str) -> np.ndarray:
+        return self.group[f"meta/{key}"][: self.n_episodes]
+
+    def array(self, key: str) -> zarr.Array:
+        """The raw ``data/<key>`` array; only rows ``[:n_rows]`` are committed."""
+        return self.group[f"data/{key}"]
+
+    def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All committed rows of ``keys`` (default: every key) as NumPy arrays."""
+        n = self.n_rows
+        return {k: self.array(k)[:n] for k in (keys or self.keys)}
+
+    def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """One episode's rows (T+1 of them for T actions)."""
+        if not -self.n_episodes <= index < self.n_episodes:
+            raise IndexError(f"episode {index} out of range for {self.n_episodes} episodes")
+        index %= self.n_episodes
+        ends = self.episode_ends
+        start = 0 if index == 0 else int(ends[index - 1])
+        return {k: self.array(k)[start : ends[index]] for k in (keys or self.keys)}
+
+    def fingerprint(self) -> str:
+        """A short hash of the committed contents' identity (counts, boundaries, actions)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.n_rows, self.n_episodes, self.attrs["env"]]).encode())
+        h.update(self.episode_ends.tobytes())
+        h.update(np.ascontiguousarray(self.array("action")[: self.n_rows]).tobytes())
+        return h.hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Raise :class:`DatasetError` unless the committed part is consistent."""
+        n_rows, n_eps = self.n_rows, self.n_episodes
+        for key in self.keys:
+            if key not in self.group["data"]:
+                raise DatasetError(f"{self.path!r}: data/{key} is listed but missing")
+            if self.array(key).shape[0] < n_rows:
+                raise DatasetError(
+                    f"{self.path!r}: data/{key} holds {self.array(key).shape[0]} rows, "
+                    f"fewer than the {n_rows} committed"
+                )
+        for key in _EPISODE_META:
+            if self.group[f"meta/{key}"].shape[0] < n_eps:
+                raise DatasetError(f"{self.path!r}: meta/{key} is shorter than {n_eps} episodes")
+        ends = self.episode_ends
+        if n_eps and (np.any(np.diff(ends) <= 0) or ends[0] <= 0 or ends[-1] != n_rows):
+            raise DatasetError(
+                f"{self.path!r}: meta/episode_ends is not strictly increasing up to n_rows={n_rows}"
+            )
+
+    # ----------------------------------------------------------------------------- writing
+    def append(self, episodes: list[Mapping[str, Any]]) -> None:
+        """Write whole episodes, then commit them with one atomic attribute write.
+
+        Each episode maps every ``data/`` key to its (T+1, ...) rows and the per-episode keys
+        (``seed``, ``return``, ``success``) to scalars.
+        """
+        if not self.writable:
+            raise DatasetError(f"{self.path!r} is open read-only; open it with mode='a'")
+        if not episodes:
+            return
+        n_rows, n_eps = self.n_rows, self.n_episodes
+        lengths = [len(ep["action"]) for ep in episodes]
+        for ep, length in zip(episodes, lengths, strict=True):
+            missing = set(self.keys) - set(ep)
+            if missing:
+                raise DatasetError(f"episode lacks keys {sorted(missing)}")
+            if length < 2:
+                raise DatasetError("an episode needs at least one action (two rows)")
+        new_rows = n_rows + sum(lengths)
+        for key in self.keys:
+            rows = np.concatenate([np.asarray(ep[key]) for ep in episodes])
+            _write_grown(self.array(key), n_rows, rows, ROW_CHUNK)
+        ends = n_rows + np.cumsum(lengths)
+        meta = {
+            "episode_ends": ends,
+            "length": np.asarray(lengths) - 1,
+            **{k: [ep[k] for ep in episodes] for k in ("seed", "return", "success")},
+        }
+        for key, values in meta.items():
+            values = np.asarray(values, dtype=_EPISODE_META[key])
+            _write_grown(self.group[f"meta/{key}"], n_eps, values, EPISODE_CHUNK)
+        moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
+        # The commit: everything above is invisible to readers until this one write lands.
+        self.group.attrs.update(
+            {
+                "n_rows": int(new_rows),
+                "n_episodes": n_eps + len(episodes),
+                "_moments": moments,
+                "stats": _stats_from_moments(moments),
+            }
+        )
+
+    @property
+    def stat_keys(self) -> list[str]:
+        return [k for k in self.keys if k not in ("physics", "terminated", "truncated")]
+
+    def finalize_stats(self) -> dict[str, Any]:
+        """Add the q01/q99 quantiles, which need all rows, to the stored statistics."""
+        stats = dict(self.group.attrs["stats"])
+        valid = _valid_action_rows(self.episode_ends, self.n_rows)
+        for key in self.stat_keys:
+            x = self.array(key)[: self.n_rows]
+            x = x[valid] if key in ("action", "reward") else x
+            x = x.reshape(len(x), -1).astype(np.float64)
+            stats[key] = {
+                **stats[key],
+                "q01": np.quantile(x, 0.01, axis=0).tolist(),
+                "q99": np.quantile(x, 0.99, axis=0).tolist(),
+            }
+        self.group.attrs.update({"stats": stats})
+        return stats
+
+    def update_attrs(self, **values: Any) -> None:
+        self.group.attrs.update(values)
+
+
+_EPISODE_META = {
+    "episode_ends": "int64",
+    "length": "int64",
+    "seed": "int64",
+    "return": "float64",
+    "success": "bool",
+}
+
+
+def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
+    """Mask of rows whose action is real (every row but each episode's last)."""
+    mask = np.ones(n_rows, dtype=bool)
+    mask[np.asarray(ends, dtype=np.int64) - 1] = False
+    return mask
+
+
+def _write_grown(array: zarr.Array, at: int, values: np.ndarray, chunk: int) -> None:
+    """Write ``values`` at row ``at``, first growing capacity in whole chunks if needed."""
+    end = at + len(values)
+    if end > array.shape[0]:
+        capacity = -(-end // chunk) * chunk
+        array.resize((capacity, *array.shape[1:]))
+    array[at:end] = values
+
+
+def _merge_moments(
+    moments: Mapping[str, Any], episodes: list[Mapping[str, Any]], keys: list[str]
+) -> dict[str, Any]:
+    """Running count, sum, sum of squares, min and max per key (float64, per feature)."""
+    out = dict(moments)
+    for key in keys:
+        rows = []
+        for ep in episodes:
+            x = np.asarray(ep[key], dtype=np.float64).reshape(len(ep[key]), -1)
+            rows.append(x[:-1] if key in ("action", "reward") else x)  # last action is NaN
+        x = np.concatenate(rows)
+        old = moments.get(key)
+        new = {
+            "n": len(x),
+            "sum": x.sum(0),
+            "sumsq": (x**2).sum(0),
+            "min": x.min(0),
+            "max": x.max(0),
+        }
+        if old:
+            new = {
+                "n": old["n"] + new["n"],
+                "sum": np.add(old["sum"], new["sum"]),
+                "sumsq": np.add(old["sumsq"], new["sumsq"]),
+                "min": np.minimum(old["min"], new["min"]),
+                "max": np.maximum(old["max"], new["max"]),
+            }
+        out[key] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in new.items()}
+    return out
+
+
+def _stats_from_moments(moments: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean, std, min, max from running moments. Quantiles need every row, so a commit drops
+    them; :meth:`EpisodeStore.finalize_stats` adds them back."""
+    stats = {}
+    for key, m in moments.items():
+        mean = np.asarray(m["sum"]) / m["n"]
+        var = np.maximum(np.asarray(m["sumsq"]) / m["n"] - mean**2, 0.0)
+        stats[key] = {
+            "mean": mean.tolist(),
+            "std": np.sqrt(var).tolist(),
+            "min": list(m["min"]),
+            "max": list(m["max"]),
+        }
+    return stats

@@ -1,0 +1,77 @@
+"""Shared fixtures: one CPU thread, synthetic episodes and a tiny collected PointMaze dataset."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from wmrobot.datasets import EpisodeStore, collect
+
+torch.set_num_threads(1)
+
+ENV_ID = "wmrobot/PointMaze-v0"
+ROW_SHAPES = {
+    "obs": ((3,), "float32"),
+    "action": ((2,), "float32"),
+    "reward": ((), "float32"),
+}
+
+
+def synthetic_episode(steps: int, rng: np.random.Generator, seed: int = 0) -> dict[str, Any]:
+    """A synthetic episode of ``steps`` actions: ``steps + 1`` rows, the last action NaN."""
+    action = rng.uniform(-1, 1, size=(steps + 1, 2)).astype(np.float32)
+    action[-1] = np.nan
+    reward = rng.normal(size=steps + 1).astype(np.float32)
+    reward[-1] = 0.0
+    return {
+        "obs": rng.normal(size=(steps + 1, 3)).astype(np.float32),
+        "action": action,
+        "reward": reward,
+        "seed": seed,
+        "return": float(reward.sum()),
+        "success": bool(rng.integers(2)),
+    }
+
+
+@pytest.fixture
+def make_episode() -> Callable[..., dict[str, Any]]:
+    """``make_episode(steps, rng, seed=0)``: a synthetic episode dict ready for ``append``."""
+    return synthetic_episode
+
+
+@pytest.fixture
+def new_store(tmp_path: Path) -> Callable[..., EpisodeStore]:
+    """Make an empty synthetic store under ``tmp_path`` (keys obs, action, reward)."""
+
+    def make(name: str = "d.zarr") -> EpisodeStore:
+        return EpisodeStore.create(
+            tmp_path / name,
+            env={"id": "synthetic", "kwargs": {}},
+            spaces={"observation": "Box(3)", "action": "Box(2)"},
+            row_shapes=ROW_SHAPES,
+            collector={"policy": "test", "seed": 0},
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def maze_dataset_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Collected once per session; tests use the per-test copy ``maze_dataset``."""
+    path = tmp_path_factory.mktemp("maze") / "maze.zarr"
+    collect(str(path), ENV_ID, {"layout": "open"}, episodes=4, seed=0, progress=False)
+    return path
+
+
+@pytest.fixture
+def maze_dataset(maze_dataset_master: Path, tmp_path: Path) -> Path:
+    """A private copy of a 4-episode PointMaze dataset, safe to modify."""
+    path = tmp_path / "maze.zarr"
+    shutil.copytree(maze_dataset_master, path)
+    return path

@@ -1,0 +1,127 @@
+"""Collecting PointMaze episodes: the record, resuming to a target, random policies, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from wmrobot.datasets import EpisodeStore, collect
+from wmrobot.datasets.collector import RandomPolicy, episode_seed
+from wmrobot.errors import DatasetError, EnvError
+
+ENV_ID = "wmrobot/PointMaze-v0"
+KWARGS = {"layout": "open"}
+
+
+def test_collected_dataset_holds_whole_episodes(maze_dataset):
+    store = EpisodeStore.open(maze_dataset)
+    assert store.n_episodes == 4
+    assert {"obs/observation", "obs/achieved_goal", "action", "physics", "goal"} <= set(store.keys)
+    assert store.attrs["env"]["id"] == ENV_ID and store.attrs["env"]["kwargs"] == KWARGS
+    assert store.attrs["collector"]["seed"] == 0
+    assert "q01" in store.attrs["stats"]["obs/observation"]
+    np.testing.assert_array_equal(store.meta("seed"), [episode_seed(0, i) for i in range(4)])
+    for i in range(store.n_episodes):
+        ep = store.episode(i)
+        assert np.isnan(ep["action"][-1]).all() and np.isfinite(ep["action"][:-1]).all()
+        assert ep["reward"][-1] == 0.0
+        assert ep["terminated"][-2] or len(ep["action"]) - 1 == 100  # success or time limit
+        # Each row's physics state is the state its observation was read from.
+        np.testing.assert_allclose(ep["physics"][:, 1:3], ep["obs/observation"][:, :2], atol=1e-6)
+
+
+def test_episode_seed_depends_on_seed_and_index_only():
+    assert episode_seed(0, 3) == episode_seed(0, 3)
+    seeds = {episode_seed(s, i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_resuming_equals_an_uninterrupted_collection(tmp_path):
+    whole, resumed = str(tmp_path / "whole.zarr"), str(tmp_path / "resumed.zarr")
+    collect(whole, ENV_ID, KWARGS, episodes=5, seed=3, flush_every=2, progress=False)
+    first = collect(resumed, ENV_ID, KWARGS, episodes=2, seed=3, flush_every=2, progress=False)
+    assert first.episodes == 2
+    result = collect(resumed, ENV_ID, KWARGS, episodes=5, seed=3, flush_every=2, progress=False)
+    assert result.episodes == 5
+    assert result.transitions == EpisodeStore.open(whole).n_transitions
+
+    a, b = EpisodeStore.open(whole), EpisodeStore.open(resumed)
+    np.testing.assert_array_equal(a.episode_ends, b.episode_ends)
+    np.testing.assert_array_equal(a.meta("seed"), b.meta("seed"))
+    for key, rows in a.load().items():
+        np.testing.assert_array_equal(rows, b.load([key])[key], err_msg=key)
+    assert a.fingerprint() == b.fingerprint()
+    for key, stats in a.attrs["stats"].items():
+        np.testing.assert_allclose(stats["mean"], b.attrs["stats"][key]["mean"], rtol=1e-9)
+
+
+def test_a_target_already_reached_collects_nothing(maze_dataset):
+    before = EpisodeStore.open(maze_dataset).fingerprint()
+    result = collect(str(maze_dataset), ENV_ID, KWARGS, episodes=3, seed=0, progress=False)
+    assert result.episodes == 4
+    assert EpisodeStore.open(maze_dataset).fingerprint() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"episodes": 0}, DatasetError, "episodes"),
+        ({"policy": "expert"}, EnvError, "expert"),
+        ({"env_kwargs": {"layout": "ring"}}, DatasetError, "ring"),
+        ({"seed": 1}, DatasetError, "seed"),
+    ],
+)
+def test_bad_requests_fail_and_leave_the_dataset_unchanged(maze_dataset, kwargs, error, named):
+    before = EpisodeStore.open(maze_dataset)
+    fingerprint, attrs = before.fingerprint(), before.attrs
+    args = {"env_kwargs": KWARGS, "episodes": 6, "seed": 0, "progress": False, **kwargs}
+    with pytest.raises(error, match=named):
+        collect(str(maze_dataset), ENV_ID, **args)
+    after = EpisodeStore.open(maze_dataset)
+    assert after.fingerprint() == fingerprint
+    assert after.attrs == attrs
+
+
+def test_unknown_env_is_refused_before_writing(tmp_path):
+    path = tmp_path / "d.zarr"
+    with pytest.raises(EnvError, match="Nope-v0"):
+        collect(str(path), "wmrobot/Nope-v0", episodes=1, progress=False)
+    assert not path.exists()
+
+
+def policy_actions(beta: float, low, high, steps: int = 400, seed: int = 0) -> np.ndarray:
+    space = gym.spaces.Box(np.asarray(low, np.float32), np.asarray(high, np.float32))
+    policy = RandomPolicy(space, beta=beta, horizon=steps)
+    policy.reset(np.random.default_rng(seed))
+    return np.stack([policy.act(None) for _ in range(steps)])
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize(("low", "high"), [([-1, -1], [1, 1]), ([-0.3, 0.0], [0.5, 2.0])])
+def test_random_policy_stays_within_bounds(beta, low, high):
+    actions = policy_actions(beta, low, high)
+    assert actions.dtype == np.float32
+    assert np.all(actions >= np.float32(low)) and np.all(actions <= np.float32(high))
+    assert np.all(actions.std(0) > 0.05)  # and it does explore
+
+
+def test_colored_noise_is_smoother_than_white():
+    def jerk(beta: float) -> float:
+        return float(np.abs(np.diff(policy_actions(beta, [-1, -1], [1, 1]), axis=0)).mean())
+
+    assert jerk(2.0) < 0.5 * jerk(0.0)
+    assert jerk(2.0) < jerk(1.0) < jerk(0.0)
+
+
+def test_random_policy_is_reproducible_from_its_reset_rng():
+    for beta in (0.0, 2.0):
+        a = policy_actions(beta, [-1, -1], [1, 1], seed=5)
+        np.testing.assert_array_equal(a, policy_actions(beta, [-1, -1], [1, 1], seed=5))
+        assert not np.array_equal(a, policy_actions(beta, [-1, -1], [1, 1], seed=6))
+
+
+def test_negative_beta_is_an_env_error():
+    with pytest.raises(EnvError, match="-1"):
+        RandomPolicy(gym.spaces.Box(-1, 1, shape=(2,)), beta=-1.0)

@@ -1,0 +1,182 @@
+"""EpisodeStore: round trips, the plain Zarr layout, the crash-safe commit and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from wmrobot.datasets import EpisodeStore
+from wmrobot.errors import DatasetError
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_episodes_round_trip(new_store, make_episode, rng, tmp_path):
+    episodes = [make_episode(t, rng, seed=i) for i, t in enumerate([4, 7, 1])]
+    store = new_store()
+    store.append(episodes[:2])
+    store.append(episodes[2:])
+
+    again = EpisodeStore.open(tmp_path / "d.zarr")
+    assert again.n_episodes == 3
+    assert again.n_rows == 5 + 8 + 2
+    assert again.n_transitions == 4 + 7 + 1
+    assert again.keys == ["obs", "action", "reward"]
+    np.testing.assert_array_equal(again.episode_ends, [5, 13, 15])
+    np.testing.assert_array_equal(again.meta("length"), [4, 7, 1])
+    np.testing.assert_array_equal(again.meta("seed"), [0, 1, 2])
+    np.testing.assert_array_equal(again.meta("success"), [ep["success"] for ep in episodes])
+    np.testing.assert_allclose(again.meta("return"), [ep["return"] for ep in episodes])
+    for i, ep in enumerate(episodes):
+        for key in again.keys:
+            np.testing.assert_array_equal(again.episode(i)[key], ep[key])
+    np.testing.assert_array_equal(again.episode(-1)["obs"], episodes[-1]["obs"])
+    loaded = again.load(["obs"])
+    assert list(loaded) == ["obs"]
+    np.testing.assert_array_equal(loaded["obs"], np.concatenate([ep["obs"] for ep in episodes]))
+    with pytest.raises(IndexError):
+        again.episode(3)
+
+
+def test_layout_is_readable_with_plain_zarr(new_store, make_episode, rng, tmp_path):
+    episodes = [make_episode(3, rng), make_episode(5, rng)]
+    new_store().append(episodes)
+
+    root = zarr.open_group(tmp_path / "d.zarr", mode="r")
+    n = root.attrs["n_rows"]
+    assert root.attrs["format"] == "wmrobot.episodes"
+    assert root.attrs["n_episodes"] == 2
+    np.testing.assert_array_equal(root["meta/episode_ends"][:2], [4, 10])
+    np.testing.assert_array_equal(
+        root["data/action"][:n], np.concatenate([ep["action"] for ep in episodes])
+    )
+    assert root["data/obs"].dtype == np.float32
+
+
+def test_rows_past_the_commit_are_invisible_and_overwritten(new_store, make_episode, rng, tmp_path):
+    path = tmp_path / "d.zarr"
+    store = new_store()
+    first = make_episode(3, rng)
+    store.append([first])
+    # A writer killed after writing rows but before its commit: rows 4..9 hold junk.
+    root = zarr.open_group(path, mode="r+")
+    root["data/obs"][4:10] = 123.0
+    root["meta/episode_ends"][1] = 10
+
+    reopened = EpisodeStore.open(path, mode="a")
+    assert (reopened.n_rows, reopened.n_episodes) == (4, 1)
+    assert not np.any(reopened.load(["obs"])["obs"] == 123.0)
+
+    second = make_episode(2, rng)
+    reopened.append([second])
+    final = EpisodeStore.open(path)
+    np.testing.assert_array_equal(final.episode_ends, [4, 7])
+    np.testing.assert_array_equal(final.episode(1)["obs"], second["obs"])
+    np.testing.assert_array_equal(final.episode(0)["obs"], first["obs"])
+
+
+def test_stats_match_numpy(new_store, make_episode, rng):
+    episodes = [make_episode(t, rng) for t in (6, 3, 9)]
+    store = new_store()
+    store.append(episodes[:1])
+    store.append(episodes[1:])  # stats are merged across commits
+    stats = store.attrs["stats"]
+
+    obs = np.concatenate([ep["obs"] for ep in episodes]).astype(np.float64)
+    actions = np.concatenate([ep["action"][:-1] for ep in episodes]).astype(np.float64)
+    assert not np.isnan(actions).any()
+    np.testing.assert_allclose(stats["obs"]["mean"], obs.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["obs"]["std"], obs.std(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["action"]["mean"], actions.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["action"]["std"], actions.std(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["action"]["min"], actions.min(0))
+    np.testing.assert_allclose(stats["action"]["max"], actions.max(0))
+
+    final = store.finalize_stats()
+    np.testing.assert_allclose(final["action"]["q01"], np.quantile(actions, 0.01, axis=0))
+    np.testing.assert_allclose(final["obs"]["q99"], np.quantile(obs, 0.99, axis=0))
+    assert final["obs"]["mean"] == stats["obs"]["mean"]
+
+
+def test_fingerprint_changes_when_an_episode_is_added(new_store, make_episode, rng, tmp_path):
+    store = new_store()
+    store.append([make_episode(4, rng)])
+    before = store.fingerprint()
+    assert EpisodeStore.open(tmp_path / "d.zarr").fingerprint() == before
+    store.append([make_episode(4, rng)])
+    assert store.fingerprint() != before
+
+
+def test_validate_catches_corrupted_episode_ends(new_store, make_episode, rng, tmp_path):
+    path = tmp_path / "d.zarr"
+    store = new_store()
+    store.append([make_episode(3, rng), make_episode(3, rng)])
+    store.validate()
+    zarr.open_group(path, mode="r+")["meta/episode_ends"][:2] = [6, 4]
+    with pytest.raises(DatasetError, match="episode_ends"):
+        store.validate()
+    with pytest.raises(DatasetError, match="episode_ends"):
+        EpisodeStore.open(path)
+
+
+def test_open_for_append_removes_partial_files(new_store, make_episode, rng, tmp_path):
+    path = tmp_path / "d.zarr"
+    new_store().append([make_episode(3, rng)])
+    leftovers = [path / "zarr.json.partial", path / "data" / "obs" / "c.partial"]
+    for f in leftovers:
+        f.write_bytes(b"half a write")
+
+    EpisodeStore.open(path)  # a reader leaves them alone
+    assert all(f.exists() for f in leftovers)
+    store = EpisodeStore.open(path, mode="a")
+    assert not any(f.exists() for f in leftovers)
+    assert store.n_episodes == 1
+
+
+def test_a_path_that_is_not_a_dataset_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="no such path"):
+        EpisodeStore.open(tmp_path / "missing.zarr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="not a wmrobot dataset"):
+        EpisodeStore.open(tmp_path / "empty")
+    zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=3).attrs["x"] = 1
+    with pytest.raises(DatasetError, match="no format"):
+        EpisodeStore.open(tmp_path / "other.zarr")
+
+
+def test_a_newer_format_version_is_refused(new_store, tmp_path):
+    new_store()
+    zarr.open_group(tmp_path / "d.zarr", mode="r+").attrs["format_version"] = 99
+    with pytest.raises(DatasetError, match="format_version 99"):
+        EpisodeStore.open(tmp_path / "d.zarr")
+
+
+def test_create_refuses_an_existing_path(new_store, tmp_path):
+    new_store()
+    with pytest.raises(DatasetError, match="already exists"):
+        new_store()
+
+
+def test_read_only_store_refuses_appends(new_store, make_episode, rng, tmp_path: Path):
+    new_store()
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    with pytest.raises(DatasetError, match="read-only"):
+        store.append([make_episode(3, rng)])
+    assert EpisodeStore.open(tmp_path / "d.zarr").n_episodes == 0
+
+
+def test_append_rejects_malformed_episodes(new_store, make_episode, rng):
+    store = new_store()
+    incomplete = make_episode(3, rng)
+    del incomplete["reward"]
+    with pytest.raises(DatasetError, match="reward"):
+        store.append([incomplete])
+    with pytest.raises(DatasetError, match="at least one action"):
+        store.append([make_episode(0, rng)])
+    assert store.n_rows == 0

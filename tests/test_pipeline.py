@@ -1,0 +1,45 @@
+"""A miniature of the whole path through the CLI: collect -> train -> plan, and its artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wmrobot.cli import main
+from wmrobot.datasets import EpisodeStore
+from wmrobot.train import load_checkpoint
+
+
+def _only(pattern: str, root: Path) -> Path:
+    found = sorted(root.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "maze.zarr"
+    assert main(["collect", "policy=colored", "episodes=30", f"out={data}"]) == 0
+    store = EpisodeStore.open(data)
+    assert store.n_episodes == 30
+    assert store.n_transitions > 1000
+
+    assert (
+        main(["train", f"dataset={data}", "model.train.steps=400", "model.train.log_every=50"]) == 0
+    )
+    ckpt = _only("runs/train/*/checkpoint", tmp_path)
+    for name in ("model.pt", "meta.json", "metrics.csv"):
+        assert (ckpt / name).is_file()
+    model, meta = load_checkpoint(ckpt)
+    assert meta["dataset"]["fingerprint"] == store.fingerprint()
+    assert meta["dataset"]["transitions"] == store.n_transitions
+
+    easy = ["env.eval.pairs=12", "env.eval.max_distance=1.2", "env.eval.budget=40"]
+    assert main(["plan", f"checkpoint={ckpt}", "seeds=[0]", "video=false", *easy]) == 0
+    run = _only("runs/plan/*", tmp_path)
+    for name in ("results.csv", "results.json", "results.md", "results.png", "episodes.csv"):
+        assert (run / name).is_file(), name
+    results = {r["method"]: r for r in json.loads((run / "results.json").read_text())["results"]}
+    mppi, random = results["Mode-2 MPPI"], results["random"]
+    assert mppi["env_steps"] == store.n_transitions
+    assert sum(mppi["success"]) > sum(random["success"]) + 0.25, (mppi, random)

@@ -1,0 +1,102 @@
+"""Every command's composed config is typed and range-checked before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from wmrobot.cli import compose
+from wmrobot.config import RANGES, SCHEMAS, CollectCommand, DemoCommand, validate
+from wmrobot.errors import ConfigError
+
+REQUIRED = {"collect": [], "train": ["dataset=d.zarr"], "plan": ["checkpoint=ckpt"], "demo": []}
+
+
+def checked(command: str, *overrides: str):
+    return validate(command, compose(command, [*REQUIRED[command], *overrides]))
+
+
+@pytest.mark.parametrize("command", sorted(SCHEMAS))
+def test_defaults_of_every_command_validate(command):
+    typed = checked(command)
+    assert isinstance(typed, SCHEMAS[command])
+
+
+def test_defaults_are_typed_values():
+    collect = checked("collect", "episodes=5")
+    assert isinstance(collect, CollectCommand)
+    assert collect.episodes == 5
+    assert collect.env.id == "wmrobot/PointMaze-v0"
+    assert collect.policy.beta == 0.0
+
+    demo = checked("demo")
+    assert isinstance(demo, DemoCommand)
+    assert demo.policy.beta == 1.0  # demo collects with colored noise
+    assert demo.model.train.seed == demo.seed
+    assert demo.planner.elites <= demo.planner.samples
+
+
+def test_every_range_names_a_key_some_command_has():
+    keys = set()
+    for command in SCHEMAS:
+        keys |= _leaf_keys(checked(command))
+    assert set(RANGES) <= keys
+
+
+def _leaf_keys(obj, prefix: str = "") -> set[str]:
+    if not hasattr(obj, "__dataclass_fields__"):
+        return {prefix.rstrip(".")}
+    out = set()
+    for name in obj.__dataclass_fields__:
+        out |= _leaf_keys(getattr(obj, name), f"{prefix}{name}.")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "named"),
+    [
+        ("collect", "episodes=-1", "episodes"),
+        ("collect", "episodes=0", "episodes"),
+        ("collect", "flush_every=0", "flush_every"),
+        ("collect", "policy.beta=-0.5", "policy.beta"),
+        ("plan", "planner.elites=500", "planner.elites"),
+        ("plan", "planner.temperature=0", "planner.temperature"),
+        ("train", "model.ema=1.5", "model.ema"),
+        ("train", "model.train.batch_size=1", "model.train.batch_size"),
+        ("demo", "model.ema=1.5", "model.ema"),
+        ("demo", "rl.gamma=2", "rl.gamma"),
+    ],
+)
+def test_out_of_range_values_raise_config_error_naming_the_key(command, override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        checked(command, override)
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "named"),
+    [
+        ("collect", "episodes=abc", "episodes"),
+        ("train", "model.latent_dim=big", "model.latent_dim"),
+    ],
+)
+def test_values_of_the_wrong_type_raise_config_error_naming_the_key(command, override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        checked(command, override)
+
+
+def test_elites_must_not_exceed_samples():
+    with pytest.raises(ConfigError, match=r"planner\.elites=64 exceeds planner\.samples=32"):
+        checked("plan", "planner.samples=32", "planner.elites=64")
+    assert checked("plan", "planner.samples=32", "planner.elites=32").planner.elites == 32
+
+
+@pytest.mark.parametrize(("command", "key"), [("train", "dataset"), ("plan", "checkpoint")])
+def test_a_missing_required_key_is_named(command, key):
+    with pytest.raises(ConfigError, match=f"{key} is required"):
+        validate(command, compose(command, []))
+
+
+def test_unknown_options_and_groups_are_config_errors():
+    with pytest.raises(ConfigError, match="episodez"):
+        compose("collect", ["episodez=5"])
+    with pytest.raises(ConfigError, match="available: colored, random"):
+        compose("collect", ["policy=expert"])

@@ -1,0 +1,208 @@
+"""Methods evaluated side by side on one fixed start/goal set: summaries, tables, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from wmrobot.agent import PlanningAgent, RandomAgent  # noqa: E402
+from wmrobot.envs import make_env  # noqa: E402
+from wmrobot.eval.rollout import decision_latency_ms, evaluate  # noqa: E402
+from wmrobot.model.world_model import WorldModel  # noqa: E402
+from wmrobot.planners import MPPIConfig  # noqa: E402
+
+
+@dataclass
+class MethodResult:
+    """One method's outcome over seeds: success rate per seed, mean steps, decision latency."""
+
+    method: str
+    env_steps: int
+    success: list[float]
+    steps_to_success: float
+    latency_ms: float
+    episodes: list[dict[str, Any]]
+
+    @property
+    def success_mean(self) -> float:
+        return float(np.mean(self.success))
+
+    @property
+    def success_std(self) -> float:
+        return statistics.stdev(self.success) if len(self.success) > 1 else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "env_steps": self.env_steps,
+            "success_mean": round(self.success_mean, 4),
+            "success_std": round(self.success_std, 4),
+            "seeds": len(self.success),
+            "steps_to_success": round(self.steps_to_success, 2),
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+def summarise(
+    method: str, env_steps: int, per_seed: dict[int, list[dict[str, Any]]], latency_ms: float
+) -> MethodResult:
+    """Fold per-seed episode records into a :class:`MethodResult`."""
+    success = [float(np.mean([r["success"] for r in recs])) for recs in per_seed.values()]
+    steps = [r["steps"] for recs in per_seed.values() for r in recs if r["success"]]
+    episodes = [{"method": method, "seed": s, **r} for s, recs in per_seed.items() for r in recs]
+    return MethodResult(
+        method=method,
+        env_steps=env_steps,
+        success=success,
+        steps_to_success=float(np.mean(steps)) if steps else float("nan"),
+        latency_ms=latency_ms,
+        episodes=episodes,
+    )
+
+
+def evaluate_planner(
+    model: WorldModel,
+    planner: MPPIConfig,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    budget: int,
+    seeds: list[int],
+    env_steps: int,
+    name: str = "Mode-2 MPPI",
+) -> MethodResult:
+    """Receding-horizon MPPI through ``model``, one run of the whole set per planner seed."""
+    env = make_env(env_id, env_kwargs)
+    goal_obs = env.unwrapped.goal_observation
+    per_seed = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        agent = PlanningAgent(model, planner, goal_obs, seed=seed)
+        per_seed[seed] = [r.as_dict() for r in evaluate(agent, env_id, env_kwargs, pairs, budget)]
+    obs, _ = env.reset(seed=0, options=pairs[0])
+    latency = decision_latency_ms(PlanningAgent(model, planner, goal_obs, seed=0), obs)
+    env.close()
+    return summarise(name, env_steps, per_seed, latency)
+
+
+def evaluate_random(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    budget: int,
+    seeds: list[int],
+) -> MethodResult:
+    env = make_env(env_id, env_kwargs)
+    low, high = env.action_space.low, env.action_space.high
+    per_seed = {
+        s: [
+            r.as_dict()
+            for r in evaluate(RandomAgent(low, high, s), env_id, env_kwargs, pairs, budget)
+        ]
+        for s in seeds
+    }
+    obs, _ = env.reset(seed=0, options=pairs[0])
+    latency = decision_latency_ms(RandomAgent(low, high, 0), obs)
+    return summarise("random", 0, per_seed, latency)
+
+
+def write_report(results: list[MethodResult], out: str | Path, title: str) -> Table:
+    """Write results.csv/json/md, episodes.csv and results.png into ``out``; return the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    episodes = [e for r in results for e in r.episodes]
+    with open(out / "episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(episodes[0]))
+        writer.writeheader()
+        writer.writerows(episodes)
+    (out / "results.json").write_text(
+        json.dumps({"title": title, "results": [asdict(r) for r in results]}, indent=2)
+    )
+
+    table = Table(title=title)
+    for col in (
+        "method",
+        "env steps",
+        "success rate (mean ± std over seeds)",
+        "steps to goal",
+        "decision latency",
+    ):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    lines = [
+        f"# {title}",
+        "",
+        "| method | env steps | success (mean ± std) | seeds | steps to goal | latency (ms) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        success = f"{100 * r.success_mean:.1f}% ± {100 * r.success_std:.1f}"
+        table.add_row(
+            r.method,
+            f"{r.env_steps:,}",
+            f"{success} (n={len(r.success)})",
+            f"{r.steps_to_success:.1f}",
+            f"{r.latency_ms:.2f} ms",
+        )
+        lines.append(
+            f"| {r.method} | {r.env_steps} | {success} | {len(r.success)} | "
+            f"{r.steps_to_success:.1f} | {r.latency_ms:.2f} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    _plot(results, out / "results.png", title)
+    return table
+
+
+def _plot(results: list[MethodResult], path: Path, title: str) -> None:
+    names = [r.method for r in results]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = np.arange(len(results))
+    ax1.bar(
+        x,
+        [100 * r.success_mean for r in results],
+        yerr=[100 * r.success_std for r in results],
+        capsize=6,
+        color="#4C72B0",
+    )
+    for i, r in enumerate(results):
+        ax1.scatter([i] * len(r.success), [100 * s for s in r.success], color="k", s=12, zorder=3)
+    ax1.set(
+        xticks=x,
+        xticklabels=names,
+        ylabel="success rate (%)",
+        ylim=(0, 105),
+        title="success (bars: mean ± std; dots: seeds)",
+    )
+    ax2.bar(x, [r.latency_ms for r in results], color="#DD8452")
+    ax2.set(
+        xticks=x,
+        xticklabels=names,
+        ylabel="ms per decision (log)",
+        yscale="log",
+        title="decision latency, one env",
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_table(table: Table) -> None:
+    Console().print(table)

@@ -1,0 +1,399 @@
+"""The ``wmrobot`` command: collect, train, plan, demo; Hydra configs, one-line errors."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+USAGE = """usage: wmrobot <command> [key=value ...] [--help]
+
+Latent (JEPA) world models for MuJoCo robots, on a CPU.
+
+commands:
+  collect   collect episodes from a MuJoCo task into a Zarr dataset
+  train     train a JEPA world model on a dataset; writes a checkpoint directory
+  plan      run Mode-2 MPPI with a checkpoint in the real env on the fixed evaluation set
+  demo      collect -> train -> plan, plus random and SAC baselines, in one table
+
+Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
+command's options with their current values. Each run writes runs/<command>/<timestamp>/.
+"""
+
+DESCRIPTIONS = {
+    "collect": "Collect episodes from a MuJoCo task into a crash-safe Zarr v3 dataset.\n"
+    "Re-running with the same out= resumes up to the target.\n"
+    "example: wmrobot collect env=pointmaze policy=random episodes=200 out=data/maze.zarr",
+    "train": "Train a JEPA world model (encoder + EMA target, predictor, cost head).\n"
+    "Writes model.pt (weights only), meta.json and metrics.csv into the checkpoint directory.\n"
+    "example: wmrobot train dataset=data/maze.zarr model.train.steps=5000",
+    "plan": "Evaluate Mode-2 MPPI (and the random floor) in the real env on the fixed, seeded\n"
+    "start/goal set with a fixed step budget; the planner never touches the simulator.\n"
+    "example: wmrobot plan checkpoint=runs/train/<ts>/checkpoint planner.samples=256",
+    "demo": "Run the whole path on defaults: collect, train, plan, and SAC trained online with\n"
+    "as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
+    "example: wmrobot demo episodes=50 rl_seeds=[0]",
+}
+
+# One line for the options a user reaches for first; every other key is listed without one.
+OPTION_HELP = {
+    "env": "task config group: pointmaze",
+    "env.id": "gymnasium env id",
+    "env.kwargs.layout": "maze layout: ring, open or umaze",
+    "env.eval.pairs": "number of fixed start/goal pairs in the evaluation set",
+    "env.eval.seed": "seed that draws the evaluation set",
+    "env.eval.budget": "environment steps allowed per evaluation episode",
+    "env.eval.max_distance": "keep only pairs this close (an easy set); null = all",
+    "policy": "collection policy group: random, colored",
+    "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
+    "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
+    "seed": "run seed (collection, training)",
+    "flush_every": "episodes per commit (a crash loses at most this many)",
+    "out": "output path (default: inside runs/<command>/<timestamp>/)",
+    "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
+    "threads": "torch CPU threads",
+    "model": "model config group: state_mlp",
+    "model.latent_dim": "latent size D",
+    "model.train.steps": "optimisation steps",
+    "model.train.batch_size": "windows per batch",
+    "model.train.horizon": "prediction steps K per window (multi-step loss)",
+    "model.latent_weight": "planning cost weight of the latent distance to the goal",
+    "model.cost_weight": "planning cost weight of the cost head",
+    "checkpoint": "checkpoint directory made by `wmrobot train` (required)",
+    "planner": "planner config group: mppi",
+    "planner.horizon": "planning horizon H (steps)",
+    "planner.samples": "action sequences sampled per iteration",
+    "planner.iterations": "MPPI iterations per decision",
+    "seeds": "planner seeds; success is reported as mean and std over them",
+    "rl_seeds": "SAC training seeds (trained in parallel, one per core)",
+    "baseline": "also evaluate the random policy",
+    "video": "write a GIF of one MPC episode",
+    "rl": "model-free baseline group: sac",
+}
+
+
+def _error(command: str | None, message: str) -> int:
+    where = f"wmrobot {command}" if command else "wmrobot"
+    print(f"{where}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _config_dir() -> str:
+    return str(resources.files("wmrobot.configs"))
+
+
+def _group_options(group: str) -> list[str]:
+    folder = Path(_config_dir()) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def compose(command: str, overrides: list[str]) -> Any:
+    """The command's config with ``overrides`` applied (Hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from wmrobot.errors import ConfigError
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=_config_dir(), version_base=None):
+            return hydra_compose(config_name=command, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        text = str(e)
+        missing = re.search(r"Could not find '([\w-]+)/([^']+)'", text)
+        if missing:
+            group, option = missing.groups()
+            raise ConfigError(
+                f"unknown {group} {option!r}; available: {', '.join(_group_options(group))}"
+            ) from None
+        unknown = re.search(r"Could not override '([^']+)'", text)
+        if unknown:
+            raise ConfigError(
+                f"unknown option {unknown.group(1)!r}; see `wmrobot {command} --help`"
+            ) from None
+        raise ConfigError(text.strip().splitlines()[0]) from None
+
+
+def command_help(command: str, cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    lines = [f"usage: wmrobot {command} [key=value ...]", "", DESCRIPTIONS[command], ""]
+    groups = [g for g in ("env", "policy", "model", "planner", "rl") if g in cfg]
+    if groups:
+        lines.append("config groups (choose with group=option):")
+        for g in groups:
+            lines.append(f"  {g:<28} {OPTION_HELP.get(g, '')}; one of {_group_options(g)}")
+        lines.append("")
+    lines.append("options (current value):")
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node:
+            path = f"{prefix}{key}"
+            value = OmegaConf.select(node, key, throw_on_missing=False)
+            if OmegaConf.is_dict(value) and not path.endswith("kwargs"):
+                walk(value, path + ".")
+                continue
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            shown = "(required)" if shown == "???" else json.dumps(shown)
+            lines.append(f"  {path}={shown:<20} {OPTION_HELP.get(path, '')}".rstrip())
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    walk(OmegaConf.create(raw), "")
+    return "\n".join(lines)
+
+
+def _run_dir(command: str, out: str | None) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / command / stamp
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{stamp}-{n}"), n + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ------------------------------------------------------------------------------------ commands
+def _model_config(section: Any) -> Any:
+    from wmrobot.model import ModelConfig
+
+    return ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
+
+
+def run_collect(c: Any, run_dir: Path) -> dict[str, Any]:
+    from wmrobot.datasets import collect
+
+    path = c.out or str(run_dir / "dataset.zarr")
+    res = collect(
+        path,
+        c.env.id,
+        c.env.kwargs,
+        policy=c.policy.name,
+        beta=c.policy.beta,
+        episodes=c.episodes,
+        seed=c.seed,
+        flush_every=c.flush_every,
+    )
+    _say(
+        f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "
+        f"({res.seconds:.1f} s, {res.transitions / max(res.seconds, 1e-9):,.0f} steps/s)"
+    )
+    return {"dataset": path, "episodes": res.episodes, "transitions": res.transitions}
+
+
+def run_train(c: Any, run_dir: Path, config_record: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.train import train
+
+    EpisodeStore.open(c.dataset)  # a clear error before anything is built
+    torch.set_num_threads(c.threads)
+    out = Path(c.out) if c.out else run_dir / "checkpoint"
+    start = time.perf_counter()
+    train(c.dataset, out, _model_config(c.model), c.model.train, config_record=config_record)
+    last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
+    _say(
+        f"train: {c.model.train.steps} steps in {time.perf_counter() - start:.1f} s, "
+        f"final loss {float(last[1]):.4f}; checkpoint {out}"
+    )
+    return {"checkpoint": str(out)}
+
+
+def _evaluation_set(env: Any) -> list[dict[str, Any]]:
+    from wmrobot.envs import eval_pairs, make_env
+
+    probe = make_env(env.id, env.kwargs)
+    pairs = eval_pairs(probe, env.eval.pairs, env.eval.seed, env.eval.max_distance)
+    probe.close()
+    return pairs
+
+
+def run_plan(c: Any, run_dir: Path) -> list[Any]:
+    import torch
+
+    from wmrobot.bench import evaluate_planner, evaluate_random, print_table, write_report
+    from wmrobot.errors import ConfigError
+    from wmrobot.train import load_checkpoint
+
+    torch.set_num_threads(c.threads)
+    model, meta = load_checkpoint(c.checkpoint)
+    env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
+    if env_id != c.env.id:
+        raise ConfigError(f"checkpoint was trained on {env_id}, but env.id={c.env.id}")
+    pairs = _evaluation_set(c.env)
+    budget = c.env.eval.budget
+    results = []
+    if c.baseline:
+        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds))
+    results.append(
+        evaluate_planner(
+            model,
+            c.planner,
+            env_id,
+            env_kwargs,
+            pairs,
+            budget,
+            c.seeds,
+            env_steps=meta["dataset"].get("transitions", 0),
+        )
+    )
+    if c.video:
+        _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir)
+    title = f"{env_id} {env_kwargs}: {len(pairs)} start/goal pairs, {budget}-step budget"
+    print_table(write_report(results, run_dir, title))
+    return results
+
+
+def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path) -> None:
+    from wmrobot.agent import PlanningAgent
+    from wmrobot.envs import make_env
+    from wmrobot.eval import record_video
+
+    goal_obs = make_env(env_id, env_kwargs).unwrapped.goal_observation
+    agent = PlanningAgent(model, planner, goal_obs, seed=0)
+    path = run_dir / "mpc_episode.gif"
+    ok = record_video(agent, env_id, env_kwargs, pairs[0], budget, str(path))
+    _say(f"video: {path} ({'success' if ok else 'failure'})")
+
+
+def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
+    import torch
+
+    from wmrobot.bench import evaluate_planner, evaluate_random, print_table, write_report
+    from wmrobot.datasets import collect
+    from wmrobot.rl import run_seeds
+    from wmrobot.train import load_checkpoint, train
+
+    torch.set_num_threads(c.threads)
+    t0 = time.perf_counter()
+    data = str(run_dir / "dataset.zarr")
+    _say(
+        f"[1/4] collect {c.episodes} episodes of {c.env.id} ({c.policy.name}, beta={c.policy.beta})"
+    )
+    res = collect(
+        data,
+        c.env.id,
+        c.env.kwargs,
+        policy=c.policy.name,
+        beta=c.policy.beta,
+        episodes=c.episodes,
+        seed=c.seed,
+    )
+    _say(f"      {res.transitions:,} steps in {res.seconds:.1f} s")
+
+    _say(f"[2/4] train the world model ({c.model.train.steps} steps)")
+    ckpt = run_dir / "checkpoint"
+    start = time.perf_counter()
+    train(data, ckpt, _model_config(c.model), c.model.train, config_record=config_record)
+    _say(f"      {time.perf_counter() - start:.1f} s; metrics in {ckpt / 'metrics.csv'}")
+    model, meta = load_checkpoint(ckpt)
+
+    pairs = _evaluation_set(c.env)
+    budget = c.env.eval.budget
+    _say(f"[3/4] evaluate random and Mode-2 MPPI on {len(pairs)} pairs x {len(c.seeds)} seeds")
+    start = time.perf_counter()
+    results = [evaluate_random(c.env.id, c.env.kwargs, pairs, budget, c.seeds)]
+    results.append(
+        evaluate_planner(
+            model,
+            c.planner,
+            c.env.id,
+            c.env.kwargs,
+            pairs,
+            budget,
+            c.seeds,
+            env_steps=res.transitions,
+        )
+    )
+    _video(model, c.planner, c.env.id, c.env.kwargs, pairs, budget, run_dir)
+    _say(f"      {time.perf_counter() - start:.1f} s")
+
+    _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
+    start = time.perf_counter()
+    runs = run_seeds(
+        c.env.id, c.env.kwargs, c.rl, res.transitions, list(c.rl_seeds), pairs, budget, run_dir
+    )
+    from wmrobot.bench import summarise
+
+    results.append(
+        summarise(
+            "SAC (SB3)",
+            res.transitions,
+            {r["seed"]: r["records"] for r in runs},
+            float(sum(r["latency_ms"] for r in runs) / len(runs)),
+        )
+    )
+    _say(f"      {time.perf_counter() - start:.1f} s")
+    title = (
+        f"wmrobot demo: {c.env.id} {dict(c.env.kwargs)}, {len(pairs)} start/goal pairs, "
+        f"{budget}-step budget"
+    )
+    print_table(write_report(results, run_dir, title))
+    _say(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
+    return results
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from wmrobot import __version__
+
+        print(f"wmrobot {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    runners: dict[str, Callable[..., Any]] = {
+        "collect": run_collect,
+        "train": run_train,
+        "plan": run_plan,
+        "demo": run_demo,
+    }
+    if command not in runners:
+        return _error(None, f"unknown command {command!r}; choose one of {', '.join(runners)}")
+    want_help = any(a in ("-h", "--help") for a in rest)
+    overrides = [a for a in rest if a not in ("-h", "--help")]
+
+    from omegaconf import OmegaConf
+
+    from wmrobot.config import validate
+    from wmrobot.errors import WmrobotError
+
+    try:
+        cfg = compose(command, overrides)
+        if want_help:
+            print(command_help(command, cfg))
+            return 0
+        typed = validate(command, cfg)
+        run_dir = _run_dir(command, getattr(typed, "out", None))
+        record = OmegaConf.to_container(cfg, resolve=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if command in ("train", "demo"):
+            runners[command](typed, run_dir, record)
+        else:
+            runners[command](typed, run_dir)
+    except WmrobotError as e:
+        return _error(command, str(e))
+    except KeyboardInterrupt:
+        return _error(command, "interrupted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

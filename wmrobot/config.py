@@ -1,0 +1,173 @@
+"""Structured configs: the types and ranges every command's composed Hydra config must satisfy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from wmrobot.errors import ConfigError
+from wmrobot.model.world_model import ModelConfig
+from wmrobot.planners import MPPIConfig
+from wmrobot.rl.sac import RLConfig
+from wmrobot.train.trainer import TrainConfig
+
+
+@dataclass
+class EvalSetConfig:
+    pairs: int
+    seed: int
+    budget: int
+    max_distance: Optional[float]  # noqa: UP045
+
+
+@dataclass
+class EnvConfig:
+    id: str
+    kwargs: dict[str, Any]
+    eval: EvalSetConfig
+
+
+@dataclass
+class PolicyConfig:
+    name: str
+    beta: float
+
+
+@dataclass
+class ModelSection(ModelConfig):
+    train: TrainConfig
+
+
+@dataclass
+class CollectCommand:
+    env: EnvConfig
+    policy: PolicyConfig
+    episodes: int
+    seed: int
+    flush_every: int
+    out: Optional[str]  # noqa: UP045 (OmegaConf reads typing.Optional)
+
+
+@dataclass
+class TrainCommand:
+    model: ModelSection
+    dataset: str
+    seed: int
+    threads: int
+    out: Optional[str]  # noqa: UP045
+
+
+@dataclass
+class PlanCommand:
+    env: EnvConfig
+    planner: MPPIConfig
+    checkpoint: str
+    seeds: list[int]
+    baseline: bool
+    video: bool
+    threads: int
+    out: Optional[str]  # noqa: UP045
+
+
+@dataclass
+class DemoCommand:
+    env: EnvConfig
+    policy: PolicyConfig
+    model: ModelSection
+    planner: MPPIConfig
+    rl: RLConfig
+    episodes: int
+    seed: int
+    seeds: list[int]
+    rl_seeds: list[int]
+    threads: int
+    out: Optional[str]  # noqa: UP045
+
+
+SCHEMAS = {
+    "collect": CollectCommand,
+    "train": TrainCommand,
+    "plan": PlanCommand,
+    "demo": DemoCommand,
+}
+
+# Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
+_POSITIVE_INT = (1, None, True)
+_NON_NEGATIVE = (0, None, True)
+_POSITIVE = (0, None, False)
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "episodes": _POSITIVE_INT,
+    "flush_every": _POSITIVE_INT,
+    "threads": _POSITIVE_INT,
+    "env.eval.pairs": _POSITIVE_INT,
+    "env.eval.budget": _POSITIVE_INT,
+    "env.eval.max_distance": _POSITIVE,
+    "policy.beta": _NON_NEGATIVE,
+    "model.latent_dim": _POSITIVE_INT,
+    "model.hidden": _POSITIVE_INT,
+    "model.depth": _NON_NEGATIVE,
+    "model.goal_dim": _POSITIVE_INT,
+    "model.ema": (0, 1, True),
+    "model.latent_weight": _NON_NEGATIVE,
+    "model.cost_weight": _NON_NEGATIVE,
+    "model.train.steps": _POSITIVE_INT,
+    "model.train.batch_size": (2, None, True),
+    "model.train.horizon": _POSITIVE_INT,
+    "model.train.lr": _POSITIVE,
+    "model.train.weight_decay": _NON_NEGATIVE,
+    "model.train.warmup": _NON_NEGATIVE,
+    "model.train.grad_clip": _POSITIVE,
+    "model.train.log_every": _POSITIVE_INT,
+    "planner.horizon": _POSITIVE_INT,
+    "planner.samples": _POSITIVE_INT,
+    "planner.iterations": _POSITIVE_INT,
+    "planner.elites": _POSITIVE_INT,
+    "planner.temperature": _POSITIVE,
+    "planner.init_std": _POSITIVE,
+    "planner.min_std": _NON_NEGATIVE,
+    "planner.max_std": _POSITIVE,
+    "planner.terminal_weight": _NON_NEGATIVE,
+    "rl.learning_starts": _NON_NEGATIVE,
+    "rl.batch_size": _POSITIVE_INT,
+    "rl.learning_rate": _POSITIVE,
+    "rl.gamma": (0, 1, True),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    low, high, inclusive = RANGES[key]
+    ok = (low is None or (value >= low if inclusive else value > low)) and (
+        high is None or (value <= high if inclusive else value < high)
+    )
+    if not ok:
+        if high is None:
+            want = f"{'>=' if inclusive else '>'} {low}"
+        else:
+            want = f"in [{low}, {high}]" if inclusive else f"in ({low}, {high})"
+        raise ConfigError(f"{key}={value} is out of range: it must be {want}")
+
+
+def validate(command: str, cfg: DictConfig) -> Any:
+    """Check ``cfg`` against the command's schema and ranges; return the typed object."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[command]), cfg)
+        missing = sorted(OmegaConf.missing_keys(typed))
+        if missing:
+            raise ConfigError(f"{missing[0]} is required: add {missing[0]}=... to the command")
+        for key in RANGES:
+            value = OmegaConf.select(typed, key, default=None)
+            if value is not None:
+                _check_range(key, value)
+        if "planner" in typed and typed.planner.elites > typed.planner.samples:
+            raise ConfigError(
+                f"planner.elites={typed.planner.elites} exceeds planner.samples="
+                f"{typed.planner.samples}: lower elites or raise samples"
+            )
+        return OmegaConf.to_object(typed)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        message = str(e).splitlines()[0]
+        raise ConfigError(f"{key}: {message}" if key else message) from None
