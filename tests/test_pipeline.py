@@ -39,7 +39,13 @@ def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypat
     run = _only("runs/plan/*", tmp_path)
     for name in ("results.csv", "results.json", "results.md", "results.png", "episodes.csv"):
         assert (run / name).is_file(), name
-    results = {r["method"]: r for r in json.loads((run / "results.json").read_text())["results"]}
+    for name in ("config.yaml", "run.log"):
+        assert (run / name).is_file(), name
+    report = json.loads((run / "results.json").read_text())
+    assert report["provenance"]["checkpoint"]["dataset"]["fingerprint"] == store.fingerprint()
+    assert len(report["provenance"]["evaluation_set"]) == 12
+    assert report["provenance"]["config"]["planner"]["samples"] > 0
+    results = {r["method"]: r for r in report["results"]}
     mppi, random = results["Mode-2 MPPI"], results["random"]
     assert mppi["env_steps"] == store.n_transitions
     assert sum(mppi["success"]) > sum(random["success"]) + 0.25, (mppi, random)

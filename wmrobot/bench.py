@@ -119,8 +119,17 @@ def evaluate_random(
     return summarise("random", 0, per_seed, latency)
 
 
-def write_report(results: list[MethodResult], out: str | Path, title: str) -> Table:
-    """Write results.csv/json/md, episodes.csv and results.png into ``out``; return the table."""
+def write_report(
+    results: list[MethodResult],
+    out: str | Path,
+    title: str,
+    provenance: dict[str, Any] | None = None,
+) -> Table:
+    """Write results.csv/json/md, episodes.csv and results.png into ``out``; return the table.
+
+    ``provenance`` (config, versions, dataset fingerprint, evaluation set) goes into
+    results.json so that every number can be traced to what produced it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
@@ -134,7 +143,14 @@ def write_report(results: list[MethodResult], out: str | Path, title: str) -> Ta
         writer.writeheader()
         writer.writerows(episodes)
     (out / "results.json").write_text(
-        json.dumps({"title": title, "results": [asdict(r) for r in results]}, indent=2)
+        json.dumps(
+            {
+                "title": title,
+                "provenance": provenance or {},
+                "results": [asdict(r) for r in results],
+            },
+            indent=2,
+        )
     )
 
     table = Table(title=title)

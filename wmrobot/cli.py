@@ -162,8 +162,29 @@ def _run_dir(command: str, out: str | None) -> Path:
     return path
 
 
+_LOG: list[Path] = []  # the current run's run.log, once its directory exists
+
+
 def _say(message: str) -> None:
+    """Print a progress line and keep it in the run's run.log."""
     print(message, flush=True)
+    if _LOG:
+        with open(_LOG[0], "a") as f:
+            f.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} {message}\n")
+
+
+def _provenance(meta: dict[str, Any], pairs: list[dict[str, Any]], config: Any) -> dict:
+    from omegaconf import OmegaConf
+
+    from wmrobot.datasets.collector import git_revision, versions
+
+    return {
+        "config": OmegaConf.to_container(OmegaConf.structured(config)),
+        "checkpoint": {k: meta.get(k) for k in ("dataset", "env", "steps", "seed", "created")},
+        "evaluation_set": pairs,
+        "versions": versions(),
+        "git_revision": git_revision(),
+    }
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -173,10 +194,11 @@ def _model_config(section: Any) -> Any:
     return ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
 
 
-def run_collect(c: Any, run_dir: Path) -> dict[str, Any]:
+def _collect(c: Any, path: str) -> Any:
+    """Collect ``c.episodes`` of ``c.env`` with ``c.policy`` into ``path`` (collect, demo)."""
     from wmrobot.datasets import collect
 
-    path = c.out or str(run_dir / "dataset.zarr")
+    _say(f"collect: {c.episodes} episodes of {c.env.id} ({c.policy.name}, beta={c.policy.beta})")
     res = collect(
         path,
         c.env.id,
@@ -191,26 +213,35 @@ def run_collect(c: Any, run_dir: Path) -> dict[str, Any]:
         f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "
         f"({res.seconds:.1f} s, {res.transitions / max(res.seconds, 1e-9):,.0f} steps/s)"
     )
-    return {"dataset": path, "episodes": res.episodes, "transitions": res.transitions}
+    return res
 
 
-def run_train(c: Any, run_dir: Path, config_record: dict[str, Any]) -> dict[str, Any]:
+def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> None:
+    """Train ``c.model`` on ``dataset`` into the checkpoint directory ``out`` (train, demo)."""
+    from wmrobot.train import train
+
+    _say(f"train: {c.model.train.steps} steps on {dataset}")
+    start = time.perf_counter()
+    train(dataset, out, _model_config(c.model), c.model.train, config_record=config_record)
+    last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
+    _say(
+        f"train: {time.perf_counter() - start:.1f} s, final loss {float(last[1]):.4f}; "
+        f"checkpoint {out}"
+    )
+
+
+def run_collect(c: Any, run_dir: Path) -> None:
+    _collect(c, c.out or str(run_dir / "dataset.zarr"))
+
+
+def run_train(c: Any, run_dir: Path, config_record: dict[str, Any]) -> None:
     import torch
 
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.train import train
 
     EpisodeStore.open(c.dataset)  # a clear error before anything is built
     torch.set_num_threads(c.threads)
-    out = Path(c.out) if c.out else run_dir / "checkpoint"
-    start = time.perf_counter()
-    train(c.dataset, out, _model_config(c.model), c.model.train, config_record=config_record)
-    last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
-    _say(
-        f"train: {c.model.train.steps} steps in {time.perf_counter() - start:.1f} s, "
-        f"final loss {float(last[1]):.4f}; checkpoint {out}"
-    )
-    return {"checkpoint": str(out)}
+    _train(c, c.dataset, Path(c.out) if c.out else run_dir / "checkpoint", config_record)
 
 
 def _evaluation_set(env: Any) -> list[dict[str, Any]]:
@@ -222,10 +253,39 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
     return pairs
 
 
+def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
+    """Random floor (if asked) and Mode-2 MPPI on the evaluation set, plus a GIF (plan, demo)."""
+    from wmrobot.bench import evaluate_planner, evaluate_random
+
+    pairs, budget = _evaluation_set(c.env), c.env.eval.budget
+    _say(f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget")
+    start = time.perf_counter()
+    results = []
+    if c.baseline:
+        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds))
+    results.append(
+        evaluate_planner(
+            model, c.planner, env_id, env_kwargs, pairs, budget, c.seeds, env_steps=env_steps
+        )
+    )
+    if c.video:
+        _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir)
+    _say(f"evaluate: {time.perf_counter() - start:.1f} s")
+    return results, pairs
+
+
+def _report(results: list, run_dir: Path, c: Any, env_id: str, kwargs: dict, meta, pairs) -> None:
+    from wmrobot.bench import print_table, write_report
+
+    title = (
+        f"{env_id} {dict(kwargs)}: {len(pairs)} start/goal pairs, {c.env.eval.budget}-step budget"
+    )
+    print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c)))
+
+
 def run_plan(c: Any, run_dir: Path) -> list[Any]:
     import torch
 
-    from wmrobot.bench import evaluate_planner, evaluate_random, print_table, write_report
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint
 
@@ -234,27 +294,10 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
     if env_id != c.env.id:
         raise ConfigError(f"checkpoint was trained on {env_id}, but env.id={c.env.id}")
-    pairs = _evaluation_set(c.env)
-    budget = c.env.eval.budget
-    results = []
-    if c.baseline:
-        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds))
-    results.append(
-        evaluate_planner(
-            model,
-            c.planner,
-            env_id,
-            env_kwargs,
-            pairs,
-            budget,
-            c.seeds,
-            env_steps=meta["dataset"].get("transitions", 0),
-        )
-    )
-    if c.video:
-        _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir)
-    title = f"{env_id} {env_kwargs}: {len(pairs)} start/goal pairs, {budget}-step budget"
-    print_table(write_report(results, run_dir, title))
+    steps = meta["dataset"].get("transitions", 0)
+    results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
+    _report(results, run_dir, c, env_id, env_kwargs, meta, pairs)
+    _say(f"plan: results in {run_dir}/")
     return results
 
 
@@ -273,76 +316,32 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path) -> 
 def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
     import torch
 
-    from wmrobot.bench import evaluate_planner, evaluate_random, print_table, write_report
-    from wmrobot.datasets import collect
+    from wmrobot.bench import summarise
     from wmrobot.rl import run_seeds
-    from wmrobot.train import load_checkpoint, train
+    from wmrobot.train import load_checkpoint
 
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
-    data = str(run_dir / "dataset.zarr")
-    _say(
-        f"[1/4] collect {c.episodes} episodes of {c.env.id} ({c.policy.name}, beta={c.policy.beta})"
-    )
-    res = collect(
-        data,
-        c.env.id,
-        c.env.kwargs,
-        policy=c.policy.name,
-        beta=c.policy.beta,
-        episodes=c.episodes,
-        seed=c.seed,
-    )
-    _say(f"      {res.transitions:,} steps in {res.seconds:.1f} s")
-
-    _say(f"[2/4] train the world model ({c.model.train.steps} steps)")
-    ckpt = run_dir / "checkpoint"
-    start = time.perf_counter()
-    train(data, ckpt, _model_config(c.model), c.model.train, config_record=config_record)
-    _say(f"      {time.perf_counter() - start:.1f} s; metrics in {ckpt / 'metrics.csv'}")
+    data, ckpt = str(run_dir / "dataset.zarr"), run_dir / "checkpoint"
+    _say("[1/4] data")
+    res = _collect(c, data)
+    _say("[2/4] world model")
+    _train(c, data, ckpt, config_record)
     model, meta = load_checkpoint(ckpt)
-
-    pairs = _evaluation_set(c.env)
-    budget = c.env.eval.budget
-    _say(f"[3/4] evaluate random and Mode-2 MPPI on {len(pairs)} pairs x {len(c.seeds)} seeds")
-    start = time.perf_counter()
-    results = [evaluate_random(c.env.id, c.env.kwargs, pairs, budget, c.seeds)]
-    results.append(
-        evaluate_planner(
-            model,
-            c.planner,
-            c.env.id,
-            c.env.kwargs,
-            pairs,
-            budget,
-            c.seeds,
-            env_steps=res.transitions,
+    _say("[3/4] random policy and Mode-2 MPPI")
+    results, pairs = _evaluate(c, model, c.env.id, c.env.kwargs, res.transitions, run_dir)
+    if c.rl_seeds:
+        _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
+        start = time.perf_counter()
+        budget = c.env.eval.budget
+        runs = run_seeds(
+            c.env.id, c.env.kwargs, c.rl, res.transitions, list(c.rl_seeds), pairs, budget, run_dir
         )
-    )
-    _video(model, c.planner, c.env.id, c.env.kwargs, pairs, budget, run_dir)
-    _say(f"      {time.perf_counter() - start:.1f} s")
-
-    _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
-    start = time.perf_counter()
-    runs = run_seeds(
-        c.env.id, c.env.kwargs, c.rl, res.transitions, list(c.rl_seeds), pairs, budget, run_dir
-    )
-    from wmrobot.bench import summarise
-
-    results.append(
-        summarise(
-            "SAC (SB3)",
-            res.transitions,
-            {r["seed"]: r["records"] for r in runs},
-            float(sum(r["latency_ms"] for r in runs) / len(runs)),
-        )
-    )
-    _say(f"      {time.perf_counter() - start:.1f} s")
-    title = (
-        f"wmrobot demo: {c.env.id} {dict(c.env.kwargs)}, {len(pairs)} start/goal pairs, "
-        f"{budget}-step budget"
-    )
-    print_table(write_report(results, run_dir, title))
+        per_seed = {r["seed"]: r["records"] for r in runs}
+        latency = sum(r["latency_ms"] for r in runs) / len(runs)
+        results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency))
+        _say(f"SAC: {time.perf_counter() - start:.1f} s")
+    _report(results, run_dir, c, c.env.id, c.env.kwargs, meta, pairs)
     _say(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
     return results
 
@@ -382,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         typed = validate(command, cfg)
         run_dir = _run_dir(command, getattr(typed, "out", None))
+        _LOG[:] = [run_dir / "run.log"]
         record = OmegaConf.to_container(cfg, resolve=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if command in ("train", "demo"):

@@ -81,8 +81,11 @@ class DemoCommand:
     rl: RLConfig
     episodes: int
     seed: int
+    flush_every: int
     seeds: list[int]
     rl_seeds: list[int]
+    baseline: bool
+    video: bool
     threads: int
     out: Optional[str]  # noqa: UP045
 
