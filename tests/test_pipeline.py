@@ -25,7 +25,7 @@ def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypat
     assert store.n_transitions > 1000
 
     assert (
-        main(["train", f"dataset={data}", "model.train.steps=400", "model.train.log_every=50"]) == 0
+        main(["train", f"dataset={data}", "model.train.steps=800", "model.train.log_every=50"]) == 0
     )
     ckpt = _only("runs/train/*/checkpoint", tmp_path)
     for name in ("model.pt", "meta.json", "metrics.csv"):
