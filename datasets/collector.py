@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmrobot.datasets.store import EpisodeStore
-from wmrobot.envs import make_env
+from wmrobot.envs import get_physics_state, has_physics, make_env
 from wmrobot.errors import DatasetError, EnvError
 
 
@@ -108,7 +108,7 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
     obs, _ = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    physics = [base.get_physics_state()] if hasattr(base, "get_physics_state") else None
+    physics = [get_physics_state(env)] if has_physics(env) else None
     success = False
     while True:
         action = np.asarray(policy.act(obs), dtype=np.float32)
@@ -119,7 +119,7 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
         terms.append(terminated)
         truncs.append(truncated)
         if physics is not None:
-            physics.append(base.get_physics_state())
+            physics.append(get_physics_state(env))
         success = success or bool(info.get("is_success", False))
         if terminated or truncated:
             break

@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,13 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype)."""
         path = str(path)
-        if _is_local(path) and Path(path).exists():
+        local = _is_local(path)
+        if local and Path(path).exists():
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
-        root = zarr.open_group(path, mode="w-", zarr_format=3)
+        # Locally, build in a temporary folder and rename it into place: a crash during
+        # creation leaves no half-made dataset at ``path``.
+        build = f"{path}.creating-{uuid.uuid4().hex[:8]}" if local else path
+        root = zarr.open_group(build, mode="w-", zarr_format=3)
         for key, (shape, dtype) in row_shapes.items():
             root.create_array(
                 f"data/{key}",
@@ -86,6 +91,9 @@ class EpisodeStore:
                 "_moments": {},
             }
         )
+        if local:
+            os.rename(build, path)
+            root = zarr.open_group(path, mode="r+", zarr_format=3)
         return cls(root, path, writable=True)
 
     @classmethod

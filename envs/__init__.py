@@ -10,9 +10,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 
 from wmrobot.envs.evalsets import eval_pairs, make_env  # noqa: E402
+from wmrobot.envs.physics import get_physics_state, has_physics, set_physics_state  # noqa: E402
 from wmrobot.envs.pointmaze import PointMazeEnv  # noqa: E402
 
-__all__ = ["PointMazeEnv", "eval_pairs", "make_env"]
+__all__ = [
+    "PointMazeEnv",
+    "eval_pairs",
+    "get_physics_state",
+    "has_physics",
+    "make_env",
+    "set_physics_state",
+]
 
 if "wmrobot/PointMaze-v0" not in gym.registry:
     gym.register(

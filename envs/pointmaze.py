@@ -9,6 +9,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from wmrobot.envs import physics
 from wmrobot.errors import EnvError
 
 # '#' is a wall cell, '.' free space. The layouts are small on purpose: the walking skeleton plans
@@ -212,14 +213,10 @@ class PointMazeEnv(gym.Env):
 
     def get_physics_state(self) -> np.ndarray:
         """The full MuJoCo physics state (``mjSTATE_FULLPHYSICS``), float64."""
-        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        state = np.empty(mujoco.mj_stateSize(self.model, spec))
-        mujoco.mj_getState(self.model, self.data, state, spec)
-        return state
+        return physics.get_physics_state(self)
 
     def set_physics_state(self, state: np.ndarray) -> None:
-        mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-        mujoco.mj_forward(self.model, self.data)
+        physics.set_physics_state(self, state)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

@@ -66,3 +66,58 @@ def test_console_script_exit_code_and_stderr(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "wmrobot collect: error: episodes=0 is out of range: it must be >= 1"
     ]
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    from wmrobot.datasets import collect
+
+    path = tmp_path_factory.mktemp("data") / "small.zarr"
+    collect(str(path), "wmrobot/PointMaze-v0", beta=1.0, episodes=3, progress=False)
+    return path
+
+
+def test_data_info_summarises_a_dataset(small_dataset, capsys):
+    assert main(["data", "info", str(small_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "wmrobot/PointMaze-v0" in out
+    assert "3 episodes" in out
+    assert "obs/observation" in out
+
+
+def test_data_validate_and_replay(small_dataset, capsys):
+    assert main(["data", "validate", str(small_dataset)]) == 0
+    assert "ok:" in capsys.readouterr().out
+    assert main(["data", "replay", str(small_dataset), "1"]) == 0
+    assert "exact" in capsys.readouterr().out
+
+
+def test_data_validate_rejects_a_real_action_on_a_final_row(small_dataset, tmp_path, capsys):
+    import shutil
+
+    import zarr
+
+    copy = tmp_path / "broken.zarr"
+    shutil.copytree(small_dataset, copy)
+    group = zarr.open_group(copy, mode="r+")
+    last = int(group["meta/episode_ends"][0]) - 1
+    group["data/action"][last] = [0.5, 0.5]
+    assert main(["data", "validate", str(copy)]) == 2
+    assert "last row" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["data", "info", "/no/such.zarr"], "/no/such.zarr"),
+        (["data", "replay", "{dataset}", "99"], "episode 99 out of range"),
+        (["data", "replay", "{dataset}", "x"], "EPISODE must be an integer"),
+        (["data", "frob", "x"], "unknown subcommand 'frob'"),
+        (["data", "info"], "expected PATH"),
+    ],
+)
+def test_data_bad_input_is_one_line(args, needle, small_dataset, capsys):
+    args = [a.format(dataset=small_dataset) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err

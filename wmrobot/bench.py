@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -208,6 +209,5 @@ def _plot(results: list[MethodResult], path: Path, title: str) -> None:
 
 
 def print_table(table: Table) -> None:
-    console = Console()
-    console.width = max(console.width, 110)  # CI logs report 80 columns; keep rows on one line
-    console.print(table)
+    # CI logs report 80 columns; keep each row on one line.
+    Console(width=max(shutil.get_terminal_size().columns, 110)).print(table)

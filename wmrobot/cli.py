@@ -22,6 +22,7 @@ commands:
   train     train a JEPA world model on a dataset; writes a checkpoint directory
   plan      run Mode-2 MPPI with a checkpoint in the real env on the fixed evaluation set
   demo      collect -> train -> plan, plus random and SAC baselines, in one table
+  data      info | validate | replay PATH: look into, check or re-simulate a dataset
 
 Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
 command's options with their current values. Each run writes runs/<command>/<timestamp>/.
@@ -358,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wmrobot {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "data":
+        from wmrobot.data_cli import main as data_main
+
+        return data_main(rest)
     runners: dict[str, Callable[..., Any]] = {
         "collect": run_collect,
         "train": run_train,
@@ -365,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo": run_demo,
     }
     if command not in runners:
-        return _error(None, f"unknown command {command!r}; choose one of {', '.join(runners)}")
+        choices = ", ".join([*runners, "data"])
+        return _error(None, f"unknown command {command!r}; choose one of {choices}")
     want_help = any(a in ("-h", "--help") for a in rest)
     overrides = [a for a in rest if a not in ("-h", "--help")]
 
