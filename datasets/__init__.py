@@ -1,8 +1,12 @@
-"""Zarr v3 episode datasets: the store, the collector and the window sampler."""
+"""Zarr v3 episode datasets: the store, the collector, replay and the window sampler."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from wmrobot.datasets.collector import collect
 from wmrobot.datasets.replay import ReplayResult, replay, restore
-from wmrobot.datasets.sampler import WindowSampler, window_starts
 from wmrobot.datasets.store import EpisodeStore
 
 __all__ = [
@@ -14,3 +18,10 @@ __all__ = [
     "restore",
     "window_starts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The sampler needs torch; loading it lazily keeps collector workers light.
+    if name in ("WindowSampler", "window_starts"):
+        return getattr(importlib.import_module("wmrobot.datasets.sampler"), name)
+    raise AttributeError(f"module 'wmrobot.datasets' has no attribute {name!r}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import multiprocessing as mp
 import platform
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -142,6 +144,51 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
     return ep
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: str, beta: float) -> None:
+    _WORKER["env"], _WORKER["policy"] = _make_env_and_policy(env_id, env_kwargs, policy, beta)
+
+
+def _worker_episode(seed: int) -> dict[str, Any]:
+    return run_episode(_WORKER["env"], _WORKER["policy"], seed)
+
+
+def _make_env_and_policy(
+    env_id: str, env_kwargs: dict[str, Any], policy: str, beta: float
+) -> tuple[gym.Env, RandomPolicy]:
+    env = make_env(env_id, env_kwargs)
+    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+    return env, POLICIES[policy](env.action_space, beta=beta, horizon=horizon)
+
+
+def episodes_in_order(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy: str,
+    beta: float,
+    seeds: list[int],
+    workers: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Run one episode per seed and yield them in the order of ``seeds``.
+
+    With ``workers > 1`` the episodes run in that many worker processes and come back in
+    order, so the result does not depend on the number of workers.
+    """
+    if workers == 1:
+        env, act = _make_env_and_policy(env_id, env_kwargs, policy, beta)
+        try:
+            for s in seeds:
+                yield run_episode(env, act, s)
+        finally:
+            env.close()
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
+    with ctx.Pool(workers, _worker_init, (env_id, env_kwargs, policy, beta)) as pool:
+        yield from pool.imap(_worker_episode, seeds)
+
+
 def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     return {
         k: (v.shape[1:], str(v.dtype))
@@ -159,23 +206,25 @@ def collect(
     episodes: int = 100,
     seed: int = 0,
     flush_every: int = 10,
+    workers: int = 1,
     progress: bool = True,
 ) -> CollectResult:
     """Collect until the dataset at ``path`` holds ``episodes`` episodes (creating or resuming).
 
-    Finished episodes are committed every ``flush_every`` episodes, so a crash loses at most
-    that many.
+    ``workers`` processes step environments; this process alone writes. Finished episodes
+    are committed every ``flush_every`` episodes, so a crash loses at most that many (plus
+    those in flight), and the dataset is the same for any number of workers.
     """
     import time
 
     if episodes <= 0:
         raise DatasetError(f"episodes must be a positive count, got {episodes}")
+    if workers < 1:
+        raise DatasetError(f"workers must be >= 1, got {workers}")
     if policy not in POLICIES:
         raise EnvError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
     env_kwargs = dict(env_kwargs or {})
-    env = make_env(env_id, env_kwargs)
-    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
-    act = POLICIES[policy](env.action_space, beta=beta, horizon=horizon)
+    env, _ = _make_env_and_policy(env_id, env_kwargs, policy, beta)  # fails fast on bad input
     env_record = {
         "id": env_id,
         "kwargs": env_kwargs,
@@ -209,8 +258,10 @@ def collect(
         disable=None if progress else True,
         leave=False,
     )
-    for index in range(done, episodes):
-        buffer.append(run_episode(env, act, episode_seed(seed, index)))
+    seeds = [episode_seed(seed, index) for index in range(done, episodes)]
+    stream = episodes_in_order(env_id, env_kwargs, policy, beta, seeds, workers)
+    for index, episode in zip(range(done, episodes), stream, strict=True):
+        buffer.append(episode)
         if store is None:
             store = EpisodeStore.create(
                 path,
@@ -218,6 +269,8 @@ def collect(
                 spaces={
                     "observation": repr(env.observation_space),
                     "action": repr(env.action_space),
+                    "action_low": env.action_space.low.tolist(),
+                    "action_high": env.action_space.high.tolist(),
                 },
                 row_shapes=_row_shapes(buffer[0]),
                 collector={
@@ -237,7 +290,8 @@ def collect(
     bar.close()
     env.close()
     assert store is not None
-    if done < episodes:
+    stats = store.attrs["stats"]
+    if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
         store.finalize_stats()
     return CollectResult(
         path=path,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from wmrobot.datasets.store import EpisodeStore
+from wmrobot.errors import DatasetError
 
 
 def window_starts(episode_ends: np.ndarray, steps: int) -> np.ndarray:
@@ -39,7 +40,10 @@ class WindowSampler(torch.utils.data.Dataset):
         }
         self.starts = torch.from_numpy(window_starts(store.episode_ends, steps))
         if len(self.starts) == 0:
-            raise ValueError(f"no episode of {store.path!r} is longer than {steps} steps")
+            raise DatasetError(
+                f"no episode of {store.path!r} is longer than {steps} steps; "
+                f"lower the window (model.train.horizon) or collect longer episodes"
+            )
         self._offsets = torch.arange(steps + 1)
 
     def __len__(self) -> int:

@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,6 +25,13 @@ EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
 
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
+
+
+def _open_group(path: str, mode: str) -> zarr.Group:
+    try:
+        return zarr.open_group(path, mode=mode, zarr_format=3)
+    except ImportError as e:  # fsspec URLs need their filesystem package (s3fs, gcsfs, ...)
+        raise DatasetError(f"cannot open {path!r}: {e}") from None
 
 
 class EpisodeStore:
@@ -63,7 +71,10 @@ class EpisodeStore:
         # Locally, build in a temporary folder and rename it into place: a crash during
         # creation leaves no half-made dataset at ``path``.
         build = f"{path}.creating-{uuid.uuid4().hex[:8]}" if local else path
-        root = zarr.open_group(build, mode="w-", zarr_format=3)
+        if local:  # remains of a creation that a crash cut short (one writer per dataset)
+            for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        root = _open_group(build, mode="w-")
         for key, (shape, dtype) in row_shapes.items():
             root.create_array(
                 f"data/{key}",
@@ -93,7 +104,7 @@ class EpisodeStore:
         )
         if local:
             os.rename(build, path)
-            root = zarr.open_group(path, mode="r+", zarr_format=3)
+            root = _open_group(path, mode="r+")
         return cls(root, path, writable=True)
 
     @classmethod
@@ -108,7 +119,9 @@ class EpisodeStore:
                 f"{path!r} is not a wmrobot dataset ({hint}); make one with `wmrobot collect`"
             )
         try:
-            root = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=3)
+            root = _open_group(path, mode="r" if mode == "r" else "r+")
+        except DatasetError:
+            raise
         except Exception as e:  # zarr raises several types for a non-group path
             raise DatasetError(f"{path!r} is not a Zarr v3 group: {e}") from None
         attrs = root.attrs.asdict()

@@ -174,6 +174,20 @@ class PointMazeEnv(gym.Env):
                 return start, goal
         raise EnvError(f"min_goal_distance={self.min_goal_distance} is too large for this maze")
 
+    def is_free(self, point: np.ndarray) -> bool:
+        """Whether the agent fits at ``point``: at least its radius from every wall."""
+        rows, cols = len(self.layout), len(self.layout[0])
+        for r, line in enumerate(self.layout):
+            for c, ch in enumerate(line):
+                if ch != "#":
+                    continue
+                centre = np.array(_cell_centre(r, c, rows, cols))
+                nearest = np.clip(point, centre - CELL / 2, centre + CELL / 2)
+                if np.linalg.norm(point - nearest) < RADIUS - 1e-9:
+                    return False
+        half = max(rows, cols) * CELL / 2
+        return bool(np.all(np.abs(point) <= half))
+
     def goal_observation(self, desired_goal: np.ndarray) -> np.ndarray:
         """The observation of resting at ``desired_goal``: (..., 2) -> (..., 4)."""
         desired_goal = np.asarray(desired_goal, dtype=np.float32)
@@ -187,6 +201,12 @@ class PointMazeEnv(gym.Env):
         start, goal = self.sample_start_goal(self.np_random)
         start = np.asarray(options.get("start", start), dtype=np.float64)
         goal = np.asarray(options.get("goal", goal), dtype=np.float64)
+        for name, point in (("start", start), ("goal", goal)):
+            if point.shape != (2,) or not self.is_free(point):
+                raise EnvError(
+                    f"{name} {point.tolist()} is not a free point of layout "
+                    f"{self.layout_name!r} (it must be {RADIUS} m clear of every wall)"
+                )
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = start
         self.goal = goal

@@ -49,6 +49,10 @@ def test_help_reflects_overrides(capsys):
         (["plan", "checkpoint=/does/not/exist"], "/does/not/exist"),
         (["plan", "checkpoint=x", "planner.elites=999"], "planner.elites=999"),
         (["frobnicate"], "unknown command 'frobnicate'"),
+        (["collect", "seed=-1"], "seed=-1"),
+        (["plan", "checkpoint=x", "seeds=[]"], "seeds=[]"),
+        (["demo", "rl.algo=td3"], "rl.algo='td3'"),
+        (["collect", "episodes=1", "out=s3://bucket/x.zarr"], "s3://bucket/x.zarr"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(args, needle, tmp_path, monkeypatch, capsys):

@@ -34,9 +34,13 @@ def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypat
     assert meta["dataset"]["fingerprint"] == store.fingerprint()
     assert meta["dataset"]["transitions"] == store.n_transitions
 
+    # A checkpoint is planned only on the env it was trained on.
+    assert main(["plan", f"checkpoint={ckpt}", "env.kwargs.layout=umaze"]) == 2
+
     easy = ["env.eval.pairs=12", "env.eval.max_distance=1.2", "env.eval.budget=40"]
-    assert main(["plan", f"checkpoint={ckpt}", "seeds=[0]", "video=false", *easy]) == 0
-    run = _only("runs/plan/*", tmp_path)
+    run = tmp_path / "plan-run"
+    args = [f"checkpoint={ckpt}", "seeds=[0]", "video=false", f"out={run}", *easy]
+    assert main(["plan", *args]) == 0
     for name in ("results.csv", "results.json", "results.md", "results.png", "episodes.csv"):
         assert (run / name).is_file(), name
     for name in ("config.yaml", "run.log"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ OPTION_HELP = {
     "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
     "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
     "seed": "run seed (collection, training)",
+    "workers": "processes stepping environments (the dataset is the same for any number)",
     "flush_every": "episodes per commit (a crash loses at most this many)",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
@@ -135,18 +137,21 @@ def command_help(command: str, cfg: Any) -> str:
         for g in groups:
             lines.append(f"  {g:<28} {OPTION_HELP.get(g, '')}; one of {_group_options(g)}")
         lines.append("")
-    lines.append("options (current value):")
+    lines.append("options (current value; add a key that is not listed with +key=value):")
 
     def walk(node: Any, prefix: str) -> None:
         for key in node:
             path = f"{prefix}{key}"
-            value = OmegaConf.select(node, key, throw_on_missing=False)
-            if OmegaConf.is_dict(value) and not path.endswith("kwargs"):
+            if OmegaConf.is_missing(node, key):
+                lines.append(f"  {path + '=???':<34} (required) {OPTION_HELP.get(path, '')}")
+                continue
+            value = OmegaConf.select(node, key)
+            if OmegaConf.is_dict(value):
                 walk(value, path + ".")
                 continue
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            shown = "(required)" if shown == "???" else json.dumps(shown)
-            lines.append(f"  {path}={shown:<20} {OPTION_HELP.get(path, '')}".rstrip())
+            entry = f"{path}={json.dumps(shown)}"
+            lines.append(f"  {entry:<34} {OPTION_HELP.get(path, '')}".rstrip())
 
     raw = OmegaConf.to_container(cfg, resolve=False)
     walk(OmegaConf.create(raw), "")
@@ -154,6 +159,11 @@ def command_help(command: str, cfg: Any) -> str:
 
 
 def _run_dir(command: str, out: str | None) -> Path:
+    """``runs/<command>/<timestamp>/``; for plan and demo, ``out=`` names it instead."""
+    if out and command in ("plan", "demo"):
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / command / stamp
     path, n = base, 1
@@ -209,6 +219,7 @@ def _collect(c: Any, path: str) -> Any:
         episodes=c.episodes,
         seed=c.seed,
         flush_every=c.flush_every,
+        workers=getattr(c, "workers", 1),
     )
     _say(
         f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "
@@ -293,8 +304,11 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
-    if env_id != c.env.id:
-        raise ConfigError(f"checkpoint was trained on {env_id}, but env.id={c.env.id}")
+    if env_id != c.env.id or env_kwargs != dict(c.env.kwargs):
+        raise ConfigError(
+            f"the checkpoint was trained on {env_id} {env_kwargs}, not {c.env.id} "
+            f"{dict(c.env.kwargs)}: plan on the env it was trained on"
+        )
     steps = meta["dataset"].get("transitions", 0)
     results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
     _report(results, run_dir, c, env_id, env_kwargs, meta, pairs)
@@ -307,10 +321,11 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path) -> 
     from wmrobot.envs import make_env
     from wmrobot.eval import record_video
 
-    goal_obs = make_env(env_id, env_kwargs).unwrapped.goal_observation
-    agent = PlanningAgent(model, planner, goal_obs, seed=0)
+    goal_env = make_env(env_id, env_kwargs)
+    agent = PlanningAgent(model, planner, goal_env.unwrapped.goal_observation, seed=0)
     path = run_dir / "mpc_episode.gif"
     ok = record_video(agent, env_id, env_kwargs, pairs[0], budget, str(path))
+    goal_env.close()
     _say(f"video: {path} ({'success' if ok else 'failure'})")
 
 
@@ -340,7 +355,7 @@ def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
         )
         per_seed = {r["seed"]: r["records"] for r in runs}
         latency = sum(r["latency_ms"] for r in runs) / len(runs)
-        results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency))
+        results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency, "training"))
         _say(f"SAC: {time.perf_counter() - start:.1f} s")
     _report(results, run_dir, c, c.env.id, c.env.kwargs, meta, pairs)
     _say(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
@@ -387,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         typed = validate(command, cfg)
         run_dir = _run_dir(command, getattr(typed, "out", None))
+        created_run_dir = run_dir.parent.parent == Path("runs")
         _LOG[:] = [run_dir / "run.log"]
         record = OmegaConf.to_container(cfg, resolve=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -395,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runners[command](typed, run_dir)
     except WmrobotError as e:
+        # A run that stopped on bad input before producing anything leaves no directory.
+        if "run_dir" in locals() and created_run_dir:
+            leftovers = {p.name for p in run_dir.iterdir()}
+            if leftovers <= {"config.yaml", "run.log"}:
+                shutil.rmtree(run_dir)
         return _error(command, str(e))
     except KeyboardInterrupt:
         return _error(command, "interrupted")

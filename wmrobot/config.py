@@ -48,6 +48,7 @@ class CollectCommand:
     episodes: int
     seed: int
     flush_every: int
+    workers: int
     out: Optional[str]  # noqa: UP045 (OmegaConf reads typing.Optional)
 
 
@@ -97,11 +98,15 @@ SCHEMAS = {
     "demo": DemoCommand,
 }
 
+RL_ALGOS = ["sac"]
+
 # Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
 _POSITIVE_INT = (1, None, True)
 _NON_NEGATIVE = (0, None, True)
 _POSITIVE = (0, None, False)
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": _NON_NEGATIVE,
+    "workers": _POSITIVE_INT,
     "episodes": _POSITIVE_INT,
     "flush_every": _POSITIVE_INT,
     "threads": _POSITIVE_INT,
@@ -164,6 +169,13 @@ def validate(command: str, cfg: DictConfig) -> Any:
             value = OmegaConf.select(typed, key, default=None)
             if value is not None:
                 _check_range(key, value)
+        for key in ("seeds", "rl_seeds"):
+            seeds = OmegaConf.select(typed, key, default=None)
+            if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
+                raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
+        algo = OmegaConf.select(typed, "rl.algo", default=None)
+        if algo is not None and algo not in RL_ALGOS:
+            raise ConfigError(f"rl.algo={algo!r} is not available; choose one of {RL_ALGOS}")
         if "planner" in typed and typed.planner.elites > typed.planner.samples:
             raise ConfigError(
                 f"planner.elites={typed.planner.elites} exceeds planner.samples="

@@ -125,3 +125,25 @@ def test_random_policy_is_reproducible_from_its_reset_rng():
 def test_negative_beta_is_an_env_error():
     with pytest.raises(EnvError, match="-1"):
         RandomPolicy(gym.spaces.Box(-1, 1, shape=(2,)), beta=-1.0)
+
+
+def test_two_workers_write_the_same_dataset_as_one(tmp_path):
+    paths = []
+    for workers in (1, 2):
+        path = tmp_path / f"w{workers}.zarr"
+        collect(
+            str(path),
+            "wmrobot/PointMaze-v0",
+            beta=1.0,
+            episodes=6,
+            seed=5,
+            workers=workers,
+            flush_every=4,
+            progress=False,
+        )
+        paths.append(path)
+    one, two = (EpisodeStore.open(p) for p in paths)
+    assert one.fingerprint() == two.fingerprint()
+    for key in one.keys:
+        np.testing.assert_array_equal(one.array(key)[: one.n_rows], two.array(key)[: two.n_rows])
+    np.testing.assert_array_equal(one.meta("seed"), two.meta("seed"))

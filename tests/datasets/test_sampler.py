@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wmrobot.datasets import EpisodeStore, WindowSampler, window_starts
+from wmrobot.errors import DatasetError
 
 
 def brute_force_starts(lengths: list[int], steps: int) -> list[int]:
@@ -87,7 +88,7 @@ def test_indexing_makes_it_a_torch_dataset(sampler_store):
 
 
 def test_no_window_long_enough_is_an_error(sampler_store):
-    with pytest.raises(ValueError, match="longer than 10 steps"):
+    with pytest.raises(DatasetError, match="longer than 10 steps"):
         WindowSampler(sampler_store, ["obs"], steps=10)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         WindowSampler(sampler_store, ["obs"], steps=0)

@@ -144,3 +144,12 @@ def test_eval_pairs_respect_max_distance():
     assert max(np.linalg.norm(np.subtract(p["goal"], p["start"])) for p in far) > 1.5
     with pytest.raises(EnvError, match="max_distance"):
         eval_pairs(env, 5, seed=0, max_distance=0.5)  # below min_goal_distance=1
+
+
+@pytest.mark.parametrize("key", ["start", "goal"])
+def test_reset_refuses_points_inside_walls(key):
+    env = PointMazeEnv(layout="ring")
+    with pytest.raises(EnvError, match=f"{key} \\[0.0, 0.0\\] is not a free point"):
+        env.reset(seed=0, options={key: [0.0, 0.0]})  # the ring's central pillar
+    assert env.is_free(np.array([1.0, 1.0]))
+    assert not env.is_free(np.array([1.0, 1.9]))  # closer than the radius to the outer wall

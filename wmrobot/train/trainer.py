@@ -52,16 +52,17 @@ def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
     stats = store.attrs["stats"][obs_key]
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
-    action = store.attrs["stats"]["action"]
+    spaces = store.attrs["spaces"]
+    if "action_low" not in spaces:
+        raise DatasetError(f"{store.path!r} does not record its action bounds; collect it again")
     return WorldModel(
         obs_dim=len(mean),
-        action_dim=len(action["mean"]),
+        action_dim=len(spaces["action_low"]),
         cfg=cfg,
         obs_mean=mean,
         obs_std=std,
-        # The data's action range is the env's when collected by a random policy.
-        action_low=torch.tensor(action["min"], dtype=torch.float32).floor(),
-        action_high=torch.tensor(action["max"], dtype=torch.float32).ceil(),
+        action_low=torch.tensor(spaces["action_low"], dtype=torch.float32),
+        action_high=torch.tensor(spaces["action_high"], dtype=torch.float32),
     )
 
 
@@ -93,53 +94,56 @@ def train(
     all_obs, all_ag = sampler.data[obs_key], sampler.data[ag_key]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "metrics.csv", "w", newline="")
-    writer: csv.DictWriter | None = None
     start = time.perf_counter()
-    bar = tqdm(
-        range(cfg.steps), desc="train", unit="step", disable=None if progress else True, leave=False
-    )
-    for step in bar:
-        batch = sampler.sample(cfg.batch_size, gen)
-        goal_rows = torch.randint(len(all_obs), (cfg.batch_size,), generator=gen)
-        loss, parts = jepa_loss(
-            model,
-            batch[obs_key],
-            batch["action"][:, :-1],
-            batch[ag_key],
-            all_obs[goal_rows],
-            all_ag[goal_rows],
-            cfg.loss,
+    writer: csv.DictWriter | None = None
+    with open(out / "metrics.csv", "w", newline="") as log:
+        bar = tqdm(
+            range(cfg.steps),
+            desc="train",
+            unit="step",
+            disable=None if progress else True,
+            leave=False,
         )
-        if not math.isfinite(parts["loss"]):
-            raise DatasetError(
-                f"loss became {parts['loss']} at step {step}; check {dataset!r} for NaN/Inf "
-                f"or lower lr={cfg.lr}"
+        for step in bar:
+            batch = sampler.sample(cfg.batch_size, gen)
+            goal_rows = torch.randint(len(all_obs), (cfg.batch_size,), generator=gen)
+            loss, parts = jepa_loss(
+                model,
+                batch[obs_key],
+                batch["action"][:, :-1],
+                batch[ag_key],
+                all_obs[goal_rows],
+                all_ag[goal_rows],
+                cfg.loss,
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        model.update_target()
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            with torch.no_grad():
-                z = model.encode(all_obs[torch.randint(len(all_obs), (1024,), generator=gen)])
-            row = {
-                "step": step,
-                **{k: round(v, 6) for k, v in parts.items()},
-                "effective_rank": round(effective_rank(z), 3),
-                "lr": sched.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-            if writer is None:
-                writer = csv.DictWriter(log, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            log.flush()
-            bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
-    bar.close()
-    log.close()
+            if not math.isfinite(parts["loss"]):
+                raise DatasetError(
+                    f"loss became {parts['loss']} at step {step}; check {dataset!r} for NaN/Inf "
+                    f"or lower lr={cfg.lr}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            model.update_target()
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                with torch.no_grad():
+                    z = model.encode(all_obs[torch.randint(len(all_obs), (1024,), generator=gen)])
+                row = {
+                    "step": step,
+                    **{k: round(v, 6) for k, v in parts.items()},
+                    "effective_rank": round(effective_rank(z), 3),
+                    "lr": sched.get_last_lr()[0],
+                    "seconds": round(time.perf_counter() - start, 2),
+                }
+                if writer is None:
+                    writer = csv.DictWriter(log, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+                log.flush()
+                bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
+        bar.close()
     meta = {
         "dataset": {
             "path": str(dataset),
