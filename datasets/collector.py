@@ -189,6 +189,15 @@ def episodes_in_order(
         yield from pool.imap(_worker_episode, seeds)
 
 
+def _spaces(env: gym.Env) -> dict[str, Any]:
+    return {
+        "observation": repr(env.observation_space),
+        "action": repr(env.action_space),
+        "action_low": env.action_space.low.tolist(),
+        "action_high": env.action_space.high.tolist(),
+    }
+
+
 def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     return {
         k: (v.shape[1:], str(v.dtype))
@@ -239,6 +248,13 @@ def collect(
                 f"{path!r} holds {store.attrs['env']['id']} {store.attrs['env']['kwargs']}, "
                 f"not {env_id} {env_kwargs}; collect into a new path"
             )
+        recorded, current = store.attrs["spaces"], _spaces(env)
+        for key in ("observation", "action"):
+            if recorded.get(key) != current[key]:
+                raise DatasetError(
+                    f"{path!r} holds {key} space {recorded.get(key)}, but the env now has "
+                    f"{current[key]}; collect into a new path"
+                )
         previous = store.attrs["collector"]
         asked = {"seed": seed, "policy": policy, "policy_params": {"beta": beta}}
         for key, value in asked.items():
@@ -266,12 +282,7 @@ def collect(
             store = EpisodeStore.create(
                 path,
                 env=env_record,
-                spaces={
-                    "observation": repr(env.observation_space),
-                    "action": repr(env.action_space),
-                    "action_low": env.action_space.low.tolist(),
-                    "action_high": env.action_space.high.tolist(),
-                },
+                spaces=_spaces(env),
                 row_shapes=_row_shapes(buffer[0]),
                 collector={
                     "policy": policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 import torch
 
@@ -14,14 +15,24 @@ from wmrobot.errors import DatasetError
 def window_starts(episode_ends: np.ndarray, steps: int) -> np.ndarray:
     """Row indices ``t`` such that rows ``t .. t+steps`` lie in one episode and the actions of
     rows ``t .. t+steps-1`` are real (each episode's last row has no action)."""
-    ends = np.asarray(episode_ends, dtype=np.int64)
-    begins = np.concatenate([[0], ends[:-1]])
+    return _window_starts(np.asarray(episode_ends, dtype=np.int64), np.int64(steps))
+
+
+@numba.njit(cache=True)
+def _window_starts(ends: np.ndarray, steps: np.int64) -> np.ndarray:
     # An episode of rows [b, e) has actions on rows b .. e-2, so t + steps <= e - 1.
-    counts = np.maximum(ends - 1 - steps - begins + 1, 0)
-    if counts.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(begins, counts) + offsets
+    total, begin = 0, 0
+    for end in ends:
+        total += max(end - steps - begin, 0)
+        begin = end
+    out = np.empty(total, dtype=np.int64)
+    k, begin = 0, 0
+    for end in ends:
+        for t in range(begin, end - steps):
+            out[k] = t
+            k += 1
+        begin = end
+    return out
 
 
 class WindowSampler(torch.utils.data.Dataset):

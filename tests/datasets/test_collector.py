@@ -147,3 +147,16 @@ def test_two_workers_write_the_same_dataset_as_one(tmp_path):
     for key in one.keys:
         np.testing.assert_array_equal(one.array(key)[: one.n_rows], two.array(key)[: two.n_rows])
     np.testing.assert_array_equal(one.meta("seed"), two.meta("seed"))
+
+
+def test_resume_refuses_an_env_whose_spaces_changed(tmp_path):
+    path = tmp_path / "d.zarr"
+    collect(str(path), "wmrobot/PointMaze-v0", episodes=2, progress=False)
+    store = EpisodeStore.open(path, mode="a")
+    spaces = {**store.attrs["spaces"], "observation": "Box(0.0, 1.0, (3,), float32)"}
+    store.update_attrs(spaces=spaces)  # as if the env's observation had changed since
+    fingerprint = store.fingerprint()
+    with pytest.raises(DatasetError, match="observation space"):
+        collect(str(path), "wmrobot/PointMaze-v0", episodes=4, progress=False)
+    store = EpisodeStore.open(path)
+    assert store.n_episodes == 2 and store.fingerprint() == fingerprint
