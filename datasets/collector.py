@@ -111,6 +111,7 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
     physics = [get_physics_state(env)] if has_physics(env) else None
+    frames = [env.render()] if env.render_mode == "rgb_array" else None
     success = False
     while True:
         action = np.asarray(policy.act(obs), dtype=np.float32)
@@ -122,6 +123,8 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
         truncs.append(truncated)
         if physics is not None:
             physics.append(get_physics_state(env))
+        if frames is not None:
+            frames.append(env.render())
         success = success or bool(info.get("is_success", False))
         if terminated or truncated:
             break
@@ -138,6 +141,8 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
     }
     if physics is not None:
         ep["physics"] = np.stack(physics)
+    if frames is not None:
+        ep["pixels"] = np.stack(frames).astype(np.uint8)  # (T+1, H, W, C)
     if hasattr(base, "goal_observation") and isinstance(obs, dict):
         goals = np.stack([o["desired_goal"] for o in observations])
         ep["goal"] = base.goal_observation(goals).astype(np.float32)
@@ -149,6 +154,11 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: str, beta: float) -> None:
     _WORKER["env"], _WORKER["policy"] = _make_env_and_policy(env_id, env_kwargs, policy, beta)
+
+
+def pixel_kwargs(size: int | None) -> dict[str, Any]:
+    """Env kwargs that make ``env.render()`` return ``size`` x ``size`` RGB frames."""
+    return {} if not size else {"render_mode": "rgb_array", "width": size, "height": size}
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
@@ -216,13 +226,15 @@ def collect(
     seed: int = 0,
     flush_every: int = 10,
     workers: int = 1,
+    pixels: int | None = None,
     progress: bool = True,
 ) -> CollectResult:
     """Collect until the dataset at ``path`` holds ``episodes`` episodes (creating or resuming).
 
     ``workers`` processes step environments; this process alone writes. Finished episodes
     are committed every ``flush_every`` episodes, so a crash loses at most that many (plus
-    those in flight), and the dataset is the same for any number of workers.
+    those in flight), and the dataset is the same for any number of workers. ``pixels=N``
+    also stores each row's N x N camera image (``data/pixels``, uint8), rendered offscreen.
     """
     import time
 
@@ -232,7 +244,9 @@ def collect(
         raise DatasetError(f"workers must be >= 1, got {workers}")
     if policy not in POLICIES:
         raise EnvError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
-    env_kwargs = dict(env_kwargs or {})
+    if pixels is not None and pixels < 8:
+        raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
+    env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
     env, _ = _make_env_and_policy(env_id, env_kwargs, policy, beta)  # fails fast on bad input
     env_record = {
         "id": env_id,

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from wmrobot.errors import DatasetError
 
 FORMAT = "wmrobot.episodes"
 FORMAT_VERSION = 1
 ROW_CHUNK = 4096  # rows per chunk for per-row arrays; capacity grows in whole chunks
+PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
 
 
@@ -76,12 +78,17 @@ class EpisodeStore:
                 shutil.rmtree(stale, ignore_errors=True)
         root = _open_group(build, mode="w-")
         for key, (shape, dtype) in row_shapes.items():
+            image = key == "pixels" or key.startswith("pixels/")
             root.create_array(
                 f"data/{key}",
                 shape=(0, *shape),
-                chunks=(ROW_CHUNK, *shape),
+                chunks=(PIXEL_CHUNK if image else ROW_CHUNK, *shape),
                 dtype=dtype,
                 fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
+                # LZ4 keeps up with rendering; zstd (zarr's default) compresses the rest better.
+                compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+                if image
+                else "auto",
             )
         for key, dtype in _EPISODE_META.items():
             root.create_array(
@@ -237,7 +244,7 @@ class EpisodeStore:
         new_rows = n_rows + sum(lengths)
         for key in self.keys:
             rows = np.concatenate([np.asarray(ep[key]) for ep in episodes])
-            _write_grown(self.array(key), n_rows, rows, ROW_CHUNK)
+            _write_grown(self.array(key), n_rows, rows)
         ends = n_rows + np.cumsum(lengths)
         meta = {
             "episode_ends": ends,
@@ -246,7 +253,7 @@ class EpisodeStore:
         }
         for key, values in meta.items():
             values = np.asarray(values, dtype=_EPISODE_META[key])
-            _write_grown(self.group[f"meta/{key}"], n_eps, values, EPISODE_CHUNK)
+            _write_grown(self.group[f"meta/{key}"], n_eps, values)
         moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
         self.group.attrs.update(
@@ -298,8 +305,9 @@ def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
     return mask
 
 
-def _write_grown(array: zarr.Array, at: int, values: np.ndarray, chunk: int) -> None:
+def _write_grown(array: zarr.Array, at: int, values: np.ndarray) -> None:
     """Write ``values`` at row ``at``, first growing capacity in whole chunks if needed."""
+    chunk = array.chunks[0]
     end = at + len(values)
     if end > array.shape[0]:
         capacity = -(-end // chunk) * chunk

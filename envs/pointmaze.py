@@ -44,7 +44,9 @@ GOAL_RADIUS = 0.25  # success when the agent's centre is this close to the goal
 MAX_SPEED = 10.0  # observation bound; the actuators' terminal speed is gear / damping = 2 m/s
 
 
-def _mjcf(layout: tuple[str, ...], gear: float, damping: float, camera_height: float) -> str:
+def _mjcf(
+    layout: tuple[str, ...], gear: float, damping: float, camera_height: float, image: int
+) -> str:
     rows, cols = len(layout), len(layout[0])
     walls = []
     for r, line in enumerate(layout):
@@ -59,7 +61,7 @@ def _mjcf(layout: tuple[str, ...], gear: float, damping: float, camera_height: f
     return f"""
 <mujoco model="pointmaze">
   <option timestep="0.01"/>
-  <visual><global offwidth="512" offheight="512"/></visual>
+  <visual><global offwidth="{image}" offheight="{image}"/></visual>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" rgb2=".75 .75 .75"
              width="64" height="64"/>
@@ -68,7 +70,7 @@ def _mjcf(layout: tuple[str, ...], gear: float, damping: float, camera_height: f
   </asset>
   <default><geom contype="1" conaffinity="1" condim="1"/></default>
   <worldbody>
-    <light pos="0 0 4" dir="0 0 -1" directional="true"/>
+    <light pos="0 0 4" dir="0 0 -1" directional="true" castshadow="false"/>
     <camera name="top" pos="0 0 {camera_height}" xyaxes="1 0 0 0 1 0" fovy="60"/>
     <geom name="floor" type="plane" size="{half} {half} 0.1" material="floor"
           contype="0" conaffinity="0"/>
@@ -130,7 +132,15 @@ class PointMazeEnv(gym.Env):
         self.width, self.height = width, height
         rows, cols = len(self.layout), len(self.layout[0])
         self.model = mujoco.MjModel.from_xml_string(
-            _mjcf(self.layout, gear, damping, camera_height=max(rows, cols) * CELL * 0.87)
+            _mjcf(
+                self.layout,
+                gear,
+                damping,
+                camera_height=max(rows, cols) * CELL * 0.87,
+                # The offscreen buffer only as large as the frames asked for: software GL
+                # (Mesa on a CPU) pays for every pixel of it.
+                image=max(width, height),
+            )
         )
         self.data = mujoco.MjData(self.model)
         self._goal_site = self.model.site("goal").id

@@ -58,6 +58,7 @@ OPTION_HELP = {
     "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
     "seed": "run seed (collection, training)",
     "workers": "processes stepping environments (the dataset is the same for any number)",
+    "pixels": "image size N: also store N x N camera frames (data/pixels, uint8)",
     "flush_every": "episodes per commit (a crash loses at most this many)",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
@@ -220,6 +221,7 @@ def _collect(c: Any, path: str) -> Any:
         seed=c.seed,
         flush_every=c.flush_every,
         workers=getattr(c, "workers", 1),
+        pixels=getattr(c, "pixels", None),
     )
     _say(
         f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "

@@ -49,7 +49,8 @@ class CollectCommand:
     seed: int
     flush_every: int
     workers: int
-    out: Optional[str]  # noqa: UP045 (OmegaConf reads typing.Optional)
+    pixels: Optional[int]  # noqa: UP045 (OmegaConf reads typing.Optional)
+    out: Optional[str]  # noqa: UP045
 
 
 @dataclass

@@ -160,3 +160,22 @@ def test_resume_refuses_an_env_whose_spaces_changed(tmp_path):
         collect(str(path), "wmrobot/PointMaze-v0", episodes=4, progress=False)
     store = EpisodeStore.open(path)
     assert store.n_episodes == 2 and store.fingerprint() == fingerprint
+
+
+def test_pixels_are_stored_as_uint8_frames_a_few_per_chunk(tmp_path):
+    path = tmp_path / "pixels.zarr"
+    collect(str(path), "wmrobot/PointMaze-v0", beta=1.0, episodes=2, pixels=32, progress=False)
+    store = EpisodeStore.open(path)
+    frames = store.array("pixels")
+    assert frames.dtype == np.uint8 and frames.shape[1:] == (32, 32, 3)
+    assert frames.chunks[0] < 64  # random access reads a few frames, not a whole block
+    first = store.episode(0, ["pixels"])["pixels"]
+    assert len(first) == store.meta("length")[0] + 1
+    assert np.abs(first[0].astype(int) - first[-1].astype(int)).mean() > 0.1  # the agent moved
+    assert store.attrs["env"]["kwargs"]["width"] == 32
+
+
+def test_too_small_pixels_are_refused(tmp_path):
+    with pytest.raises(DatasetError, match="pixels=4"):
+        collect(str(tmp_path / "d.zarr"), "wmrobot/PointMaze-v0", episodes=1, pixels=4)
+    assert not (tmp_path / "d.zarr").exists()
