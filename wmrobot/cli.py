@@ -288,12 +288,11 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
     return results, pairs
 
 
-def _report(results: list, run_dir: Path, c: Any, env_id: str, kwargs: dict, meta, pairs) -> None:
+def _report(results: list, run_dir: Path, c: Any, env_id: str, meta: dict, pairs: list) -> None:
     from wmrobot.bench import print_table, write_report
 
-    title = (
-        f"{env_id} {dict(kwargs)}: {len(pairs)} start/goal pairs, {c.env.eval.budget}-step budget"
-    )
+    # The env's full kwargs are in results.json (provenance); the title stays on one line.
+    title = f"{env_id}: {len(pairs)} start/goal pairs, {c.env.eval.budget}-step budget"
     print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c)))
 
 
@@ -313,7 +312,7 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
         )
     steps = meta["dataset"].get("transitions", 0)
     results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
-    _report(results, run_dir, c, env_id, env_kwargs, meta, pairs)
+    _report(results, run_dir, c, env_id, meta, pairs)
     _say(f"plan: results in {run_dir}/")
     return results
 
@@ -359,7 +358,7 @@ def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
         latency = sum(r["latency_ms"] for r in runs) / len(runs)
         results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency, "training"))
         _say(f"SAC: {time.perf_counter() - start:.1f} s")
-    _report(results, run_dir, c, c.env.id, c.env.kwargs, meta, pairs)
+    _report(results, run_dir, c, c.env.id, meta, pairs)
     _say(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
     return results
 
