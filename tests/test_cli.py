@@ -125,3 +125,11 @@ def test_data_bad_input_is_one_line(args, needle, small_dataset, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_collect_from_a_gymnasium_mujoco_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["env=halfcheetah", "episodes=2", "+env.kwargs.max_episode_steps=20", "out=hc.zarr"]
+    assert main(["collect", *args]) == 0
+    assert main(["data", "validate", "hc.zarr"]) == 0
+    assert main(["data", "replay", "hc.zarr"]) == 0

@@ -46,14 +46,14 @@ DESCRIPTIONS = {
 
 # One line for the options a user reaches for first; every other key is listed without one.
 OPTION_HELP = {
-    "env": "task config group: pointmaze",
+    "env": "task config group",
     "env.id": "gymnasium env id",
     "env.kwargs.layout": "maze layout: ring, open or umaze",
     "env.eval.pairs": "number of fixed start/goal pairs in the evaluation set",
     "env.eval.seed": "seed that draws the evaluation set",
     "env.eval.budget": "environment steps allowed per evaluation episode",
     "env.eval.max_distance": "keep only pairs this close (an easy set); null = all",
-    "policy": "collection policy group: random, colored",
+    "policy": "collection policy group",
     "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
     "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
     "seed": "run seed (collection, training)",
