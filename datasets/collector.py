@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import multiprocessing as mp
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -178,14 +180,16 @@ def episodes_in_order(
     env_kwargs: dict[str, Any],
     policy: str,
     beta: float,
-    seeds: list[int],
+    seeds: Iterable[int],
     workers: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Run one episode per seed and yield them in the order of ``seeds``.
 
     With ``workers > 1`` the episodes run in that many worker processes and come back in
-    order, so the result does not depend on the number of workers.
+    order, so the result does not depend on the number of workers. ``seeds`` may be endless:
+    only ``2 * workers`` episodes run ahead of the consumer.
     """
+    seeds = iter(seeds)
     if workers == 1:
         env, act = _make_env_and_policy(env_id, env_kwargs, policy, beta)
         try:
@@ -196,7 +200,15 @@ def episodes_in_order(
         return
     ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
     with ctx.Pool(workers, _worker_init, (env_id, env_kwargs, policy, beta)) as pool:
-        yield from pool.imap(_worker_episode, seeds)
+        ahead = deque(
+            pool.apply_async(_worker_episode, (s,)) for s in itertools.islice(seeds, 2 * workers)
+        )
+        while ahead:
+            episode = ahead.popleft().get()
+            following = next(seeds, None)
+            if following is not None:
+                ahead.append(pool.apply_async(_worker_episode, (following,)))
+            yield episode
 
 
 def _spaces(env: gym.Env) -> dict[str, Any]:
@@ -223,13 +235,15 @@ def collect(
     policy: str = "random",
     beta: float = 0.0,
     episodes: int = 100,
+    steps: int | None = None,
     seed: int = 0,
     flush_every: int = 10,
     workers: int = 1,
     pixels: int | None = None,
     progress: bool = True,
 ) -> CollectResult:
-    """Collect until the dataset at ``path`` holds ``episodes`` episodes (creating or resuming).
+    """Collect until the dataset at ``path`` holds ``episodes`` episodes, or, when ``steps``
+    is given, at least ``steps`` transitions (whole episodes); creates or resumes it.
 
     ``workers`` processes step environments; this process alone writes. Finished episodes
     are committed every ``flush_every`` episodes, so a crash loses at most that many (plus
@@ -240,6 +254,8 @@ def collect(
 
     if episodes <= 0:
         raise DatasetError(f"episodes must be a positive count, got {episodes}")
+    if steps is not None and steps <= 0:
+        raise DatasetError(f"steps must be a positive count, got {steps}")
     if workers < 1:
         raise DatasetError(f"workers must be >= 1, got {workers}")
     if policy not in POLICIES:
@@ -279,19 +295,24 @@ def collect(
                 )
     start = time.perf_counter()
     done = store.n_episodes if store else 0
+    held = store.n_transitions if store else 0
     buffer: list[dict[str, Any]] = []
     bar = tqdm(
-        total=episodes,
-        initial=done,
+        total=steps or episodes,
+        initial=held if steps else done,
         desc="collect",
-        unit="ep",
+        unit="step" if steps else "ep",
         disable=None if progress else True,
         leave=False,
     )
-    seeds = [episode_seed(seed, index) for index in range(done, episodes)]
+    indices = itertools.count(done) if steps else range(done, episodes)
+    seeds = (episode_seed(seed, index) for index in indices)
     stream = episodes_in_order(env_id, env_kwargs, policy, beta, seeds, workers)
-    for index, episode in zip(range(done, episodes), stream, strict=True):
+    reached = held >= steps if steps else done >= episodes
+    for index, episode in enumerate(stream if not reached else (), start=done):
         buffer.append(episode)
+        held += len(episode["action"]) - 1
+        reached = held >= steps if steps else index == episodes - 1
         if store is None:
             store = EpisodeStore.create(
                 path,
@@ -307,11 +328,14 @@ def collect(
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 },
             )
-        if len(buffer) >= flush_every or index == episodes - 1:
+        if len(buffer) >= flush_every or reached:
             store.append(buffer)
-            bar.update(len(buffer))
-            bar.set_postfix(steps=store.n_transitions)
+            bar.update(sum(len(e["action"]) - 1 for e in buffer) if steps else len(buffer))
+            bar.set_postfix(episodes=store.n_episodes, steps=store.n_transitions)
             buffer = []
+        if reached:
+            break
+    stream.close()
     bar.close()
     env.close()
     assert store is not None

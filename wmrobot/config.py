@@ -46,6 +46,7 @@ class CollectCommand:
     env: EnvConfig
     policy: PolicyConfig
     episodes: int
+    steps: Optional[int]  # noqa: UP045
     seed: int
     flush_every: int
     workers: int
@@ -109,6 +110,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "seed": _NON_NEGATIVE,
     "workers": _POSITIVE_INT,
     "episodes": _POSITIVE_INT,
+    "steps": _POSITIVE_INT,
     "flush_every": _POSITIVE_INT,
     "threads": _POSITIVE_INT,
     "env.eval.pairs": _POSITIVE_INT,

@@ -179,3 +179,18 @@ def test_too_small_pixels_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="pixels=4"):
         collect(str(tmp_path / "d.zarr"), "wmrobot/PointMaze-v0", episodes=1, pixels=4)
     assert not (tmp_path / "d.zarr").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers):
+    path = tmp_path / "steps.zarr"
+    args = dict(env_id="wmrobot/PointMaze-v0", env_kwargs={"max_episode_steps": 30}, seed=2)
+    collect(str(path), **args, steps=100, workers=workers, flush_every=2, progress=False)
+    store = EpisodeStore.open(path)
+    lengths = store.meta("length")
+    assert store.n_transitions >= 100 and store.n_transitions - lengths[-1] < 100
+    # a larger target resumes and ends where a single run to that target ends
+    collect(str(path), **args, steps=250, workers=workers, progress=False)
+    once = tmp_path / "once.zarr"
+    collect(str(once), **args, steps=250, progress=False)
+    assert EpisodeStore.open(path).fingerprint() == EpisodeStore.open(once).fingerprint()
