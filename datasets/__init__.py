@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from wmrobot.datasets.collector import collect
+from wmrobot.datasets.merge import merge
 from wmrobot.datasets.replay import ReplayResult, replay, restore
 from wmrobot.datasets.store import EpisodeStore
 
@@ -14,6 +15,7 @@ __all__ = [
     "ReplayResult",
     "WindowSampler",
     "collect",
+    "merge",
     "replay",
     "restore",
     "window_starts",

@@ -118,6 +118,7 @@ def test_data_validate_rejects_a_real_action_on_a_final_row(small_dataset, tmp_p
         (["data", "replay", "{dataset}", "x"], "EPISODE must be an integer"),
         (["data", "frob", "x"], "unknown subcommand 'frob'"),
         (["data", "info"], "expected PATH"),
+        (["data", "merge", "out.zarr"], "expected OUT SRC SRC"),
     ],
 )
 def test_data_bad_input_is_one_line(args, needle, small_dataset, capsys):

@@ -12,12 +12,13 @@ from rich.table import Table
 
 from wmrobot.errors import DatasetError
 
-USAGE = """usage: wmrobot data <info|validate|replay> PATH [EPISODE]
+USAGE = """usage: wmrobot data <info|validate|replay|merge> ...
 
   info PATH              a readable summary: env, counts, keys, episode statistics, provenance
   validate PATH          check the committed part (counts, boundaries, NaN actions); exit 0 if valid
   replay PATH [EPISODE]  re-simulate episodes (default: all) from their recorded physics state
                          and actions; report the largest difference to the recorded observations
+  merge OUT SRC SRC ...  a new dataset OUT holding every episode of the SRC datasets, in order
 """
 
 
@@ -134,7 +135,7 @@ def main(args: list[str]) -> int:
         print(USAGE)
         return 0
     sub, rest = args[0], args[1:]
-    commands = {"info": (1, 1), "validate": (1, 1), "replay": (1, 2)}
+    commands = {"info": (1, 1), "validate": (1, 1), "replay": (1, 2), "merge": (3, 1000)}
     if sub not in commands:
         print(
             f"wmrobot data: error: unknown subcommand {sub!r}; choose one of {', '.join(commands)}",
@@ -146,11 +147,8 @@ def main(args: list[str]) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(USAGE)
             return 0
-        print(
-            f"wmrobot data {sub}: error: expected PATH{' [EPISODE]' if high > 1 else ''}, "
-            f"got {rest}",
-            file=sys.stderr,
-        )
+        expected = {"replay": "PATH [EPISODE]", "merge": "OUT SRC SRC ..."}.get(sub, "PATH")
+        print(f"wmrobot data {sub}: error: expected {expected}, got {rest}", file=sys.stderr)
         return 2
     console = Console(width=max(shutil.get_terminal_size().columns, 110))
     try:
@@ -158,6 +156,14 @@ def main(args: list[str]) -> int:
             info(rest[0], console)
         elif sub == "validate":
             validate(rest[0], console)
+        elif sub == "merge":
+            from wmrobot.datasets import merge
+
+            merged = merge(rest[0], rest[1:])
+            console.print(
+                f"merge: {merged.n_episodes:,} episodes ({merged.n_transitions:,} steps) "
+                f"from {len(rest) - 1} datasets into {rest[0]}"
+            )
         else:
             replay_command(rest[0], rest[1] if len(rest) > 1 else None, console)
     except WmrobotError as e:

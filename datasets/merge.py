@@ -1,0 +1,74 @@
+"""Merge datasets of the same env into one (e.g. one dataset per cluster job, then merge)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wmrobot.datasets.store import EpisodeStore
+from wmrobot.errors import DatasetError
+
+BATCH = 256  # episodes per append: one commit each
+
+
+def merge(out: str, sources: list[str]) -> EpisodeStore:
+    """Copy every committed episode of ``sources``, in order, into a new dataset ``out``.
+
+    All sources must share the env (id and kwargs), the spaces and the row layout. The new
+    dataset records where each part came from (path, fingerprint, collector).
+    """
+    if len(sources) < 2:
+        raise DatasetError(f"merge needs two or more datasets, got {len(sources)}")
+    stores = [EpisodeStore.open(s) for s in sources]
+    first = stores[0]
+    layout = _layout(first)
+    for store in stores[1:]:
+        for what, a, b in (
+            ("env", first.attrs["env"]["id"], store.attrs["env"]["id"]),
+            ("env kwargs", first.attrs["env"]["kwargs"], store.attrs["env"]["kwargs"]),
+            ("spaces", first.attrs["spaces"], store.attrs["spaces"]),
+            ("row layout", layout, _layout(store)),
+        ):
+            if a != b:
+                raise DatasetError(
+                    f"cannot merge {store.path!r} into {first.path!r}: their {what} differ "
+                    f"({b} vs {a})"
+                )
+    merged = EpisodeStore.create(
+        out,
+        env=first.attrs["env"],
+        spaces=first.attrs["spaces"],
+        row_shapes=layout,
+        collector={
+            "merged_from": [
+                {
+                    "path": str(s.path),
+                    "fingerprint": s.fingerprint(),
+                    "collector": s.attrs["collector"],
+                }
+                for s in stores
+            ]
+        },
+    )
+    for store in stores:
+        ends = store.episode_ends
+        for lo in range(0, store.n_episodes, BATCH):
+            hi = min(lo + BATCH, store.n_episodes)
+            row_lo = 0 if lo == 0 else int(ends[lo - 1])
+            rows = {k: store.array(k)[row_lo : ends[hi - 1]] for k in store.keys}
+            bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
+            meta = {k: store.meta(k)[lo:hi] for k in ("seed", "return", "success")}
+            merged.append(
+                [
+                    {
+                        **{k: v[bounds[i] : bounds[i + 1]] for k, v in rows.items()},
+                        **{k: v[i] for k, v in meta.items()},
+                    }
+                    for i in range(hi - lo)
+                ]
+            )
+    merged.finalize_stats()
+    return merged
+
+
+def _layout(store: EpisodeStore) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(store.array(k).shape[1:]), str(store.array(k).dtype)) for k in store.keys}
