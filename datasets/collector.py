@@ -9,6 +9,8 @@ import platform
 import subprocess
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmrobot.datasets.store import EpisodeStore
+from wmrobot.datasets.store import EpisodeStore, dataset_exists
 from wmrobot.envs import get_physics_state, has_physics, make_env
 from wmrobot.errors import DatasetError, EnvError
 
@@ -199,16 +201,34 @@ def episodes_in_order(
             env.close()
         return
     ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
-    with ctx.Pool(workers, _worker_init, (env_id, env_kwargs, policy, beta)) as pool:
-        ahead = deque(
-            pool.apply_async(_worker_episode, (s,)) for s in itertools.islice(seeds, 2 * workers)
-        )
+    # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
+    # restarted for ever, as multiprocessing.Pool would.
+    pool = ProcessPoolExecutor(workers, ctx, _worker_init, (env_id, env_kwargs, policy, beta))
+    try:
+        ahead = deque(pool.submit(_worker_episode, s) for s in itertools.islice(seeds, 2 * workers))
         while ahead:
-            episode = ahead.popleft().get()
+            try:
+                episode = ahead.popleft().result()
+            except BrokenProcessPool:
+                raise DatasetError(
+                    f"collector worker processes for {env_id!r} died or could not start; an env "
+                    f"registered in a script must be registered at import time (not under "
+                    f"`if __name__ == '__main__'`), or collect with workers=1"
+                ) from None
             following = next(seeds, None)
             if following is not None:
-                ahead.append(pool.apply_async(_worker_episode, (following,)))
+                ahead.append(pool.submit(_worker_episode, following))
             yield episode
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _spec_json(env: gym.Env) -> str | None:
+    """The env's gymnasium spec as JSON (None for an env whose entry point is a callable)."""
+    try:
+        return env.spec.to_json() if env.spec is not None else None
+    except ValueError:
+        return None
 
 
 def _spaces(env: gym.Env) -> dict[str, Any]:
@@ -267,11 +287,11 @@ def collect(
     env_record = {
         "id": env_id,
         "kwargs": env_kwargs,
-        "spec": env.spec.to_json() if env.spec is not None else None,
+        "spec": _spec_json(env),
     }
 
     store = None
-    if Path(path).exists():
+    if dataset_exists(path):
         store = EpisodeStore.open(path, mode="a")
         if store.attrs["env"]["id"] != env_id or store.attrs["env"]["kwargs"] != env_kwargs:
             raise DatasetError(
@@ -309,35 +329,37 @@ def collect(
     seeds = (episode_seed(seed, index) for index in indices)
     stream = episodes_in_order(env_id, env_kwargs, policy, beta, seeds, workers)
     reached = held >= steps if steps else done >= episodes
-    for index, episode in enumerate(stream if not reached else (), start=done):
-        buffer.append(episode)
-        held += len(episode["action"]) - 1
-        reached = held >= steps if steps else index == episodes - 1
-        if store is None:
-            store = EpisodeStore.create(
-                path,
-                env=env_record,
-                spaces=_spaces(env),
-                row_shapes=_row_shapes(buffer[0]),
-                collector={
-                    "policy": policy,
-                    "policy_params": {"beta": beta},
-                    "seed": seed,
-                    "versions": versions(),
-                    "git_revision": git_revision(),
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                },
-            )
-        if len(buffer) >= flush_every or reached:
-            store.append(buffer)
-            bar.update(sum(len(e["action"]) - 1 for e in buffer) if steps else len(buffer))
-            bar.set_postfix(episodes=store.n_episodes, steps=store.n_transitions)
-            buffer = []
-        if reached:
-            break
-    stream.close()
-    bar.close()
-    env.close()
+    try:
+        for index, episode in enumerate(stream if not reached else (), start=done):
+            buffer.append(episode)
+            held += len(episode["action"]) - 1
+            reached = held >= steps if steps else index == episodes - 1
+            if store is None:
+                store = EpisodeStore.create(
+                    path,
+                    env=env_record,
+                    spaces=_spaces(env),
+                    row_shapes=_row_shapes(buffer[0]),
+                    collector={
+                        "policy": policy,
+                        "policy_params": {"beta": beta},
+                        "seed": seed,
+                        "versions": versions(),
+                        "git_revision": git_revision(),
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    },
+                )
+            if len(buffer) >= flush_every or reached:
+                store.append(buffer)
+                bar.update(sum(len(e["action"]) - 1 for e in buffer) if steps else len(buffer))
+                bar.set_postfix(episodes=store.n_episodes, steps=store.n_transitions)
+                buffer = []
+            if reached:
+                break
+    finally:  # also on an error: no worker, bar or env is left open
+        stream.close()
+        bar.close()
+        env.close()
     assert store is not None
     stats = store.attrs["stats"]
     if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash

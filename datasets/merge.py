@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import numpy as np
 
-from wmrobot.datasets.store import EpisodeStore
+from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
 from wmrobot.errors import DatasetError
 
 BATCH = 256  # episodes per append: one commit each
@@ -18,7 +21,13 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
     """
     if len(sources) < 2:
         raise DatasetError(f"merge needs two or more datasets, got {len(sources)}")
+    out = normalise_path(out)
+    if dataset_exists(out):
+        raise DatasetError(f"{out!r} already exists; merge into a new path")
     stores = [EpisodeStore.open(s) for s in sources]
+    prints = [s.fingerprint() for s in stores]
+    if len(set(prints)) < len(prints):
+        raise DatasetError("the same dataset is given twice; merge distinct datasets")
     first = stores[0]
     layout = _layout(first)
     for store in stores[1:]:
@@ -33,19 +42,18 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                     f"cannot merge {store.path!r} into {first.path!r}: their {what} differ "
                     f"({b} vs {a})"
                 )
+    # Built aside and renamed into place at the end (locally): a merge that fails or is
+    # killed leaves nothing at ``out``.
+    build = f"{out}.merging-{uuid.uuid4().hex[:8]}" if _is_local(out) else out
     merged = EpisodeStore.create(
-        out,
+        build,
         env=first.attrs["env"],
         spaces=first.attrs["spaces"],
         row_shapes=layout,
         collector={
             "merged_from": [
-                {
-                    "path": str(s.path),
-                    "fingerprint": s.fingerprint(),
-                    "collector": s.attrs["collector"],
-                }
-                for s in stores
+                {"path": str(s.path), "fingerprint": f, "collector": s.attrs["collector"]}
+                for s, f in zip(stores, prints, strict=True)
             ]
         },
     )
@@ -67,7 +75,9 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 ]
             )
     merged.finalize_stats()
-    return merged
+    if build != out:
+        os.rename(build, out)
+    return EpisodeStore.open(out)
 
 
 def _layout(store: EpisodeStore) -> dict[str, tuple[tuple[int, ...], str]]:

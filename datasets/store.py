@@ -29,6 +29,24 @@ def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+def normalise_path(path: str | os.PathLike) -> str:
+    """A dataset path without a trailing slash (a local one also normalised)."""
+    path = str(path).rstrip("/") or "/"
+    return os.path.normpath(path) if _is_local(path) else path
+
+
+def dataset_exists(path: str | os.PathLike) -> bool:
+    """Whether something is at ``path`` (a local folder, or a Zarr group at a URL)."""
+    path = normalise_path(path)
+    if _is_local(path):
+        return Path(path).exists()
+    try:
+        zarr.open_group(path, mode="r", zarr_format=3)
+        return True
+    except Exception:  # missing groups raise several types across fsspec backends
+        return False
+
+
 def _open_group(path: str, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(path, mode=mode, zarr_format=3)
@@ -66,9 +84,9 @@ class EpisodeStore:
         collector: Mapping[str, Any] | None = None,
     ) -> EpisodeStore:
         """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype)."""
-        path = str(path)
+        path = normalise_path(path)
         local = _is_local(path)
-        if local and Path(path).exists():
+        if dataset_exists(path):
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
         # Locally, build in a temporary folder and rename it into place: a crash during
         # creation leaves no half-made dataset at ``path``.
@@ -117,7 +135,7 @@ class EpisodeStore:
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
         """Open a dataset for reading (``"r"``) or appending (``"a"``); validates it first."""
-        path = str(path)
+        path = normalise_path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         if _is_local(path) and not (Path(path) / "zarr.json").exists():
@@ -267,11 +285,16 @@ class EpisodeStore:
 
     @property
     def stat_keys(self) -> list[str]:
-        return [k for k in self.keys if k not in ("physics", "terminated", "truncated")]
+        # Images are left out: per-pixel statistics would be H*W*C numbers per key, rewritten
+        # at every commit, and their quantiles would need every frame in memory.
+        skip = ("physics", "terminated", "truncated")
+        return [k for k in self.keys if k not in skip and not k.startswith("pixels")]
 
     def finalize_stats(self) -> dict[str, Any]:
         """Add the q01/q99 quantiles, which need all rows, to the stored statistics."""
         stats = dict(self.group.attrs["stats"])
+        if self.n_rows == 0:
+            return stats
         valid = _valid_action_rows(self.episode_ends, self.n_rows)
         for key in self.stat_keys:
             x = self.array(key)[: self.n_rows]

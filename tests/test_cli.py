@@ -134,3 +134,24 @@ def test_collect_from_a_gymnasium_mujoco_env(tmp_path, monkeypatch):
     assert main(["collect", *args]) == 0
     assert main(["data", "validate", "hc.zarr"]) == 0
     assert main(["data", "replay", "hc.zarr"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "needle"),
+    [
+        (lambda g, end: g["data/terminated"].__setitem__(end // 2, True), "set before"),
+        (lambda g, end: g["data/obs/observation"].__setitem__(1, [float("nan")] * 4), "NaN"),
+        (lambda g, end: g["meta/length"].__setitem__(0, 999), "meta/length"),
+    ],
+)
+def test_data_validate_catches_corruption(corrupt, needle, small_dataset, tmp_path, capsys):
+    import shutil
+
+    import zarr
+
+    copy = tmp_path / "broken.zarr"
+    shutil.copytree(small_dataset, copy)
+    group = zarr.open_group(copy, mode="r+")
+    corrupt(group, int(group["meta/episode_ends"][0]))
+    assert main(["data", "validate", str(copy)]) == 2
+    assert needle in capsys.readouterr().err

@@ -211,7 +211,9 @@ def _collect(c: Any, path: str) -> Any:
     """Collect ``c.episodes`` of ``c.env`` with ``c.policy`` into ``path`` (collect, demo)."""
     from wmrobot.datasets import collect
 
-    _say(f"collect: {c.episodes} episodes of {c.env.id} ({c.policy.name}, beta={c.policy.beta})")
+    steps = getattr(c, "steps", None)
+    target = f"{steps:,} steps" if steps else f"{c.episodes} episodes"
+    _say(f"collect: {target} of {c.env.id} ({c.policy.name}, beta={c.policy.beta})")
     res = collect(
         path,
         c.env.id,
@@ -219,7 +221,7 @@ def _collect(c: Any, path: str) -> Any:
         policy=c.policy.name,
         beta=c.policy.beta,
         episodes=c.episodes,
-        steps=getattr(c, "steps", None),
+        steps=steps,
         seed=c.seed,
         flush_every=c.flush_every,
         workers=getattr(c, "workers", 1),

@@ -93,8 +93,23 @@ def validate(path: str, console: Console) -> None:
     from wmrobot.datasets.store import _valid_action_rows
 
     store = EpisodeStore.open(path)
-    actions = store.array("action")[: store.n_rows]
-    real = _valid_action_rows(store.episode_ends, store.n_rows)
+    ends, n = store.episode_ends, store.n_rows
+    for key in ("length", "seed", "return", "success"):
+        if len(store.meta(key)) != store.n_episodes:
+            raise DatasetError(f"{path!r}: meta/{key} does not hold one entry per episode")
+    if store.n_episodes and not np.array_equal(store.meta("length"), np.diff(ends, prepend=0) - 1):
+        raise DatasetError(f"{path!r}: meta/length disagrees with meta/episode_ends")
+    actions = store.array("action")[:n]
+    real = _valid_action_rows(ends, n)
+    final_step = np.zeros(n, dtype=bool)
+    final_step[ends - 2] = True  # the row of each episode's last action
+    for flag in ("terminated", "truncated"):
+        if flag in store.keys and np.any(store.array(flag)[:n] & ~final_step):
+            raise DatasetError(f"{path!r}: data/{flag} is set before an episode's end")
+    for key in store.keys:
+        if key != "action" and store.array(key).dtype.kind == "f":
+            if not np.isfinite(store.array(key)[:n]).all():
+                raise DatasetError(f"{path!r}: data/{key} holds NaN or Inf")
     if store.n_rows and not np.isfinite(actions[real]).all():
         bad = int(np.flatnonzero(~np.isfinite(actions[real]).all(axis=-1))[0])
         raise DatasetError(f"{path!r}: non-finite action in row {np.flatnonzero(real)[bad]}")
@@ -120,6 +135,8 @@ def replay_command(path: str, episode: str | None, console: Console) -> None:
             raise DatasetError(f"episode {episode} out of range: {path!r} has {store.n_episodes}")
     else:
         episodes = list(range(store.n_episodes))
+    if not episodes:
+        raise DatasetError(f"{path!r} holds no episodes to replay")
     worst = 0.0
     for e in episodes:
         result = replay(store, e)

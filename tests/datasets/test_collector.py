@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -194,3 +197,38 @@ def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers)
     once = tmp_path / "once.zarr"
     collect(str(once), **args, steps=250, progress=False)
     assert EpisodeStore.open(path).fingerprint() == EpisodeStore.open(once).fingerprint()
+
+
+def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
+    # An env registered only under `if __name__ == "__main__"` is unknown to spawned workers.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import gymnasium as gym\n"
+        "from wmrobot.datasets import collect\n"
+        "from wmrobot.envs import PointMazeEnv\n"
+        "if __name__ == '__main__':\n"
+        "    gym.register(id='GuardedOnly-v0', entry_point=PointMazeEnv, max_episode_steps=5)\n"
+        f"    collect({str(tmp_path / 'd.zarr')!r}, 'GuardedOnly-v0', episodes=3, workers=2,\n"
+        "            progress=False)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "could not start" in result.stderr
+    assert not (tmp_path / "d.zarr").exists()
+
+
+def test_a_trailing_slash_names_the_same_dataset(tmp_path):
+    path = tmp_path / "d.zarr"
+    collect(f"{path}/", "wmrobot/PointMaze-v0", episodes=1, progress=False)
+    collect(f"{path}/", "wmrobot/PointMaze-v0", episodes=2, progress=False)  # resumes
+    assert EpisodeStore.open(path).n_episodes == 2
+    assert not list(tmp_path.glob("*creating*")) and not list(path.glob("*creating*"))
+
+
+def test_pixels_stay_out_of_the_statistics(tmp_path):
+    path = tmp_path / "px.zarr"
+    collect(str(path), "wmrobot/PointMaze-v0", episodes=1, pixels=16, progress=False)
+    stats = EpisodeStore.open(path).attrs["stats"]
+    assert "pixels" not in stats and "obs/observation" in stats

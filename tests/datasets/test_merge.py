@@ -39,3 +39,11 @@ def test_merge_refuses_datasets_of_another_env(tmp_path):
     with pytest.raises(DatasetError, match="env kwargs differ"):
         merge(str(tmp_path / "m.zarr"), [a.path, b.path])
     assert not (tmp_path / "m.zarr").exists()
+
+
+def test_merge_refuses_the_same_dataset_twice_and_leaves_nothing(tmp_path):
+    a = _collect(tmp_path / "a.zarr", seed=1)
+    with pytest.raises(DatasetError, match="given twice"):
+        merge(str(tmp_path / "m.zarr"), [a.path, a.path])
+    assert not (tmp_path / "m.zarr").exists()
+    assert not list(tmp_path.glob("*merging*"))
