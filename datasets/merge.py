@@ -61,8 +61,8 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
         ends = store.episode_ends
         for lo in range(0, store.n_episodes, BATCH):
             hi = min(lo + BATCH, store.n_episodes)
-            row_lo = 0 if lo == 0 else int(ends[lo - 1])
-            rows = {k: store.array(k)[row_lo : ends[hi - 1]] for k in store.keys}
+            row_lo, row_hi = store.episode_bounds(lo)[0], int(ends[hi - 1])
+            rows = {k: store.array(k)[row_lo:row_hi] for k in store.keys}
             bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
             meta = {k: store.meta(k)[lo:hi] for k in ("seed", "return", "success")}
             merged.append(

@@ -56,9 +56,7 @@ def replay(dataset: EpisodeStore | str, episode: int) -> ReplayResult:
     store = _open(dataset)
     env = env_for(store)
     rows = store.episode(episode)
-    ends = store.episode_ends
-    first = 0 if episode % store.n_episodes == 0 else int(ends[episode % store.n_episodes - 1])
-    restore(env, store, first)
+    restore(env, store, store.episode_bounds(episode)[0])
     base = env.unwrapped  # no TimeLimit: the recorded actions decide the length
     obs_keys = [k for k in rows if k == "obs" or k.startswith("obs/")]
     replayed: dict[str, list[np.ndarray]] = {k: [rows[k][0]] for k in obs_keys}

@@ -203,14 +203,18 @@ class EpisodeStore:
         n = self.n_rows
         return {k: self.array(k)[:n] for k in (keys or self.keys)}
 
-    def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """One episode's rows (T+1 of them for T actions)."""
+    def episode_bounds(self, index: int) -> tuple[int, int]:
+        """Rows ``[start, end)`` of episode ``index`` (negative counts from the end)."""
         if not -self.n_episodes <= index < self.n_episodes:
             raise IndexError(f"episode {index} out of range for {self.n_episodes} episodes")
         index %= self.n_episodes
         ends = self.episode_ends
-        start = 0 if index == 0 else int(ends[index - 1])
-        return {k: self.array(k)[start : ends[index]] for k in (keys or self.keys)}
+        return (0 if index == 0 else int(ends[index - 1])), int(ends[index])
+
+    def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """One episode's rows (T+1 of them for T actions)."""
+        start, end = self.episode_bounds(index)
+        return {k: self.array(k)[start:end] for k in (keys or self.keys)}
 
     def fingerprint(self) -> str:
         """A short hash of the committed contents' identity (counts, boundaries, actions)."""
@@ -239,6 +243,33 @@ class EpisodeStore:
             raise DatasetError(
                 f"{self.path!r}: meta/episode_ends is not strictly increasing up to n_rows={n_rows}"
             )
+
+    def check_contents(self) -> None:
+        """Deeper than :meth:`validate` (which every open runs): read every committed row and
+        raise :class:`DatasetError` unless per-episode entries, flags, NaN-free data, the
+        NaN final actions and the statistics are all as the format says."""
+        ends, n, path = self.episode_ends, self.n_rows, self.path
+        if self.n_episodes and not np.array_equal(
+            self.meta("length"), np.diff(ends, prepend=0) - 1
+        ):
+            raise DatasetError(f"{path!r}: meta/length disagrees with meta/episode_ends")
+        real = _valid_action_rows(ends, n)
+        final_step = np.zeros(n, dtype=bool)
+        final_step[ends - 2] = True  # the row of each episode's last action
+        for key in self.keys:
+            values = self.array(key)[:n]
+            if key in ("terminated", "truncated") and np.any(values & ~final_step):
+                raise DatasetError(f"{path!r}: data/{key} is set before an episode's end")
+            if key == "action":
+                if not np.isnan(values[~real]).all():
+                    raise DatasetError(
+                        f"{path!r}: an episode's last row has an action (must be NaN)"
+                    )
+                values = values[real]
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise DatasetError(f"{path!r}: data/{key} holds NaN or Inf")
+        if self.n_episodes and set(self.stat_keys) - set(self.attrs.get("stats", {})):
+            raise DatasetError(f"{path!r}: normalisation statistics are missing")
 
     # ----------------------------------------------------------------------------- writing
     def append(self, episodes: list[Mapping[str, Any]]) -> None:

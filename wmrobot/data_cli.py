@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,12 @@ USAGE = """usage: wmrobot data <info|validate|replay|merge> ...
 def _size(path: str) -> str:
     if not Path(path).exists():
         return "remote"
-    total = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if total < 1024 or unit == "GiB":
-            return f"{total:.1f} {unit}" if unit != "B" else f"{total} B"
-        total /= 1024
-    return ""
+    size = float(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def info(path: str, console: Console) -> None:
@@ -88,35 +87,11 @@ def info(path: str, console: Console) -> None:
 
 
 def validate(path: str, console: Console) -> None:
-    """Open (which validates counts and boundaries), then check actions and stats."""
+    """Open (which checks counts and boundaries), then check every committed row."""
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.datasets.store import _valid_action_rows
 
     store = EpisodeStore.open(path)
-    ends, n = store.episode_ends, store.n_rows
-    for key in ("length", "seed", "return", "success"):
-        if len(store.meta(key)) != store.n_episodes:
-            raise DatasetError(f"{path!r}: meta/{key} does not hold one entry per episode")
-    if store.n_episodes and not np.array_equal(store.meta("length"), np.diff(ends, prepend=0) - 1):
-        raise DatasetError(f"{path!r}: meta/length disagrees with meta/episode_ends")
-    actions = store.array("action")[:n]
-    real = _valid_action_rows(ends, n)
-    final_step = np.zeros(n, dtype=bool)
-    final_step[ends - 2] = True  # the row of each episode's last action
-    for flag in ("terminated", "truncated"):
-        if flag in store.keys and np.any(store.array(flag)[:n] & ~final_step):
-            raise DatasetError(f"{path!r}: data/{flag} is set before an episode's end")
-    for key in store.keys:
-        if key != "action" and store.array(key).dtype.kind == "f":
-            if not np.isfinite(store.array(key)[:n]).all():
-                raise DatasetError(f"{path!r}: data/{key} holds NaN or Inf")
-    if store.n_rows and not np.isfinite(actions[real]).all():
-        bad = int(np.flatnonzero(~np.isfinite(actions[real]).all(axis=-1))[0])
-        raise DatasetError(f"{path!r}: non-finite action in row {np.flatnonzero(real)[bad]}")
-    if store.n_rows and not np.isnan(actions[~real]).all():
-        raise DatasetError(f"{path!r}: an episode's last row has an action (must be NaN)")
-    if store.n_episodes and set(store.stat_keys) - set(store.attrs.get("stats", {})):
-        raise DatasetError(f"{path!r}: normalisation statistics are missing")
+    store.check_contents()
     console.print(
         f"ok: {path} holds {store.n_episodes:,} valid episodes ({store.n_transitions:,} steps)"
     )
@@ -146,6 +121,7 @@ def replay_command(path: str, episode: str | None, console: Console) -> None:
 
 
 def main(args: list[str]) -> int:
+    from wmrobot.cli import _error
     from wmrobot.errors import WmrobotError
 
     if not args or args[0] in ("-h", "--help"):
@@ -154,19 +130,14 @@ def main(args: list[str]) -> int:
     sub, rest = args[0], args[1:]
     commands = {"info": (1, 1), "validate": (1, 1), "replay": (1, 2), "merge": (3, 1000)}
     if sub not in commands:
-        print(
-            f"wmrobot data: error: unknown subcommand {sub!r}; choose one of {', '.join(commands)}",
-            file=sys.stderr,
-        )
-        return 2
+        return _error("data", f"unknown subcommand {sub!r}; choose one of {', '.join(commands)}")
     low, high = commands[sub]
     if not low <= len(rest) <= high or any(a.startswith("-") for a in rest):
         if any(a in ("-h", "--help") for a in rest):
             print(USAGE)
             return 0
         expected = {"replay": "PATH [EPISODE]", "merge": "OUT SRC SRC ..."}.get(sub, "PATH")
-        print(f"wmrobot data {sub}: error: expected {expected}, got {rest}", file=sys.stderr)
-        return 2
+        return _error(f"data {sub}", f"expected {expected}, got {rest}")
     console = Console(width=max(shutil.get_terminal_size().columns, 110))
     try:
         if sub == "info":
@@ -184,6 +155,5 @@ def main(args: list[str]) -> int:
         else:
             replay_command(rest[0], rest[1] if len(rest) > 1 else None, console)
     except WmrobotError as e:
-        print(f"wmrobot data {sub}: error: {e}", file=sys.stderr)
-        return 2
+        return _error(f"data {sub}", str(e))
     return 0
