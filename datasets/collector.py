@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import multiprocessing as mp
+import os
 import platform
+import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -16,14 +19,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import colorednoise
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmrobot.datasets.policies import Policy, PolicySpec, RandomPolicy, make_policy  # noqa: F401
 from wmrobot.datasets.store import EpisodeStore, dataset_exists
 from wmrobot.envs import get_physics_state, has_physics, make_env
-from wmrobot.errors import DatasetError, EnvError
+from wmrobot.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -32,43 +35,6 @@ class CollectResult:
     episodes: int
     transitions: int
     seconds: float
-
-
-class RandomPolicy:
-    """Random actions: uniform (``beta=0``) or colored Gaussian noise with PSD ~ 1/f^beta
-    (``beta>0``, as iCEM), scaled to the action bounds and clipped. Colored noise keeps pushing
-    one way for a while, so the data reaches the speeds a planner will drive at.
-    """
-
-    def __init__(self, action_space: gym.spaces.Box, beta: float = 0.0, horizon: int = 1000):
-        if beta < 0:
-            raise EnvError(f"policy beta={beta} must be >= 0 (0 = white, 1 = pink, 2 = red)")
-        self.low, self.high = action_space.low, action_space.high
-        self.dtype = action_space.dtype
-        self.beta, self.horizon = beta, horizon
-        self._noise: np.ndarray | None = None
-        self._rng = np.random.default_rng()
-        self._t = 0
-
-    def reset(self, rng: np.random.Generator) -> None:
-        self._rng, self._t = rng, 0
-        if self.beta > 0:
-            shape = (len(self.low), self.horizon)
-            self._noise = colorednoise.powerlaw_psd_gaussian(self.beta, shape, random_state=rng).T
-
-    def act(self, obs: Any) -> np.ndarray:
-        if self._noise is None:
-            action = self._rng.uniform(self.low, self.high)
-        else:
-            centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
-            action = np.clip(
-                centre + half * self._noise[self._t % self.horizon], self.low, self.high
-            )
-        self._t += 1
-        return action.astype(self.dtype)
-
-
-POLICIES = {"random": RandomPolicy}
 
 
 def versions() -> dict[str, str]:
@@ -108,7 +74,7 @@ def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
     return {"obs": np.stack(obs_list)}
 
 
-def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]:
+def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
     base = env.unwrapped
     obs, _ = env.reset(seed=seed)
@@ -156,8 +122,21 @@ def run_episode(env: gym.Env, policy: RandomPolicy, seed: int) -> dict[str, Any]
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: str, beta: float) -> None:
-    _WORKER["env"], _WORKER["policy"] = _make_env_and_policy(env_id, env_kwargs, policy, beta)
+def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
+    _die_with_parent(parent)
+    _WORKER["env"], _WORKER["policy"] = _make_env_and_policy(env_id, env_kwargs, policy)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the collecting process dies (even by SIGKILL),
+    so a killed collection leaves no workers stepping environments for nobody."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
 
 
 def pixel_kwargs(size: int | None) -> dict[str, Any]:
@@ -170,18 +149,20 @@ def _worker_episode(seed: int) -> dict[str, Any]:
 
 
 def _make_env_and_policy(
-    env_id: str, env_kwargs: dict[str, Any], policy: str, beta: float
-) -> tuple[gym.Env, RandomPolicy]:
+    env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec
+) -> tuple[gym.Env, Policy]:
     env = make_env(env_id, env_kwargs)
-    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
-    return env, POLICIES[policy](env.action_space, beta=beta, horizon=horizon)
+    try:
+        return env, make_policy(policy, env)
+    except BaseException:
+        env.close()
+        raise
 
 
 def episodes_in_order(
     env_id: str,
     env_kwargs: dict[str, Any],
-    policy: str,
-    beta: float,
+    policy: PolicySpec,
     seeds: Iterable[int],
     workers: int = 1,
 ) -> Iterator[dict[str, Any]]:
@@ -193,7 +174,7 @@ def episodes_in_order(
     """
     seeds = iter(seeds)
     if workers == 1:
-        env, act = _make_env_and_policy(env_id, env_kwargs, policy, beta)
+        env, act = _make_env_and_policy(env_id, env_kwargs, policy)
         try:
             for s in seeds:
                 yield run_episode(env, act, s)
@@ -203,7 +184,8 @@ def episodes_in_order(
     ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
     # restarted for ever, as multiprocessing.Pool would.
-    pool = ProcessPoolExecutor(workers, ctx, _worker_init, (env_id, env_kwargs, policy, beta))
+    init = (env_id, env_kwargs, policy, os.getpid())
+    pool = ProcessPoolExecutor(workers, ctx, _worker_init, init)
     try:
         ahead = deque(pool.submit(_worker_episode, s) for s in itertools.islice(seeds, 2 * workers))
         while ahead:
@@ -252,8 +234,7 @@ def collect(
     path: str,
     env_id: str,
     env_kwargs: dict[str, Any] | None = None,
-    policy: str = "random",
-    beta: float = 0.0,
+    policy: PolicySpec | str = "random",
     episodes: int = 100,
     steps: int | None = None,
     seed: int = 0,
@@ -269,6 +250,7 @@ def collect(
     are committed every ``flush_every`` episodes, so a crash loses at most that many (plus
     those in flight), and the dataset is the same for any number of workers. ``pixels=N``
     also stores each row's N x N camera image (``data/pixels``, uint8), rendered offscreen.
+    ``policy`` is a :class:`PolicySpec` or a policy name with default parameters.
     """
     import time
 
@@ -278,12 +260,12 @@ def collect(
         raise DatasetError(f"steps must be a positive count, got {steps}")
     if workers < 1:
         raise DatasetError(f"workers must be >= 1, got {workers}")
-    if policy not in POLICIES:
-        raise EnvError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+    policy = PolicySpec(policy) if isinstance(policy, str) else policy
+    policy.check()
     if pixels is not None and pixels < 8:
         raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
-    env, _ = _make_env_and_policy(env_id, env_kwargs, policy, beta)  # fails fast on bad input
+    env, _ = _make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
     env_record = {
         "id": env_id,
         "kwargs": env_kwargs,
@@ -306,7 +288,7 @@ def collect(
                     f"{current[key]}; collect into a new path"
                 )
         previous = store.attrs["collector"]
-        asked = {"seed": seed, "policy": policy, "policy_params": {"beta": beta}}
+        asked = {"seed": seed, **policy.record()}
         for key, value in asked.items():
             if previous.get(key) != value:
                 raise DatasetError(
@@ -327,7 +309,7 @@ def collect(
     )
     indices = itertools.count(done) if steps else range(done, episodes)
     seeds = (episode_seed(seed, index) for index in indices)
-    stream = episodes_in_order(env_id, env_kwargs, policy, beta, seeds, workers)
+    stream = episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
     reached = held >= steps if steps else done >= episodes
     try:
         for index, episode in enumerate(stream if not reached else (), start=done):
@@ -341,8 +323,7 @@ def collect(
                     spaces=_spaces(env),
                     row_shapes=_row_shapes(buffer[0]),
                     collector={
-                        "policy": policy,
-                        "policy_params": {"beta": beta},
+                        **policy.record(),
                         "seed": seed,
                         "versions": versions(),
                         "git_revision": git_revision(),

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from wmrobot.cli import main
+from wmrobot.datasets.policies import PolicySpec
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -77,7 +78,9 @@ def small_dataset(tmp_path_factory):
     from wmrobot.datasets import collect
 
     path = tmp_path_factory.mktemp("data") / "small.zarr"
-    collect(str(path), "wmrobot/PointMaze-v0", beta=1.0, episodes=3, progress=False)
+    collect(
+        str(path), "wmrobot/PointMaze-v0", policy=PolicySpec(beta=1.0), episodes=3, progress=False
+    )
     return path
 
 

@@ -89,5 +89,14 @@ def test_a_missing_required_key_is_named(command, key):
 def test_unknown_options_and_groups_are_config_errors():
     with pytest.raises(ConfigError, match="episodez"):
         compose("collect", ["episodez=5"])
-    with pytest.raises(ConfigError, match="available: colored, random"):
-        compose("collect", ["policy=expert"])
+    with pytest.raises(ConfigError, match="available: colored, expert, random, sb3"):
+        compose("collect", ["policy=greedy"])
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("policy.epsilon=1.5", "policy.epsilon"), ("policy.noise=-1", "policy.noise")],
+)
+def test_policy_ranges_are_checked(override, named):
+    with pytest.raises(ConfigError, match=named):
+        validate("collect", compose("collect", ["policy=expert", override]))

@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,12 @@ OPTION_HELP = {
     "env.eval.budget": "environment steps allowed per evaluation episode",
     "env.eval.max_distance": "keep only pairs this close (an easy set); null = all",
     "policy": "collection policy group",
+    "policy.name": "random | expert (the task's scripted expert) | sb3 (a saved SB3 model)",
     "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
+    "policy.epsilon": "probability of a random action (of exponent beta) at each step",
+    "policy.noise": "Gaussian noise added to the expert's actions (std, action units)",
+    "policy.path": "policy=sb3: the model saved by stable-baselines3 (.zip)",
+    "policy.deterministic": "policy=sb3: act with the mean action (else sample)",
     "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
     "steps": "a target in transitions instead of episodes (whole episodes, resumable)",
     "seed": "run seed (collection, training)",
@@ -210,16 +215,19 @@ def _model_config(section: Any) -> Any:
 def _collect(c: Any, path: str) -> Any:
     """Collect ``c.episodes`` of ``c.env`` with ``c.policy`` into ``path`` (collect, demo)."""
     from wmrobot.datasets import collect
+    from wmrobot.datasets.policies import PolicySpec
 
     steps = getattr(c, "steps", None)
     target = f"{steps:,} steps" if steps else f"{c.episodes} episodes"
-    _say(f"collect: {target} of {c.env.id} ({c.policy.name}, beta={c.policy.beta})")
+    policy = PolicySpec(**asdict(c.policy))
+    policy.check()
+    params = ", ".join(f"{k}={v}" for k, v in policy.record()["policy_params"].items())
+    _say(f"collect: {target} of {c.env.id} ({policy.name}: {params})")
     res = collect(
         path,
         c.env.id,
         c.env.kwargs,
-        policy=c.policy.name,
-        beta=c.policy.beta,
+        policy=policy,
         episodes=c.episodes,
         steps=steps,
         seed=c.seed,

@@ -32,8 +32,14 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
-    name: str
-    beta: float
+    """The fields of :class:`wmrobot.datasets.policies.PolicySpec`, which checks them."""
+
+    name: str = "random"
+    beta: float = 0.0
+    epsilon: float = 0.0
+    noise: float = 0.0
+    path: Optional[str] = None  # noqa: UP045
+    deterministic: bool = True
 
 
 @dataclass
@@ -117,6 +123,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "env.eval.budget": _POSITIVE_INT,
     "env.eval.max_distance": _POSITIVE,
     "policy.beta": _NON_NEGATIVE,
+    "policy.epsilon": (0, 1, True),
+    "policy.noise": _NON_NEGATIVE,
     "model.latent_dim": _POSITIVE_INT,
     "model.hidden": _POSITIVE_INT,
     "model.depth": _NON_NEGATIVE,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
 from wmrobot.datasets import EpisodeStore, collect
-from wmrobot.datasets.collector import RandomPolicy, episode_seed
+from wmrobot.datasets.collector import episode_seed
+from wmrobot.datasets.policies import PolicySpec
 from wmrobot.errors import DatasetError, EnvError
 
 ENV_ID = "wmrobot/PointMaze-v0"
@@ -71,7 +71,8 @@ def test_a_target_already_reached_collects_nothing(maze_dataset):
     ("kwargs", "error", "named"),
     [
         ({"episodes": 0}, DatasetError, "episodes"),
-        ({"policy": "expert"}, EnvError, "expert"),
+        ({"policy": "greedy"}, EnvError, "greedy"),
+        ({"policy": "expert"}, DatasetError, "policy=random, not expert"),
         ({"env_kwargs": {"layout": "ring"}}, DatasetError, "ring"),
         ({"seed": 1}, DatasetError, "seed"),
     ],
@@ -94,42 +95,6 @@ def test_unknown_env_is_refused_before_writing(tmp_path):
     assert not path.exists()
 
 
-def policy_actions(beta: float, low, high, steps: int = 400, seed: int = 0) -> np.ndarray:
-    space = gym.spaces.Box(np.asarray(low, np.float32), np.asarray(high, np.float32))
-    policy = RandomPolicy(space, beta=beta, horizon=steps)
-    policy.reset(np.random.default_rng(seed))
-    return np.stack([policy.act(None) for _ in range(steps)])
-
-
-@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
-@pytest.mark.parametrize(("low", "high"), [([-1, -1], [1, 1]), ([-0.3, 0.0], [0.5, 2.0])])
-def test_random_policy_stays_within_bounds(beta, low, high):
-    actions = policy_actions(beta, low, high)
-    assert actions.dtype == np.float32
-    assert np.all(actions >= np.float32(low)) and np.all(actions <= np.float32(high))
-    assert np.all(actions.std(0) > 0.05)  # and it does explore
-
-
-def test_colored_noise_is_smoother_than_white():
-    def jerk(beta: float) -> float:
-        return float(np.abs(np.diff(policy_actions(beta, [-1, -1], [1, 1]), axis=0)).mean())
-
-    assert jerk(2.0) < 0.5 * jerk(0.0)
-    assert jerk(2.0) < jerk(1.0) < jerk(0.0)
-
-
-def test_random_policy_is_reproducible_from_its_reset_rng():
-    for beta in (0.0, 2.0):
-        a = policy_actions(beta, [-1, -1], [1, 1], seed=5)
-        np.testing.assert_array_equal(a, policy_actions(beta, [-1, -1], [1, 1], seed=5))
-        assert not np.array_equal(a, policy_actions(beta, [-1, -1], [1, 1], seed=6))
-
-
-def test_negative_beta_is_an_env_error():
-    with pytest.raises(EnvError, match="-1"):
-        RandomPolicy(gym.spaces.Box(-1, 1, shape=(2,)), beta=-1.0)
-
-
 def test_two_workers_write_the_same_dataset_as_one(tmp_path):
     paths = []
     for workers in (1, 2):
@@ -137,7 +102,7 @@ def test_two_workers_write_the_same_dataset_as_one(tmp_path):
         collect(
             str(path),
             "wmrobot/PointMaze-v0",
-            beta=1.0,
+            policy=PolicySpec(beta=1.0),
             episodes=6,
             seed=5,
             workers=workers,
@@ -167,7 +132,14 @@ def test_resume_refuses_an_env_whose_spaces_changed(tmp_path):
 
 def test_pixels_are_stored_as_uint8_frames_a_few_per_chunk(tmp_path):
     path = tmp_path / "pixels.zarr"
-    collect(str(path), "wmrobot/PointMaze-v0", beta=1.0, episodes=2, pixels=32, progress=False)
+    collect(
+        str(path),
+        "wmrobot/PointMaze-v0",
+        policy=PolicySpec(beta=1.0),
+        episodes=2,
+        pixels=32,
+        progress=False,
+    )
     store = EpisodeStore.open(path)
     frames = store.array("pixels")
     assert frames.dtype == np.uint8 and frames.shape[1:] == (32, 32, 3)

@@ -12,18 +12,25 @@ import time
 import numpy as np
 
 from wmrobot.datasets import EpisodeStore, collect
+from wmrobot.datasets.policies import PolicySpec
 
 # Ten-step episodes and a commit after each: the collector spends most of its time writing
 # and committing, so most kills land in the middle of an append.
 EPISODES = 150
-ARGS = dict(env_id="wmrobot/PointMaze-v0", env_kwargs={"max_episode_steps": 10}, beta=1.0, seed=7)
+ARGS = dict(
+    env_id="wmrobot/PointMaze-v0",
+    env_kwargs={"max_episode_steps": 10},
+    policy=PolicySpec(beta=1.0),
+    seed=7,
+)
 
 
 def _collect_in_subprocess(path, episodes: int) -> subprocess.Popen:
     code = (
-        "from wmrobot.datasets import collect; "
-        f"collect({str(path)!r}, {ARGS['env_id']!r}, {ARGS['env_kwargs']!r}, beta={ARGS['beta']}, "
-        f"episodes={episodes}, seed={ARGS['seed']}, flush_every=1, progress=False)"
+        "from wmrobot.datasets import collect; from wmrobot.datasets.policies import PolicySpec; "
+        f"collect({str(path)!r}, {ARGS['env_id']!r}, {ARGS['env_kwargs']!r}, "
+        f"policy={ARGS['policy']}, episodes={episodes}, seed={ARGS['seed']}, flush_every=1, "
+        "progress=False)"
     )
     return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
 

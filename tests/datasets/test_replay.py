@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wmrobot.datasets import EpisodeStore, collect, replay, restore
+from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.replay import env_for
 
 
@@ -19,7 +20,9 @@ def cheetah(tmp_path_factory):
 @pytest.fixture(scope="module")
 def maze(tmp_path_factory):
     path = tmp_path_factory.mktemp("replay") / "maze.zarr"
-    collect(str(path), "wmrobot/PointMaze-v0", beta=1.0, episodes=3, progress=False)
+    collect(
+        str(path), "wmrobot/PointMaze-v0", policy=PolicySpec(beta=1.0), episodes=3, progress=False
+    )
     return EpisodeStore.open(path)
 
 
