@@ -33,8 +33,14 @@ def _open(dataset: EpisodeStore | str) -> EpisodeStore:
 
 def env_for(store: EpisodeStore, **extra: Any) -> gym.Env:
     """The env a dataset was collected with (its id and kwargs)."""
+    if "physics" not in store.keys:  # checked first: the env of an imported dataset may be absent
+        raise DatasetError(
+            f"{store.path!r} has no MuJoCo physics state to restore (an import from Minari has "
+            f"none); only datasets made by `wmrobot collect` can be replayed"
+        )
     env = make_env(store.attrs["env"]["id"], store.attrs["env"]["kwargs"], **extra)
-    if not has_physics(env) or "physics" not in store.keys:
+    if not has_physics(env):
+        env.close()
         raise DatasetError(f"{store.path!r} has no MuJoCo physics state to restore")
     return env
 

@@ -23,7 +23,8 @@ commands:
   train     train a JEPA world model on a dataset; writes a checkpoint directory
   plan      run Mode-2 MPPI with a checkpoint in the real env on the fixed evaluation set
   demo      collect -> train -> plan, plus random and SAC baselines, in one table
-  data      info | validate | replay PATH: look into, check or re-simulate a dataset
+  data      info | validate | replay | merge | convert: look into, check, re-simulate,
+            merge or convert (to and from Minari) datasets
 
 Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
 command's options with their current values. Each run writes runs/<command>/<timestamp>/.

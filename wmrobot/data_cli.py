@@ -1,4 +1,4 @@
-"""``wmrobot data``: look into a dataset (info), check it (validate), re-simulate it (replay)."""
+"""``wmrobot data``: look into, check, re-simulate, merge and convert datasets."""
 
 from __future__ import annotations
 
@@ -11,13 +11,22 @@ from rich.table import Table
 
 from wmrobot.errors import DatasetError
 
-USAGE = """usage: wmrobot data <info|validate|replay|merge> ...
+USAGE = """usage: wmrobot data <info|validate|replay|merge|convert> ...
 
   info PATH              a readable summary: env, counts, keys, episode statistics, provenance
   validate PATH          check the committed part (counts, boundaries, NaN actions); exit 0 if valid
   replay PATH [EPISODE]  re-simulate episodes (default: all) from their recorded physics state
                          and actions; report the largest difference to the recorded observations
   merge OUT SRC SRC ...  a new dataset OUT holding every episode of the SRC datasets, in order
+  convert --from-minari SOURCE OUT
+                         a new dataset OUT from a Minari dataset: SOURCE is its id (looked up in
+                         $MINARI_DATASETS_PATH, else ~/.minari/datasets) or its folder; it holds
+                         no physics state, so OUT cannot be replayed
+  convert PATH --to-minari ID [--root DIR] [--author NAME] [--author-email EMAIL]
+          [--description TEXT]
+                         write dataset PATH as the Minari dataset ID (into DIR, else
+                         $MINARI_DATASETS_PATH, else ~/.minari/datasets); minari.load_dataset(ID)
+                         opens it. Needs: pip install 'wmrobot[minari]'
 """
 
 
@@ -120,6 +129,62 @@ def replay_command(path: str, episode: str | None, console: Console) -> None:
     console.print(f"replay: {len(episodes)} episode(s) of {path}: {verdict}")
 
 
+CONVERT_OPTIONS = (
+    "--from-minari",
+    "--to-minari",
+    "--root",
+    "--author",
+    "--author-email",
+    "--description",
+)
+
+
+def convert_command(args: list[str], console: Console) -> None:
+    """Parse ``convert``'s arguments (``--name VALUE`` or ``--name=VALUE``) and convert."""
+    from wmrobot.datasets import minari_io
+
+    options: dict[str, str] = {}
+    paths: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("-"):
+            paths.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        if name not in CONVERT_OPTIONS:
+            raise DatasetError(
+                f"unknown option {name!r}; convert takes {', '.join(CONVERT_OPTIONS)}"
+            )
+        value = value if eq else next(rest, "")
+        if not value or value.startswith("--"):
+            raise DatasetError(f"{name} needs a value")
+        options[name] = value
+    source, target = options.pop("--from-minari", None), options.pop("--to-minari", None)
+    if (source is None) == (target is None) or len(paths) != 1:
+        raise DatasetError(f"expected --from-minari SOURCE OUT or PATH --to-minari ID, got {args}")
+    if source is not None:
+        if options:
+            raise DatasetError(f"{', '.join(options)} go with --to-minari, not --from-minari")
+        store = minari_io.import_minari(source, paths[0])
+        console.print(
+            f"convert: {store.n_episodes:,} episodes ({store.n_transitions:,} steps) from Minari "
+            f"{source} into {paths[0]} (no physics state: replay is unavailable)"
+        )
+        return
+    dataset = minari_io.export_minari(
+        paths[0],
+        target,
+        root=options.get("--root"),
+        author=options.get("--author"),
+        author_email=options.get("--author-email"),
+        description=options.get("--description"),
+    )
+    console.print(
+        f"convert: {dataset.total_episodes:,} episodes ({dataset.total_steps:,} steps) of "
+        f"{paths[0]} into Minari dataset {target} ({Path(dataset.spec.data_path).parent})"
+    )
+
+
 def main(args: list[str]) -> int:
     from wmrobot.cli import _error
     from wmrobot.errors import WmrobotError
@@ -128,14 +193,20 @@ def main(args: list[str]) -> int:
         print(USAGE)
         return 0
     sub, rest = args[0], args[1:]
-    commands = {"info": (1, 1), "validate": (1, 1), "replay": (1, 2), "merge": (3, 1000)}
+    commands = {
+        "info": (1, 1),
+        "validate": (1, 1),
+        "replay": (1, 2),
+        "merge": (3, 1000),
+        "convert": (0, 1000),  # checked by convert_command, which takes options
+    }
     if sub not in commands:
         return _error("data", f"unknown subcommand {sub!r}; choose one of {', '.join(commands)}")
     low, high = commands[sub]
-    if not low <= len(rest) <= high or any(a.startswith("-") for a in rest):
-        if any(a in ("-h", "--help") for a in rest):
-            print(USAGE)
-            return 0
+    if any(a in ("-h", "--help") for a in rest):
+        print(USAGE)
+        return 0
+    if not low <= len(rest) <= high or (sub != "convert" and any(a.startswith("-") for a in rest)):
         expected = {"replay": "PATH [EPISODE]", "merge": "OUT SRC SRC ..."}.get(sub, "PATH")
         return _error(f"data {sub}", f"expected {expected}, got {rest}")
     console = Console(width=max(shutil.get_terminal_size().columns, 110))
@@ -144,6 +215,8 @@ def main(args: list[str]) -> int:
             info(rest[0], console)
         elif sub == "validate":
             validate(rest[0], console)
+        elif sub == "convert":
+            convert_command(rest, console)
         elif sub == "merge":
             from wmrobot.datasets import merge
 
