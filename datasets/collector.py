@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
 from wmrobot.datasets.policies import Policy, PolicySpec, RandomPolicy, make_policy  # noqa: F401
 from wmrobot.datasets.store import EpisodeStore, dataset_exists
 from wmrobot.envs import get_physics_state, has_physics, make_env
@@ -241,6 +242,7 @@ def collect(
     flush_every: int = 10,
     workers: int = 1,
     pixels: int | None = None,
+    fast: bool | None = None,
     progress: bool = True,
 ) -> CollectResult:
     """Collect until the dataset at ``path`` holds ``episodes`` episodes, or, when ``steps``
@@ -251,6 +253,10 @@ def collect(
     those in flight), and the dataset is the same for any number of workers. ``pixels=N``
     also stores each row's N x N camera image (``data/pixels``, uint8), rendered offscreen.
     ``policy`` is a :class:`PolicySpec` or a policy name with default parameters.
+
+    ``fast``: simulate open-loop policies (random actions) in batches with ``mujoco.rollout``
+    on ``workers`` threads and compute observations from the states (the same rows as
+    stepping the env); ``None`` uses it wherever it applies, ``False`` always steps the env.
     """
     import time
 
@@ -266,6 +272,11 @@ def collect(
         raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
     env, _ = _make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
+    reason = unsupported_reason(env, policy, pixels)
+    if fast and reason:
+        env.close()
+        raise DatasetError(f"fast=True cannot collect this: {reason}; collect with fast=False")
+    fast = reason is None if fast is None else fast
     env_record = {
         "id": env_id,
         "kwargs": env_kwargs,
@@ -309,7 +320,11 @@ def collect(
     )
     indices = itertools.count(done) if steps else range(done, episodes)
     seeds = (episode_seed(seed, index) for index in indices)
-    stream = episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
+    stream = (
+        fast_episodes(env_id, env_kwargs, policy, seeds, threads=workers)
+        if fast
+        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
+    )
     reached = held >= steps if steps else done >= episodes
     try:
         for index, episode in enumerate(stream if not reached else (), start=done):
@@ -325,6 +340,8 @@ def collect(
                     collector={
                         **policy.record(),
                         "seed": seed,
+                        # Provenance only: both give the same rows.
+                        "simulation": "mujoco.rollout" if fast else "env.step",
                         "versions": versions(),
                         "git_revision": git_revision(),
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -64,8 +64,9 @@ OPTION_HELP = {
     "episodes": "number of episodes to collect (a target: a resumed run tops up to it)",
     "steps": "a target in transitions instead of episodes (whole episodes, resumable)",
     "seed": "run seed (collection, training)",
-    "workers": "processes stepping environments (the dataset is the same for any number)",
+    "workers": "processes stepping envs, or rollout threads (the dataset is the same for any)",
     "pixels": "image size N: also store N x N camera frames (data/pixels, uint8)",
+    "fast": "random actions simulated in batches by mujoco.rollout, same rows (null: if possible)",
     "flush_every": "episodes per commit (a crash loses at most this many)",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
@@ -235,6 +236,7 @@ def _collect(c: Any, path: str) -> Any:
         flush_every=c.flush_every,
         workers=getattr(c, "workers", 1),
         pixels=getattr(c, "pixels", None),
+        fast=getattr(c, "fast", None),
     )
     _say(
         f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "

@@ -57,6 +57,7 @@ class CollectCommand:
     flush_every: int
     workers: int
     pixels: Optional[int]  # noqa: UP045 (OmegaConf reads typing.Optional)
+    fast: Optional[bool]  # noqa: UP045
     out: Optional[str]  # noqa: UP045
 
 

@@ -95,26 +95,54 @@ def test_unknown_env_is_refused_before_writing(tmp_path):
     assert not path.exists()
 
 
-def test_two_workers_write_the_same_dataset_as_one(tmp_path):
-    paths = []
-    for workers in (1, 2):
-        path = tmp_path / f"w{workers}.zarr"
+def _same_rows(a: EpisodeStore, b: EpisodeStore) -> None:
+    assert a.keys == b.keys and a.fingerprint() == b.fingerprint()
+    for key in a.keys:
+        np.testing.assert_array_equal(a.array(key)[: a.n_rows], b.array(key)[: b.n_rows])
+    for key in ("seed", "return", "success", "length"):
+        np.testing.assert_array_equal(a.meta(key), b.meta(key))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs"),
+    [("wmrobot/PointMaze-v0", {}), ("HalfCheetah-v5", {"max_episode_steps": 40})],
+)
+def test_workers_and_the_fast_path_write_the_same_dataset_as_one_stepping_worker(
+    tmp_path, env_id, env_kwargs
+):
+    stores = []
+    for workers, fast in ((1, False), (2, False), (1, True), (2, True)):
+        path = tmp_path / f"w{workers}-{fast}.zarr"
         collect(
             str(path),
-            "wmrobot/PointMaze-v0",
+            env_id,
+            env_kwargs,
             policy=PolicySpec(beta=1.0),
             episodes=6,
             seed=5,
             workers=workers,
+            fast=fast,
             flush_every=4,
             progress=False,
         )
-        paths.append(path)
-    one, two = (EpisodeStore.open(p) for p in paths)
-    assert one.fingerprint() == two.fingerprint()
-    for key in one.keys:
-        np.testing.assert_array_equal(one.array(key)[: one.n_rows], two.array(key)[: two.n_rows])
-    np.testing.assert_array_equal(one.meta("seed"), two.meta("seed"))
+        stores.append(EpisodeStore.open(path))
+    assert "physics" in stores[0].keys
+    if env_id.startswith("wmrobot"):  # some episodes end early, on success
+        assert len(set(stores[0].meta("length"))) > 1
+    for other in stores[1:]:
+        _same_rows(stores[0], other)
+
+
+def test_fast_path_refuses_what_it_cannot_simulate(tmp_path):
+    for kwargs, reason in (
+        ({"policy": "expert"}, "reacts to observations"),
+        ({"pixels": 16}, "pixels"),
+    ):
+        with pytest.raises(DatasetError, match=reason):
+            collect(
+                str(tmp_path / "d.zarr"), "wmrobot/PointMaze-v0", episodes=1, fast=True, **kwargs
+            )
+        assert not (tmp_path / "d.zarr").exists()
 
 
 def test_resume_refuses_an_env_whose_spaces_changed(tmp_path):
@@ -156,18 +184,18 @@ def test_too_small_pixels_are_refused(tmp_path):
     assert not (tmp_path / "d.zarr").exists()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers):
+@pytest.mark.parametrize(("workers", "fast"), [(1, False), (2, False), (2, True)])
+def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers, fast):
     path = tmp_path / "steps.zarr"
     args = dict(env_id="wmrobot/PointMaze-v0", env_kwargs={"max_episode_steps": 30}, seed=2)
-    collect(str(path), **args, steps=100, workers=workers, flush_every=2, progress=False)
+    collect(str(path), **args, steps=100, workers=workers, fast=fast, flush_every=2, progress=False)
     store = EpisodeStore.open(path)
     lengths = store.meta("length")
     assert store.n_transitions >= 100 and store.n_transitions - lengths[-1] < 100
     # a larger target resumes and ends where a single run to that target ends
-    collect(str(path), **args, steps=250, workers=workers, progress=False)
+    collect(str(path), **args, steps=250, workers=workers, fast=fast, progress=False)
     once = tmp_path / "once.zarr"
-    collect(str(once), **args, steps=250, progress=False)
+    collect(str(once), **args, steps=250, fast=False, progress=False)
     assert EpisodeStore.open(path).fingerprint() == EpisodeStore.open(once).fingerprint()
 
 
@@ -181,7 +209,7 @@ def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
         "if __name__ == '__main__':\n"
         "    gym.register(id='GuardedOnly-v0', entry_point=PointMazeEnv, max_episode_steps=5)\n"
         f"    collect({str(tmp_path / 'd.zarr')!r}, 'GuardedOnly-v0', episodes=3, workers=2,\n"
-        "            progress=False)\n"
+        "            fast=False, progress=False)\n"
     )
     result = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
