@@ -12,6 +12,7 @@ from wmrobot.datasets.store import EpisodeStore
 
 __all__ = [
     "EpisodeStore",
+    "Normalizer",
     "ReplayResult",
     "WindowSampler",
     "collect",
@@ -24,6 +25,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The sampler needs torch; loading it lazily keeps collector workers light.
-    if name in ("WindowSampler", "window_starts"):
+    if name in ("Normalizer", "WindowSampler", "window_starts"):
         return getattr(importlib.import_module("wmrobot.datasets.sampler"), name)
     raise AttributeError(f"module 'wmrobot.datasets' has no attribute {name!r}")

@@ -91,7 +91,6 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
     gen = torch.Generator().manual_seed(cfg.seed)
-    all_obs, all_ag = sampler.data[obs_key], sampler.data[ag_key]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -106,14 +105,14 @@ def train(
         )
         for step in bar:
             batch = sampler.sample(cfg.batch_size, gen)
-            goal_rows = torch.randint(len(all_obs), (cfg.batch_size,), generator=gen)
+            goal_rows = torch.randint(sampler.n_rows, (cfg.batch_size,), generator=gen)
             loss, parts = jepa_loss(
                 model,
                 batch[obs_key],
-                batch["action"][:, :-1],
+                batch["action"],
                 batch[ag_key],
-                all_obs[goal_rows],
-                all_ag[goal_rows],
+                sampler.rows(obs_key, goal_rows),
+                sampler.rows(ag_key, goal_rows),
                 cfg.loss,
             )
             if not math.isfinite(parts["loss"]):
@@ -129,7 +128,8 @@ def train(
             model.update_target()
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 with torch.no_grad():
-                    z = model.encode(all_obs[torch.randint(len(all_obs), (1024,), generator=gen)])
+                    rows = torch.randint(sampler.n_rows, (1024,), generator=gen)
+                    z = model.encode(sampler.rows(obs_key, rows))
                 row = {
                     "step": step,
                     **{k: round(v, 6) for k, v in parts.items()},
