@@ -7,9 +7,11 @@ import itertools
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +28,8 @@ from tqdm.auto import tqdm
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
 from wmrobot.datasets.policies import Policy, PolicySpec, RandomPolicy, make_policy  # noqa: F401
 from wmrobot.datasets.store import EpisodeStore, dataset_exists
-from wmrobot.envs import get_physics_state, has_physics, make_env
+from wmrobot.envs import has_physics, make_env
+from wmrobot.envs.physics import physics_reader
 from wmrobot.errors import DatasetError
 
 
@@ -81,7 +84,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     obs, _ = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    physics = [get_physics_state(env)] if has_physics(env) else None
+    read_physics = physics_reader(env) if has_physics(env) else None
+    physics = [read_physics()] if read_physics else None
     frames = [env.render()] if env.render_mode == "rgb_array" else None
     success = False
     while True:
@@ -92,8 +96,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         rewards.append(reward)
         terms.append(terminated)
         truncs.append(truncated)
-        if physics is not None:
-            physics.append(get_physics_state(env))
+        if read_physics is not None:
+            physics.append(read_physics())
         if frames is not None:
             frames.append(env.render())
         success = success or bool(info.get("is_success", False))
@@ -231,6 +235,45 @@ def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str
     }
 
 
+class _BackgroundWriter:
+    """Appends (and so commits) batches of episodes in order in a thread of its own, so that
+    compression and storage overlap with simulation; at most ``depth`` batches wait."""
+
+    def __init__(self, store: EpisodeStore, bar: tqdm, count_steps: bool, depth: int = 2):
+        self.store, self.bar, self.count_steps = store, bar, count_steps
+        self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="wmrobot-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain, so that put() never blocks on a dead writer
+            try:
+                self.store.append(batch)
+            except BaseException as e:  # re-raised in the collecting thread
+                self.error = e
+                continue
+            n = sum(len(e["action"]) - 1 for e in batch) if self.count_steps else len(batch)
+            self.bar.update(n)
+            self.bar.set_postfix(episodes=self.store.n_episodes, steps=self.store.n_transitions)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, batch: list[dict[str, Any]]) -> None:
+        self._raise()
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        """Wait until every batch handed over is committed; raise the writer's error if any."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+
 def collect(
     path: str,
     env_id: str,
@@ -326,6 +369,7 @@ def collect(
         else episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
     )
     reached = held >= steps if steps else done >= episodes
+    writer: _BackgroundWriter | None = None
     try:
         for index, episode in enumerate(stream if not reached else (), start=done):
             buffer.append(episode)
@@ -347,17 +391,21 @@ def collect(
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     },
                 )
+            if writer is None:
+                writer = _BackgroundWriter(store, bar, count_steps=bool(steps))
             if len(buffer) >= flush_every or reached:
-                store.append(buffer)
-                bar.update(sum(len(e["action"]) - 1 for e in buffer) if steps else len(buffer))
-                bar.set_postfix(episodes=store.n_episodes, steps=store.n_transitions)
+                writer.put(buffer)
                 buffer = []
             if reached:
                 break
-    finally:  # also on an error: no worker, bar or env is left open
+    finally:  # also on an error: episodes handed over are committed; nothing is left open
         stream.close()
-        bar.close()
-        env.close()
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            bar.close()
+            env.close()
     assert store is not None
     stats = store.attrs["stats"]
     if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from wmrobot.datasets import EpisodeStore, collect
 from wmrobot.datasets.policies import PolicySpec
@@ -25,14 +28,27 @@ ARGS = dict(
 )
 
 
-def _collect_in_subprocess(path, episodes: int) -> subprocess.Popen:
+def _collect_in_subprocess(path, episodes: int, extra: str = "") -> subprocess.Popen:
     code = (
         "from wmrobot.datasets import collect; from wmrobot.datasets.policies import PolicySpec; "
         f"collect({str(path)!r}, {ARGS['env_id']!r}, {ARGS['env_kwargs']!r}, "
         f"policy={ARGS['policy']}, episodes={episodes}, seed={ARGS['seed']}, flush_every=1, "
-        "progress=False)"
+        f"progress=False{extra})"
     )
     return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _committed(path) -> int:
@@ -88,3 +104,51 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
     _assert_prefix_of(store, reference)
     assert store.n_rows == reference.n_rows
     assert not list(path.rglob("*.partial"))
+
+
+def test_sigkill_during_creation_leaves_no_dataset_or_a_valid_one(tmp_path):
+    path = tmp_path / "young.zarr"
+    rng = np.random.default_rng(1)
+    outcomes = set()
+    for _ in range(4):
+        proc = _collect_in_subprocess(path, 5)
+        # Python and wmrobot take about a second to import; creation follows right after.
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("young.zarr*")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.02))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if path.exists():
+            outcomes.add("dataset")
+            EpisodeStore.open(path)  # a dataset, if there is one, opens and validates
+            shutil.rmtree(path)
+        else:
+            outcomes.add("nothing")
+    assert outcomes  # each kill left either nothing at the path or a valid dataset
+    # Left-overs of a cut-short creation do not stop a new one.
+    collect(str(path), **ARGS, episodes=2, progress=False)
+    assert EpisodeStore.open(path).n_episodes == 2
+    assert not list(tmp_path.glob("young.zarr.creating-*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_the_collector_also_ends_its_workers(tmp_path):
+    path = tmp_path / "workers.zarr"
+    proc = _collect_in_subprocess(path, EPISODES, extra=", workers=2, fast=False")
+    deadline = time.monotonic() + 60
+    while _committed(path) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the collector should be running worker processes"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:  # do not leave them behind even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their collector"
+    store = EpisodeStore.open(path)
+    assert store.n_episodes >= 2
