@@ -36,20 +36,57 @@ def normalise_path(path: str | os.PathLike) -> str:
 
 
 def dataset_exists(path: str | os.PathLike) -> bool:
-    """Whether something is at ``path`` (a local folder, or a Zarr group at a URL)."""
+    """Whether something is at ``path``: a local file or folder, or a Zarr node at a URL (not
+    counting a remote dataset whose creation was cut short: creating it again replaces it)."""
     path = normalise_path(path)
     if _is_local(path):
         return Path(path).exists()
-    try:
-        zarr.open_group(path, mode="r", zarr_format=3)
-        return True
-    except Exception:  # missing groups raise several types across fsspec backends
-        return False
+    attrs = _remote_attrs(path)
+    return attrs is not None and not attrs.get(_CREATING)
 
 
-def _open_group(path: str, mode: str) -> zarr.Group:
+# The first write of a new dataset's zarr.json holds only this marker; the last write of its
+# creation replaces it with the real attributes. Locally that happens in a folder renamed into
+# place afterwards; at a URL, where nothing renames atomically, it happens in place, and the
+# marker is what tells a creation cut short from a dataset (or from another tool's group).
+_CREATING = f"{FORMAT}.creating"
+_BUCKET_URLS = ("s3://", "s3a://", "gs://", "gcs://")  # object stores: the bucket comes first
+
+
+def _remote_attrs(url: str) -> dict[str, Any] | None:
+    """The attributes in ``url``'s zarr.json, None if there is none. Raises a one-line
+    :class:`DatasetError` when the URL cannot be read at all (no filesystem package, no
+    credentials, no answer from the endpoint, no such bucket)."""
     try:
-        return zarr.open_group(path, mode=mode, zarr_format=3)
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(url)
+        try:
+            return json.loads(fs.cat_file(f"{root}/zarr.json")).get("attributes", {})
+        except FileNotFoundError:
+            pass
+        bucket = root.split("/", 1)[0]
+        if url.startswith(_BUCKET_URLS) and not fs.exists(bucket):
+            raise DatasetError(
+                f"bucket {bucket!r} of {url!r} does not exist or these credentials cannot see "
+                f"it; create it or fix the URL"
+            )
+        return None
+    except DatasetError:
+        raise
+    except ImportError as e:  # fsspec URLs need their filesystem package (s3fs, gcsfs, ...)
+        raise DatasetError(f"cannot open {url!r}: {e}") from None
+    except Exception as e:  # credentials, endpoint, permissions: types vary by backend
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DatasetError(
+            f"cannot read {url!r}: {reason}; check the URL, the credentials and, for a non-AWS "
+            f"server, AWS_ENDPOINT_URL (docs/DATASET.md, Remote datasets)"
+        ) from None
+
+
+def _open_group(path: str, mode: str, **kwargs: Any) -> zarr.Group:
+    try:
+        return zarr.open_group(path, mode=mode, zarr_format=3, **kwargs)
     except ImportError as e:  # fsspec URLs need their filesystem package (s3fs, gcsfs, ...)
         raise DatasetError(f"cannot open {path!r}: {e}") from None
 
@@ -89,12 +126,20 @@ class EpisodeStore:
         if dataset_exists(path):
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
         # Locally, build in a temporary folder and rename it into place: a crash during
-        # creation leaves no half-made dataset at ``path``.
+        # creation leaves no half-made dataset at ``path``. At a URL, build in place under the
+        # _CREATING marker, replacing what a creation cut short left (one writer per dataset).
         build = f"{path}.creating-{uuid.uuid4().hex[:8]}" if local else path
         if local:  # remains of a creation that a crash cut short (one writer per dataset)
             for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        root = _open_group(build, mode="w-")
+        replace = not local and _remote_attrs(path) is not None
+        try:
+            root = _open_group(build, mode="w" if replace else "w-", attributes={_CREATING: True})
+        except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
+            raise DatasetError(
+                f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
+                f"choose a new path"
+            ) from None
         for key, (shape, dtype) in row_shapes.items():
             image = key == "pixels" or key.startswith("pixels/")
             root.create_array(
@@ -112,7 +157,8 @@ class EpisodeStore:
             root.create_array(
                 f"meta/{key}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=dtype, fill_value=0
             )
-        root.attrs.update(
+        # The creation's commit: one write of zarr.json swaps the marker for the attributes.
+        root.attrs.put(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -143,6 +189,11 @@ class EpisodeStore:
             raise DatasetError(
                 f"{path!r} is not a wmrobot dataset ({hint}); make one with `wmrobot collect`"
             )
+        if not _is_local(path) and _remote_attrs(path) is None:
+            raise DatasetError(
+                f"{path!r} is not a wmrobot dataset (no zarr.json at that URL); make one with "
+                f"`wmrobot collect`"
+            )
         try:
             root = _open_group(path, mode="r" if mode == "r" else "r+")
         except DatasetError:
@@ -150,6 +201,11 @@ class EpisodeStore:
         except Exception as e:  # zarr raises several types for a non-group path
             raise DatasetError(f"{path!r} is not a Zarr v3 group: {e}") from None
         attrs = root.attrs.asdict()
+        if attrs.get(_CREATING):
+            raise DatasetError(
+                f"{path!r} is a dataset whose creation was cut short (nothing committed); "
+                f"collecting into it again starts it over"
+            )
         if attrs.get("format") != FORMAT:
             raise DatasetError(f"{path!r} is a Zarr group but not a wmrobot dataset (no format)")
         if attrs.get("format_version", 0) > FORMAT_VERSION:
@@ -158,8 +214,11 @@ class EpisodeStore:
                 f"reads ({FORMAT_VERSION}); upgrade wmrobot"
             )
         store = cls(root, path, writable=mode == "a")
+        # Left-over temporary files of a write that a crash cut short. Object stores leave none:
+        # a PUT (or a multipart upload's completion) makes an object appear whole or not at
+        # all, and an unfinished multipart upload is no object (a bucket lifecycle rule can
+        # abort such uploads to stop paying for their parts).
         if mode == "a" and _is_local(path):
-            # Left-over temporary files of a write that a crash cut short.
             for tmp in Path(path).rglob("*.partial"):
                 tmp.unlink(missing_ok=True)
         store.validate()
@@ -227,13 +286,16 @@ class EpisodeStore:
     def validate(self) -> None:
         """Raise :class:`DatasetError` unless the committed part is consistent."""
         n_rows, n_eps = self.n_rows, self.n_episodes
+        data = self.group["data"]
         for key in self.keys:
-            if key not in self.group["data"]:
-                raise DatasetError(f"{self.path!r}: data/{key} is listed but missing")
-            if self.array(key).shape[0] < n_rows:
+            try:  # one metadata read per array: at a URL, each read is a round trip
+                rows = data[key].shape[0]
+            except KeyError:
+                raise DatasetError(f"{self.path!r}: data/{key} is listed but missing") from None
+            if rows < n_rows:
                 raise DatasetError(
-                    f"{self.path!r}: data/{key} holds {self.array(key).shape[0]} rows, "
-                    f"fewer than the {n_rows} committed"
+                    f"{self.path!r}: data/{key} holds {rows} rows, fewer than the {n_rows} "
+                    f"committed"
                 )
         for key in _EPISODE_META:
             if self.group[f"meta/{key}"].shape[0] < n_eps:
