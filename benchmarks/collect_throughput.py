@@ -1,18 +1,23 @@
-"""Collection throughput on HalfCheetah-v5, measured side by side in one run.
+"""Collection and sampling throughput, every figure measured side by side in one run.
 
-Prints the collector's steps/s with 1 and 2 workers, each as a ratio to the bare gymnasium
-loop stepping the same env with the same actions (state only, random policy), and the raw
-physics limit (mj_step rate / frame skip) for reference. Run:
+On HalfCheetah-v5, state only, uniform random actions (the same seeds and actions everywhere):
+the collector with 1 and 2 workers ÷ the bare gymnasium loop; ÷ Minari's DataCollector; the
+open-loop fast path (mujoco.rollout) ÷ the 2-core physics limit; pixel collection ÷ the bare
+render loop. Then the sampler's windows/s and the fraction of a training step spent waiting
+for data, at the default training settings. Run:
 
-    python benchmarks/collect_throughput.py [--episodes 20]
+    python benchmarks/collect_throughput.py [--episodes 40] [--pixel-episodes 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -20,30 +25,36 @@ import mujoco
 import numpy as np
 
 from wmrobot.datasets import EpisodeStore, collect
-from wmrobot.datasets.collector import RandomPolicy, episode_seed
+from wmrobot.datasets.episodes import episode_seed, pixel_kwargs
+from wmrobot.datasets.policies import RandomPolicy
 
 ENV = "HalfCheetah-v5"
 
 
-def bare_loop(episodes: int, seed: int) -> int:
-    """The reference: gymnasium's loop with the collector's actions, nothing stored."""
-    env = gym.make(ENV)
+def bare_loop(episodes: int, seed: int, render: int | None = None, **kwargs: object) -> int:
+    """The reference: gymnasium's loop with the collector's actions, nothing stored
+    (``render=N`` also renders an N x N frame after every reset and step)."""
+    env = gym.make(ENV, **pixel_kwargs(render), **kwargs)
     policy = RandomPolicy(env.action_space)
     steps = 0
     for index in range(episodes):
         s = episode_seed(seed, index)
         env.reset(seed=s)
         policy.reset(np.random.default_rng(s))
+        if render:
+            env.render()
         done = False
         while not done:
-            _, _, terminated, truncated, _ = env.step(policy.act(None))
+            _, _, terminated, truncated, _ = env.step(policy.act())
+            if render:
+                env.render()
             steps += 1
             done = terminated or truncated
+    env.close()
     return steps
 
 
-def physics_limit(seconds: float = 2.0) -> float:
-    """Raw mj_step calls per second on one core, divided by the env's frame skip."""
+def _mj_step_rate(seconds: float, out: mp.Queue) -> None:
     env = gym.make(ENV)
     env.reset(seed=0)
     model, data = env.unwrapped.model, env.unwrapped.data
@@ -51,43 +62,110 @@ def physics_limit(seconds: float = 2.0) -> float:
     while time.perf_counter() - start < seconds:
         mujoco.mj_step(model, data, nstep=1000)
         n += 1000
-    return n / (time.perf_counter() - start) / env.unwrapped.frame_skip
+    out.put(n / (time.perf_counter() - start) / env.unwrapped.frame_skip)
 
 
-def timed(fn, *args) -> tuple[float, object]:
+def physics_limit(cores: int, seconds: float = 3.0) -> float:
+    """Raw ``mj_step`` calls per second divided by the frame skip (env steps/s), summed over
+    ``cores`` processes stepping at the same time."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_mj_step_rate, args=(seconds, out)) for _ in range(cores)]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return float(sum(rates))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
-    out = fn(*args)
+    out = fn()
     return time.perf_counter() - start, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=20, help="1000-step episodes per run")
+    parser.add_argument("--episodes", type=int, default=40, help="1000-step episodes per run")
+    parser.add_argument("--pixel-episodes", type=int, default=2, help="episodes with pixels")
+    parser.add_argument("--pixel-steps", type=int, default=200, help="their length")
+    parser.add_argument("--size", type=int, default=64, help="pixel frame size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wmrobot-bench-"))
+
+    def ours(name: str, **kwargs: object) -> tuple[float, int]:
+        path = str(tmp / f"{name}.zarr")
+        kwargs = {"episodes": args.episodes, "seed": args.seed, "progress": False, **kwargs}
+        t, _ = timed(lambda: collect(path, ENV, **kwargs))
+        return t, EpisodeStore.open(path).n_transitions
+
     try:
-        limit = physics_limit()
-        t_bare, steps = timed(bare_loop, args.episodes, args.seed)
-        rows = [("bare gymnasium loop", steps / t_bare, 1.0)]
-        for workers in (1, 2):
-            path = str(tmp / f"w{workers}.zarr")
-            t, _ = timed(
-                lambda w=workers, p=path: collect(
-                    p, ENV, episodes=args.episodes, seed=args.seed, workers=w, progress=False
-                )
-            )
-            n = EpisodeStore.open(path).n_transitions
+        limit1, limit2 = physics_limit(1), physics_limit(2)
+        t_bare, steps = timed(lambda: bare_loop(args.episodes, args.seed))
+        bare = steps / t_bare
+        results = {}
+        for name, kwargs in (
+            ("1 worker (env.step)", {"workers": 1, "fast": False}),
+            ("2 workers (env.step)", {"workers": 2, "fast": False}),
+            ("fast path, 2 threads", {"workers": 2, "fast": True}),
+        ):
+            t, n = ours(name.split(" (")[0].replace(" ", "-").replace(",", ""), **kwargs)
+            assert n == steps, (name, n, steps)
+            results[name] = n / t
+        try:
+            from peers import minari_collect
+
+            n, t = minari_collect(ENV, args.episodes, args.seed)
             assert n == steps, (n, steps)
-            rows.append((f"collector, {workers} worker(s)", n / t, t_bare / t))
-        print(f"{ENV}, {args.episodes} episodes x 1000 steps, random actions, state only")
-        print(f"physics limit (1 core): {limit:,.0f} env steps/s")
-        print(f"{'':28}{'steps/s':>10}  {'÷ bare loop':>12}  {'÷ physics limit':>16}")
-        for name, rate, ratio in rows:
-            print(f"{name:28}{rate:>10,.0f}  {ratio:>12.2f}  {rate / limit:>16.2f}")
+            minari = n / t
+        except ImportError as e:  # minari[create] (jax) is a dev extra
+            print(f"(Minari's DataCollector not measured: {e})")
+            minari = float("nan")
+
+        t_render, frames = timed(lambda: bare_loop(args.pixel_episodes, args.seed, args.size))
+        t_pix, n_pix = ours("pixels", workers=1, pixels=args.size, episodes=args.pixel_episodes)
+        assert n_pix == frames, (n_pix, frames)
+
+        print(f"{ENV}, {args.episodes} episodes x 1000 steps, uniform random actions, state only")
+        print(f"physics limit: {limit1:,.0f} env steps/s on 1 core, {limit2:,.0f} on 2 cores")
+        print(f"bare gymnasium loop: {bare:,.0f} steps/s; Minari DataCollector: {minari:,.0f}")
+        header = f"{'collector':24}{'steps/s':>10}{'÷ bare loop':>13}{'÷ Minari':>10}"
+        print(header + f"{'÷ 2-core limit':>16}")
+        for name, rate in results.items():
+            print(
+                f"{name:24}{rate:>10,.0f}{rate / bare:>13.2f}{rate / minari:>10.2f}"
+                f"{rate / limit2:>16.2f}"
+            )
+        pix, render = n_pix / t_pix, frames / t_render
+        print(
+            f"pixels {args.size}x{args.size}, {args.pixel_episodes} x {args.pixel_steps} steps, "
+            f"1 worker: "
+            f"{pix:,.0f} steps/s ÷ bare render loop {render:,.0f} = {pix / render:.2f}"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        from sampler_throughput import data_wait_fraction, windows_per_second
+    except ImportError as e:
+        print(f"(sampler not measured: {e})")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="wmrobot-bench-"))
+    data = tmp / "maze.zarr"
+    try:
+        collect(str(data), "wmrobot/PointMaze-v0", episodes=200, seed=0, progress=False)
+        keys, steps, batch = ["obs/observation", "action", "obs/achieved_goal"], 5, 256
+        print("sampler on PointMaze, 200 episodes, training defaults (batch 256, 5 steps):")
+        for cache, name in ((True, "in memory"), (False, "lazy (chunk LRU)")):
+            rate = windows_per_second(str(data), keys, steps, batch, cache)
+            wait = data_wait_fraction(str(data), cache=cache)
+            print(f"  {name:18} {rate:>12,.0f} windows/s, {wait:.1%} of a training step waiting")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("MUJOCO_GL", "egl")
     main()

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from wmrobot.datasets.collector import RandomPolicy, episode_seed
+from wmrobot.datasets.episodes import episode_seed
+from wmrobot.datasets.policies import RandomPolicy
 
 
 def minari_collect(

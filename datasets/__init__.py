@@ -24,7 +24,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The sampler needs torch; loading it lazily keeps collector workers light.
+    # The sampler needs torch; loading it lazily keeps collector workers light (as does the
+    # store, which imports zarr only when a dataset is opened).
     if name in ("Normalizer", "WindowSampler", "window_starts"):
         return getattr(importlib.import_module("wmrobot.datasets.sampler"), name)
     raise AttributeError(f"module 'wmrobot.datasets' has no attribute {name!r}")

@@ -8,14 +8,9 @@ import multiprocessing as mp
 import os
 import platform
 import queue
-import signal
 import subprocess
-import sys
 import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,11 +20,17 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmrobot.datasets.episodes import (
+    die_with_parent,
+    episode_seed,
+    episodes_in_order,
+    make_env_and_policy,
+    pixel_kwargs,
+)
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
-from wmrobot.datasets.policies import Policy, PolicySpec, RandomPolicy, make_policy  # noqa: F401
+from wmrobot.datasets.policies import PolicySpec
+from wmrobot.datasets.spaces import describe_spaces
 from wmrobot.datasets.store import EpisodeStore, dataset_exists
-from wmrobot.envs import has_physics, make_env
-from wmrobot.envs.physics import physics_reader
 from wmrobot.errors import DatasetError
 
 
@@ -66,150 +67,6 @@ def git_revision() -> str | None:
         return None
 
 
-def episode_seed(seed: int, index: int) -> int:
-    """Episode ``index``'s reset seed: a function of the run seed and the index alone, so a
-    resumed collection draws exactly what an uninterrupted one would."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
-    if isinstance(obs_list[0], dict):
-        return {f"obs/{k}": np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-    return {"obs": np.stack(obs_list)}
-
-
-def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
-    """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
-    base = env.unwrapped
-    obs, _ = env.reset(seed=seed)
-    policy.reset(np.random.default_rng(seed))
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    read_physics = physics_reader(env) if has_physics(env) else None
-    physics = [read_physics()] if read_physics else None
-    frames = [env.render()] if env.render_mode == "rgb_array" else None
-    success = False
-    while True:
-        action = np.asarray(policy.act(obs), dtype=np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        truncs.append(truncated)
-        if read_physics is not None:
-            physics.append(read_physics())
-        if frames is not None:
-            frames.append(env.render())
-        success = success or bool(info.get("is_success", False))
-        if terminated or truncated:
-            break
-    nan_action = np.full_like(actions[0], np.nan)
-    ep = {
-        **_obs_rows(observations),
-        "action": np.stack([*actions, nan_action]),
-        "reward": np.asarray([*rewards, 0.0], dtype=np.float32),
-        "terminated": np.asarray([*terms, False]),
-        "truncated": np.asarray([*truncs, False]),
-        "seed": seed,
-        "return": float(np.sum(rewards)),
-        "success": success,
-    }
-    if physics is not None:
-        ep["physics"] = np.stack(physics)
-    if frames is not None:
-        ep["pixels"] = np.stack(frames).astype(np.uint8)  # (T+1, H, W, C)
-    if hasattr(base, "goal_observation") and isinstance(obs, dict):
-        goals = np.stack([o["desired_goal"] for o in observations])
-        ep["goal"] = base.goal_observation(goals).astype(np.float32)
-    return ep
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
-    _die_with_parent(parent)
-    _WORKER["env"], _WORKER["policy"] = _make_env_and_policy(env_id, env_kwargs, policy)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this worker when the collecting process dies (even by SIGKILL),
-    so a killed collection leaves no workers stepping environments for nobody."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the call above
-        os._exit(1)
-
-
-def pixel_kwargs(size: int | None) -> dict[str, Any]:
-    """Env kwargs that make ``env.render()`` return ``size`` x ``size`` RGB frames."""
-    return {} if not size else {"render_mode": "rgb_array", "width": size, "height": size}
-
-
-def _worker_episode(seed: int) -> dict[str, Any]:
-    return run_episode(_WORKER["env"], _WORKER["policy"], seed)
-
-
-def _make_env_and_policy(
-    env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec
-) -> tuple[gym.Env, Policy]:
-    env = make_env(env_id, env_kwargs)
-    try:
-        return env, make_policy(policy, env)
-    except BaseException:
-        env.close()
-        raise
-
-
-def episodes_in_order(
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    policy: PolicySpec,
-    seeds: Iterable[int],
-    workers: int = 1,
-) -> Iterator[dict[str, Any]]:
-    """Run one episode per seed and yield them in the order of ``seeds``.
-
-    With ``workers > 1`` the episodes run in that many worker processes and come back in
-    order, so the result does not depend on the number of workers. ``seeds`` may be endless:
-    only ``2 * workers`` episodes run ahead of the consumer.
-    """
-    seeds = iter(seeds)
-    if workers == 1:
-        env, act = _make_env_and_policy(env_id, env_kwargs, policy)
-        try:
-            for s in seeds:
-                yield run_episode(env, act, s)
-        finally:
-            env.close()
-        return
-    ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
-    # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
-    # restarted for ever, as multiprocessing.Pool would.
-    init = (env_id, env_kwargs, policy, os.getpid())
-    pool = ProcessPoolExecutor(workers, ctx, _worker_init, init)
-    try:
-        ahead = deque(pool.submit(_worker_episode, s) for s in itertools.islice(seeds, 2 * workers))
-        while ahead:
-            try:
-                episode = ahead.popleft().result()
-            except BrokenProcessPool:
-                raise DatasetError(
-                    f"collector worker processes for {env_id!r} died or could not start; an env "
-                    f"registered in a script must be registered at import time (not under "
-                    f"`if __name__ == '__main__'`), or collect with workers=1"
-                ) from None
-            following = next(seeds, None)
-            if following is not None:
-                ahead.append(pool.submit(_worker_episode, following))
-            yield episode
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _spec_json(env: gym.Env) -> str | None:
     """The env's gymnasium spec as JSON (None for an env whose entry point is a callable)."""
     try:
@@ -219,12 +76,7 @@ def _spec_json(env: gym.Env) -> str | None:
 
 
 def _spaces(env: gym.Env) -> dict[str, Any]:
-    return {
-        "observation": repr(env.observation_space),
-        "action": repr(env.action_space),
-        "action_low": env.action_space.low.tolist(),
-        "action_high": env.action_space.high.tolist(),
-    }
+    return describe_spaces(env.observation_space, env.action_space)
 
 
 def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -233,6 +85,12 @@ def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str
         for k, v in episode.items()
         if isinstance(v, np.ndarray) and v.ndim >= 1
     }
+
+
+# Each commit has a fixed cost (a dozen zarr writes and the attributes, about 50 ms), so by
+# default batches are committed by time, not by count: what a crash can lose stays bounded.
+FLUSH_SECONDS = 2.0
+WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
 
 
 class _BackgroundWriter:
@@ -274,6 +132,90 @@ class _BackgroundWriter:
         self._raise()
 
 
+class _WriterProcess:
+    """The same service as :class:`_BackgroundWriter` from a process of its own: when this
+    process steps the env itself (one worker), writing in a thread would take the GIL from
+    stepping; a separate process writes on the other core. Its start-up (about a second of
+    imports) overlaps with stepping."""
+
+    def __init__(self, path: str, bar: tqdm, count_steps: bool, depth: int = 2):
+        ctx = mp.get_context("spawn")
+        self.path, self.bar, self.count_steps = path, bar, count_steps
+        self.queue = ctx.Queue(depth)
+        self.done = ctx.Queue()
+        self.process = ctx.Process(
+            target=_write_batches,
+            args=(path, self.queue, self.done, os.getpid()),
+            name="wmrobot-writer",
+            daemon=True,
+        )
+        self.process.start()
+        self.error: str | None = None
+        self.closed = False
+
+    def _drain(self, block: bool = False) -> None:
+        while True:
+            try:
+                kind, value = self.done.get(block=block, timeout=1.0 if block else None)
+            except queue.Empty:
+                return
+            if kind == "error":
+                self.error = value
+            elif kind == "committed":
+                episodes, transitions, n_episodes, n_steps = value
+                self.bar.update(n_steps if self.count_steps else n_episodes)
+                self.bar.set_postfix(episodes=episodes, steps=transitions)
+            else:  # "closed": the writer is done
+                self.closed = True
+                return
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise DatasetError(f"writing {self.path!r} failed: {self.error}")
+        if not self.process.is_alive() and self.process.exitcode not in (0, None):
+            raise DatasetError(
+                f"the writer process of {self.path!r} died (exit code {self.process.exitcode})"
+            )
+
+    def put(self, batch: list[dict[str, Any]]) -> None:
+        while True:
+            self._drain()
+            self._raise()
+            try:
+                self.queue.put(batch, timeout=1.0)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait until every batch handed over is committed; raise the writer's error if any."""
+        self.put(None)  # type: ignore[arg-type]
+        while not self.closed and self.process.is_alive():
+            self._drain(block=True)
+        self._drain()
+        self.process.join()
+        self._raise()
+
+
+def _write_batches(path: str, batches: Any, done: Any, parent: int) -> None:
+    """The writer process: append each batch in order, report each commit, until ``None``."""
+    die_with_parent(parent)
+    store, error = None, None
+    while (batch := batches.get()) is not None:
+        if error is not None:
+            continue  # drain, so that the collector never blocks on a failed writer
+        try:
+            store = store or EpisodeStore.open(path, mode="a")
+            store.append(batch)
+        except Exception as e:  # reported to the collecting process, which raises it
+            error = " ".join(str(e).split()) or type(e).__name__
+            done.put(("error", error))
+            continue
+        n = sum(len(e["action"]) - 1 for e in batch)
+        done.put(("committed", (store.n_episodes, store.n_transitions, len(batch), n)))
+    done.put(("closed", None))
+
+
 def collect(
     path: str,
     env_id: str,
@@ -282,7 +224,7 @@ def collect(
     episodes: int = 100,
     steps: int | None = None,
     seed: int = 0,
-    flush_every: int = 10,
+    flush_every: int | None = None,
     workers: int = 1,
     pixels: int | None = None,
     fast: bool | None = None,
@@ -291,9 +233,10 @@ def collect(
     """Collect until the dataset at ``path`` holds ``episodes`` episodes, or, when ``steps``
     is given, at least ``steps`` transitions (whole episodes); creates or resumes it.
 
-    ``workers`` processes step environments; this process alone writes. Finished episodes
-    are committed every ``flush_every`` episodes, so a crash loses at most that many (plus
-    those in flight), and the dataset is the same for any number of workers. ``pixels=N``
+    ``workers`` processes step environments; one writer commits. Finished episodes are
+    committed every ``flush_every`` episodes, or by default about every ``FLUSH_SECONDS``
+    seconds, so a crash loses at most that much (plus what is in flight); the dataset is the
+    same for any number of workers and any commit grouping. ``pixels=N``
     also stores each row's N x N camera image (``data/pixels``, uint8), rendered offscreen.
     ``policy`` is a :class:`PolicySpec` or a policy name with default parameters.
 
@@ -301,12 +244,12 @@ def collect(
     on ``workers`` threads and compute observations from the states (the same rows as
     stepping the env); ``None`` uses it wherever it applies, ``False`` always steps the env.
     """
-    import time
-
     if episodes <= 0:
         raise DatasetError(f"episodes must be a positive count, got {episodes}")
     if steps is not None and steps <= 0:
         raise DatasetError(f"steps must be a positive count, got {steps}")
+    if flush_every is not None and flush_every < 1:
+        raise DatasetError(f"flush_every must be a positive count of episodes, got {flush_every}")
     if workers < 1:
         raise DatasetError(f"workers must be >= 1, got {workers}")
     policy = PolicySpec(policy) if isinstance(policy, str) else policy
@@ -314,7 +257,7 @@ def collect(
     if pixels is not None and pixels < 8:
         raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
-    env, _ = _make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
+    env, _ = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
     reason = unsupported_reason(env, policy, pixels)
     if fast and reason:
         env.close()
@@ -369,7 +312,15 @@ def collect(
         else episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
     )
     reached = held >= steps if steps else done >= episodes
-    writer: _BackgroundWriter | None = None
+    last = time.perf_counter()
+    writer: _BackgroundWriter | _WriterProcess | None = None
+    # Stepping in this process (one worker) and writing in a thread compete for the GIL; on
+    # collections long enough to repay its start-up, a writer process avoids that.
+    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+    remaining = steps - held if steps else (episodes - done) * horizon
+    own_process = workers == 1 and not fast and remaining >= WRITER_PROCESS_STEPS
+    if own_process and not reached:  # started now, its imports overlap the first episodes
+        writer = _WriterProcess(path, bar, count_steps=bool(steps))
     try:
         for index, episode in enumerate(stream if not reached else (), start=done):
             buffer.append(episode)
@@ -393,7 +344,10 @@ def collect(
                 )
             if writer is None:
                 writer = _BackgroundWriter(store, bar, count_steps=bool(steps))
-            if len(buffer) >= flush_every or reached:
+            now = time.perf_counter()
+            due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
+            if due or reached:
+                last = now
                 writer.put(buffer)
                 buffer = []
             if reached:
@@ -407,6 +361,8 @@ def collect(
             bar.close()
             env.close()
     assert store is not None
+    if isinstance(writer, _WriterProcess):  # this handle has not seen the writer's commits
+        store = EpisodeStore.open(path, mode="a")
     stats = store.attrs["stats"]
     if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
         store.finalize_stats()

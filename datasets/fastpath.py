@@ -84,7 +84,7 @@ def fast_episodes(
     threads: int = 1,
     batch: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The episodes :func:`wmrobot.datasets.collector.run_episode` would record for ``seeds``,
+    """The episodes :func:`wmrobot.datasets.episodes.run_episode` would record for ``seeds``,
     in order, simulated ``batch`` at a time by ``mujoco.rollout`` on ``threads`` threads."""
     env = make_env(env_id, env_kwargs)
     base = env.unwrapped

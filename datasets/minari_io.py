@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wmrobot.datasets.collector import git_revision, versions
+from wmrobot.datasets.spaces import describe_spaces
 from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
 from wmrobot.errors import DatasetError, EnvError
 
@@ -114,12 +115,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
         "kwargs": _make_kwargs(spec) if spec else {},
         "spec": spec.to_json() if spec else None,
     }
-    spaces = {
-        "observation": repr(obs_space),
-        "action": repr(action_space),
-        "action_low": action_space.low.tolist(),
-        "action_high": action_space.high.tolist(),
-    }
+    spaces = describe_spaces(obs_space, action_space)
     collector = {
         **{k: _jsonable(v) for k, v in metadata.items() if k not in _STORAGE_METADATA},
         "policy": IMPORTED,

@@ -10,13 +10,14 @@ import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec
 
 from wmrobot.errors import DatasetError
+
+if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
+    import zarr
 
 FORMAT = "wmrobot.episodes"
 FORMAT_VERSION = 1
@@ -85,6 +86,8 @@ def _remote_attrs(url: str) -> dict[str, Any] | None:
 
 
 def _open_group(path: str, mode: str, **kwargs: Any) -> zarr.Group:
+    import zarr
+
     try:
         return zarr.open_group(path, mode=mode, zarr_format=3, **kwargs)
     except ImportError as e:  # fsspec URLs need their filesystem package (s3fs, gcsfs, ...)
@@ -108,6 +111,7 @@ class EpisodeStore:
         self.group = group
         self.path = path
         self.writable = writable
+        self._nodes: dict[str, zarr.Array] = {}
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -121,6 +125,8 @@ class EpisodeStore:
         collector: Mapping[str, Any] | None = None,
     ) -> EpisodeStore:
         """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype)."""
+        import zarr.codecs
+
         path = normalise_path(path)
         local = _is_local(path)
         if dataset_exists(path):
@@ -148,10 +154,11 @@ class EpisodeStore:
                 chunks=(PIXEL_CHUNK if image else ROW_CHUNK, *shape),
                 dtype=dtype,
                 fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
-                # LZ4 keeps up with rendering; zstd (zarr's default) compresses the rest better.
-                compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
-                if image
-                else "auto",
+                # Blosc's LZ4 keeps pace with simulation and rendering; byte shuffling groups the
+                # similar bytes of numbers, which is what compresses in physics states.
+                compressors=zarr.codecs.BloscCodec(
+                    cname="lz4", clevel=5, shuffle="noshuffle" if image else "shuffle"
+                ),
             )
         for key, dtype in _EPISODE_META.items():
             root.create_array(
@@ -248,14 +255,21 @@ class EpisodeStore:
 
     @property
     def episode_ends(self) -> np.ndarray:
-        return self.group["meta/episode_ends"][: self.n_episodes]
+        return self.node("meta/episode_ends")[: self.n_episodes]
 
     def meta(self, key: str) -> np.ndarray:
-        return self.group[f"meta/{key}"][: self.n_episodes]
+        return self.node(f"meta/{key}")[: self.n_episodes]
 
     def array(self, key: str) -> zarr.Array:
         """The raw ``data/<key>`` array; only rows ``[:n_rows]`` are committed."""
-        return self.group[f"data/{key}"]
+        return self.node(f"data/{key}")
+
+    def node(self, name: str) -> zarr.Array:
+        """The array at ``name`` (``data/<key>`` or ``meta/<key>``), opened once: opening reads
+        and parses its metadata, which would otherwise cost more than a whole small write."""
+        if name not in self._nodes:
+            self._nodes[name] = self.group[name]
+        return self._nodes[name]
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All committed rows of ``keys`` (default: every key) as NumPy arrays."""
@@ -298,7 +312,7 @@ class EpisodeStore:
                     f"committed"
                 )
         for key in _EPISODE_META:
-            if self.group[f"meta/{key}"].shape[0] < n_eps:
+            if self.node(f"meta/{key}").shape[0] < n_eps:
                 raise DatasetError(f"{self.path!r}: meta/{key} is shorter than {n_eps} episodes")
         ends = self.episode_ends
         if n_eps and (np.any(np.diff(ends) <= 0) or ends[0] <= 0 or ends[-1] != n_rows):
@@ -364,7 +378,7 @@ class EpisodeStore:
         }
         for key, values in meta.items():
             values = np.asarray(values, dtype=_EPISODE_META[key])
-            _write_grown(self.group[f"meta/{key}"], n_eps, values)
+            _write_grown(self.node(f"meta/{key}"), n_eps, values)
         moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
         self.group.attrs.update(

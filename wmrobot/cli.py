@@ -67,7 +67,7 @@ OPTION_HELP = {
     "workers": "processes stepping envs, or rollout threads (the dataset is the same for any)",
     "pixels": "image size N: also store N x N camera frames (data/pixels, uint8)",
     "fast": "random actions simulated in batches by mujoco.rollout, same rows (null: if possible)",
-    "flush_every": "episodes per commit (a crash loses at most this many)",
+    "flush_every": "episodes per commit (a crash loses at most this many); null: every ~2 s",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
     "threads": "torch CPU threads",

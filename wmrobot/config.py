@@ -54,7 +54,7 @@ class CollectCommand:
     episodes: int
     steps: Optional[int]  # noqa: UP045
     seed: int
-    flush_every: int
+    flush_every: Optional[int]  # noqa: UP045
     workers: int
     pixels: Optional[int]  # noqa: UP045 (OmegaConf reads typing.Optional)
     fast: Optional[bool]  # noqa: UP045
@@ -91,7 +91,7 @@ class DemoCommand:
     rl: RLConfig
     episodes: int
     seed: int
-    flush_every: int
+    flush_every: Optional[int]  # noqa: UP045
     seeds: list[int]
     rl_seeds: list[int]
     baseline: bool

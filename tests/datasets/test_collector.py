@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wmrobot.datasets import EpisodeStore, collect
-from wmrobot.datasets.collector import episode_seed
+from wmrobot.datasets.episodes import episode_seed
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.errors import DatasetError, EnvError
 

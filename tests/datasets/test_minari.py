@@ -12,8 +12,9 @@ import pytest
 
 from wmrobot.cli import main
 from wmrobot.datasets import EpisodeStore, collect
-from wmrobot.datasets.collector import RandomPolicy, episode_seed
+from wmrobot.datasets.episodes import episode_seed
 from wmrobot.datasets.minari_io import export_minari, import_minari
+from wmrobot.datasets.policies import RandomPolicy
 from wmrobot.errors import DatasetError
 
 minari = pytest.importorskip("minari")

@@ -1,0 +1,167 @@
+"""Stepping environments: one episode as T+1 rows, and worker processes that run episodes in
+order. Kept free of the storage stack (zarr), so that worker processes start fast."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from wmrobot.datasets.policies import Policy, PolicySpec, make_policy
+from wmrobot.envs import has_physics, make_env
+from wmrobot.envs.physics import physics_reader
+from wmrobot.errors import DatasetError
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Episode ``index``'s reset seed: a function of the run seed and the index alone, so a
+    resumed collection draws exactly what an uninterrupted one would."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
+    if isinstance(obs_list[0], dict):
+        return {f"obs/{k}": np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+    return {"obs": np.stack(obs_list)}
+
+
+def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
+    """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
+    base = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    policy.reset(np.random.default_rng(seed))
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    read_physics = physics_reader(env) if has_physics(env) else None
+    physics = [read_physics()] if read_physics else None
+    frames = [env.render()] if env.render_mode == "rgb_array" else None
+    success = False
+    while True:
+        action = np.asarray(policy.act(obs), dtype=np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if read_physics is not None:
+            physics.append(read_physics())
+        if frames is not None:
+            frames.append(env.render())
+        success = success or bool(info.get("is_success", False))
+        if terminated or truncated:
+            break
+    nan_action = np.full_like(actions[0], np.nan)
+    ep = {
+        **_obs_rows(observations),
+        "action": np.stack([*actions, nan_action]),
+        "reward": np.asarray([*rewards, 0.0], dtype=np.float32),
+        "terminated": np.asarray([*terms, False]),
+        "truncated": np.asarray([*truncs, False]),
+        "seed": seed,
+        "return": float(np.sum(rewards)),
+        "success": success,
+    }
+    if physics is not None:
+        ep["physics"] = np.stack(physics)
+    if frames is not None:
+        ep["pixels"] = np.stack(frames).astype(np.uint8)  # (T+1, H, W, C)
+    if hasattr(base, "goal_observation") and isinstance(obs, dict):
+        goals = np.stack([o["desired_goal"] for o in observations])
+        ep["goal"] = base.goal_observation(goals).astype(np.float32)
+    return ep
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
+    die_with_parent(parent)
+    _WORKER["env"], _WORKER["policy"] = make_env_and_policy(env_id, env_kwargs, policy)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the collecting process dies (even by SIGKILL),
+    so a killed collection leaves no workers stepping environments for nobody."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
+
+
+def pixel_kwargs(size: int | None) -> dict[str, Any]:
+    """Env kwargs that make ``env.render()`` return ``size`` x ``size`` RGB frames."""
+    return {} if not size else {"render_mode": "rgb_array", "width": size, "height": size}
+
+
+def _worker_episode(seed: int) -> dict[str, Any]:
+    return run_episode(_WORKER["env"], _WORKER["policy"], seed)
+
+
+def make_env_and_policy(
+    env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec
+) -> tuple[gym.Env, Policy]:
+    env = make_env(env_id, env_kwargs)
+    try:
+        return env, make_policy(policy, env)
+    except BaseException:
+        env.close()
+        raise
+
+
+def episodes_in_order(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy: PolicySpec,
+    seeds: Iterable[int],
+    workers: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Run one episode per seed and yield them in the order of ``seeds``.
+
+    With ``workers > 1`` the episodes run in that many worker processes and come back in
+    order, so the result does not depend on the number of workers. ``seeds`` may be endless:
+    only ``2 * workers`` episodes run ahead of the consumer.
+    """
+    seeds = iter(seeds)
+    if workers == 1:
+        env, act = make_env_and_policy(env_id, env_kwargs, policy)
+        try:
+            for s in seeds:
+                yield run_episode(env, act, s)
+        finally:
+            env.close()
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
+    # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
+    # restarted for ever, as multiprocessing.Pool would.
+    init = (env_id, env_kwargs, policy, os.getpid())
+    pool = ProcessPoolExecutor(workers, ctx, _worker_init, init)
+    try:
+        ahead = deque(pool.submit(_worker_episode, s) for s in itertools.islice(seeds, 2 * workers))
+        while ahead:
+            try:
+                episode = ahead.popleft().result()
+            except BrokenProcessPool:
+                raise DatasetError(
+                    f"collector worker processes for {env_id!r} died or could not start; an env "
+                    f"registered in a script must be registered at import time (not under "
+                    f"`if __name__ == '__main__'`), or collect with workers=1"
+                ) from None
+            following = next(seeds, None)
+            if following is not None:
+                ahead.append(pool.submit(_worker_episode, following))
+            yield episode
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
