@@ -232,3 +232,19 @@ def test_pixels_stay_out_of_the_statistics(tmp_path):
     collect(str(path), "wmrobot/PointMaze-v0", episodes=1, pixels=16, progress=False)
     stats = EpisodeStore.open(path).attrs["stats"]
     assert "pixels" not in stats and "obs/observation" in stats
+
+
+def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkeypatch):
+    from wmrobot.datasets import collector
+
+    args = dict(env_id="wmrobot/PointMaze-v0", policy=PolicySpec(beta=1.0), seed=4, fast=False)
+    collect(str(tmp_path / "thread.zarr"), **args, episodes=7, flush_every=3, progress=False)
+    # Long collections (one worker) write from a process of their own; make this one count.
+    monkeypatch.setattr(collector, "WRITER_PROCESS_STEPS", 0)
+    path = str(tmp_path / "process.zarr")
+    collect(path, **args, episodes=4, flush_every=3, progress=False)
+    result = collect(path, **args, episodes=7, flush_every=3, progress=False)  # resumes
+    assert result.episodes == 7
+    thread, process = EpisodeStore.open(tmp_path / "thread.zarr"), EpisodeStore.open(path)
+    _same_rows(thread, process)
+    assert all("q01" in process.attrs["stats"][k] for k in process.stat_keys)

@@ -28,9 +28,12 @@ ARGS = dict(
 )
 
 
-def _collect_in_subprocess(path, episodes: int, extra: str = "") -> subprocess.Popen:
+def _collect_in_subprocess(
+    path, episodes: int, extra: str = "", setup: str = ""
+) -> subprocess.Popen:
     code = (
-        "from wmrobot.datasets import collect; from wmrobot.datasets.policies import PolicySpec; "
+        f"{setup}from wmrobot.datasets import collect; "
+        "from wmrobot.datasets.policies import PolicySpec; "
         f"collect({str(path)!r}, {ARGS['env_id']!r}, {ARGS['env_kwargs']!r}, "
         f"policy={ARGS['policy']}, episodes={episodes}, seed={ARGS['seed']}, flush_every=1, "
         f"progress=False{extra})"
@@ -133,14 +136,22 @@ def test_sigkill_during_creation_leaves_no_dataset_or_a_valid_one(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_killing_the_collector_also_ends_its_workers(tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "setup", "children"),
+    [
+        (", workers=2, fast=False", "", 2),  # two stepping workers
+        # one worker and a writer process (what long collections use)
+        (", fast=False", "import wmrobot.datasets.collector as c; c.WRITER_PROCESS_STEPS = 0; ", 1),
+    ],
+)
+def test_killing_the_collector_also_ends_its_workers(tmp_path, extra, setup, children):
     path = tmp_path / "workers.zarr"
-    proc = _collect_in_subprocess(path, EPISODES, extra=", workers=2, fast=False")
+    proc = _collect_in_subprocess(path, EPISODES, extra=extra, setup=setup)
     deadline = time.monotonic() + 60
     while _committed(path) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     workers = _children(proc.pid)
-    assert len(workers) >= 2, "the collector should be running worker processes"
+    assert len(workers) >= children, "the collector should be running its processes"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
