@@ -6,7 +6,7 @@ open-loop fast path (mujoco.rollout) ÷ the 2-core physics limit; pixel collecti
 render loop. Then the sampler's windows/s and the fraction of a training step spent waiting
 for data, at the default training settings. Run:
 
-    python benchmarks/collect_throughput.py [--episodes 40] [--pixel-episodes 4]
+    python benchmarks/collect_throughput.py [--episodes 60] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=40, help="1000-step episodes per run")
+    parser.add_argument("--episodes", type=int, default=60, help="1000-step episodes per run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring all")
     parser.add_argument("--pixel-episodes", type=int, default=2, help="episodes with pixels")
     parser.add_argument("--pixel-steps", type=int, default=200, help="their length")
     parser.add_argument("--size", type=int, default=64, help="pixel frame size")
@@ -96,56 +97,74 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wmrobot-bench-"))
 
     def ours(name: str, **kwargs: object) -> tuple[float, int]:
-        path = str(tmp / f"{name}.zarr")
+        path = tmp / f"{name}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
         kwargs = {"episodes": args.episodes, "seed": args.seed, "progress": False, **kwargs}
-        t, _ = timed(lambda: collect(path, ENV, **kwargs))
+        t, _ = timed(lambda: collect(str(path), ENV, **kwargs))
         return t, EpisodeStore.open(path).n_transitions
 
+    configs = {
+        "1 worker (env.step)": {"workers": 1, "fast": False},
+        "2 workers (env.step)": {"workers": 2, "fast": False},
+        "2 workers (default: fast path)": {"workers": 2},
+    }
+    try:
+        from peers import minari_collect
+    except ImportError as e:  # minari[create] (jax) is a dev extra
+        print(f"(Minari's DataCollector not measured: {e})")
+        minari_collect = None
     try:
         limit1, limit2 = physics_limit(1), physics_limit(2)
-        t_bare, steps = timed(lambda: bare_loop(args.episodes, args.seed))
-        bare = steps / t_bare
-        results = {}
-        for name, kwargs in (
-            ("1 worker (env.step)", {"workers": 1, "fast": False}),
-            ("2 workers (env.step)", {"workers": 2, "fast": False}),
-            ("fast path, 2 threads", {"workers": 2, "fast": True}),
-        ):
-            t, n = ours(name.split(" (")[0].replace(" ", "-").replace(",", ""), **kwargs)
-            assert n == steps, (name, n, steps)
-            results[name] = n / t
-        try:
-            from peers import minari_collect
+        # Rounds measure everything side by side, so a slow spell on a shared machine shows
+        # up as spread across rounds instead of skewing one ratio.
+        rates: dict[str, list[float]] = {"bare gymnasium loop": [], "Minari DataCollector": []}
+        rates.update({name: [] for name in configs})
+        for _ in range(args.rounds):
+            t, steps = timed(lambda: bare_loop(args.episodes, args.seed))
+            rates["bare gymnasium loop"].append(steps / t)
+            for name, kwargs in configs.items():
+                t, n = ours(str(len(rates[name])), **kwargs)
+                assert n == steps, (name, n, steps)
+                rates[name].append(n / t)
+            if minari_collect is not None:
+                n, t = minari_collect(ENV, args.episodes, args.seed)
+                assert n == steps, (n, steps)
+                rates["Minari DataCollector"].append(n / t)
 
-            n, t = minari_collect(ENV, args.episodes, args.seed)
-            assert n == steps, (n, steps)
-            minari = n / t
-        except ImportError as e:  # minari[create] (jax) is a dev extra
-            print(f"(Minari's DataCollector not measured: {e})")
-            minari = float("nan")
-
-        t_render, frames = timed(lambda: bare_loop(args.pixel_episodes, args.seed, args.size))
-        t_pix, n_pix = ours("pixels", workers=1, pixels=args.size, episodes=args.pixel_episodes)
-        assert n_pix == frames, (n_pix, frames)
-
-        print(f"{ENV}, {args.episodes} episodes x 1000 steps, uniform random actions, state only")
-        print(f"physics limit: {limit1:,.0f} env steps/s on 1 core, {limit2:,.0f} on 2 cores")
-        print(f"bare gymnasium loop: {bare:,.0f} steps/s; Minari DataCollector: {minari:,.0f}")
-        header = f"{'collector':24}{'steps/s':>10}{'÷ bare loop':>13}{'÷ Minari':>10}"
-        print(header + f"{'÷ 2-core limit':>16}")
-        for name, rate in results.items():
-            print(
-                f"{name:24}{rate:>10,.0f}{rate / bare:>13.2f}{rate / minari:>10.2f}"
-                f"{rate / limit2:>16.2f}"
-            )
-        pix, render = n_pix / t_pix, frames / t_render
-        print(
-            f"pixels {args.size}x{args.size}, {args.pixel_episodes} x {args.pixel_steps} steps, "
-            f"1 worker: "
-            f"{pix:,.0f} steps/s ÷ bare render loop {render:,.0f} = {pix / render:.2f}"
+        short = {"max_episode_steps": args.pixel_steps}
+        t_render, frames = timed(
+            lambda: bare_loop(args.pixel_episodes, args.seed, args.size, **short)
         )
+        t_pix, n_pix = ours(
+            "pixels", env_kwargs=short, pixels=args.size, episodes=args.pixel_episodes
+        )
+        assert n_pix == frames, (n_pix, frames)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def ratio(name: str, reference: str) -> str:
+        if not rates[reference]:
+            return "-"
+        r = np.array(rates[name]) / np.array(rates[reference])
+        return f"{np.median(r):.2f} ({r.min():.2f}-{r.max():.2f})"
+
+    print(
+        f"{ENV}, {args.episodes} episodes x 1000 steps, uniform random actions, state only; "
+        f"median (min-max) of {args.rounds} rounds"
+    )
+    print(f"physics limit: {limit1:,.0f} env steps/s on 1 core, {limit2:,.0f} on 2 cores")
+    print(f"{'':32}{'steps/s':>9}{'÷ bare loop':>20}{'÷ Minari':>20}{'÷ 2-core limit':>16}")
+    for name, values in rates.items():
+        if values:
+            print(
+                f"{name:32}{np.median(values):>9,.0f}{ratio(name, 'bare gymnasium loop'):>20}"
+                f"{ratio(name, 'Minari DataCollector'):>20}{np.median(values) / limit2:>16.2f}"
+            )
+    pix, render = n_pix / t_pix, frames / t_render
+    print(
+        f"pixels {args.size}x{args.size}, {args.pixel_episodes} x {args.pixel_steps} steps, "
+        f"1 worker: {pix:,.1f} steps/s ÷ bare render loop {render:,.1f} = {pix / render:.2f}"
+    )
 
     try:
         from sampler_throughput import data_wait_fraction, windows_per_second
