@@ -56,6 +56,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 for s, f in zip(stores, prints, strict=True)
             ]
         },
+        sealed=False,  # a merge cut short is never taken for a dataset (at a URL too)
     )
     for store in stores:
         ends = store.episode_ends
@@ -75,6 +76,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 ]
             )
     merged.finalize_stats()
+    merged.seal()
     if build != out:
         os.rename(build, out)
     return EpisodeStore.open(out)

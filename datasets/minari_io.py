@@ -144,11 +144,17 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
                     if isinstance(v, np.ndarray)
                 }
                 store = EpisodeStore.create(
-                    build, env=env, spaces=spaces, row_shapes=layout, collector=collector
+                    build,
+                    env=env,
+                    spaces=spaces,
+                    row_shapes=layout,
+                    collector=collector,
+                    sealed=False,  # an import cut short is never taken for a dataset
                 )
             store.append(episodes)
         assert store is not None
         store.finalize_stats()
+        store.seal()
         if build != out:
             os.rename(build, out)
     except BaseException:

@@ -123,8 +123,14 @@ class EpisodeStore:
         spaces: Mapping[str, Any],
         row_shapes: Mapping[str, tuple[tuple[int, ...], str]],
         collector: Mapping[str, Any] | None = None,
+        sealed: bool = True,
     ) -> EpisodeStore:
-        """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype)."""
+        """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype).
+
+        ``sealed=False`` keeps the creation marker until :meth:`seal`: a dataset filled in one
+        go (a merge, a conversion) is then never taken for a finished one, even at a URL where
+        it is built in place and a crash could cut it short.
+        """
         import zarr.codecs
 
         path = normalise_path(path)
@@ -178,6 +184,7 @@ class EpisodeStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "stats": {},
                 "_moments": {},
+                **({} if sealed else {_CREATING: True}),
             }
         )
         if local:
@@ -417,6 +424,12 @@ class EpisodeStore:
 
     def update_attrs(self, **values: Any) -> None:
         self.group.attrs.update(values)
+
+    def seal(self) -> None:
+        """Remove the marker of ``create(sealed=False)`` in one write: the dataset is done."""
+        attrs = self.group.attrs.asdict()
+        attrs.pop(_CREATING, None)
+        self.group.attrs.put(attrs)
 
 
 _EPISODE_META = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,21 @@ def test_merge_refuses_the_same_dataset_twice_and_leaves_nothing(tmp_path):
         merge(str(tmp_path / "m.zarr"), [a.path, a.path])
     assert not (tmp_path / "m.zarr").exists()
     assert not list(tmp_path.glob("*merging*"))
+
+
+def test_a_merge_cut_short_is_never_taken_for_a_dataset(tmp_path, monkeypatch):
+    a, b = _collect(tmp_path / "a.zarr", seed=1), _collect(tmp_path / "b.zarr", seed=2)
+    from wmrobot.datasets import store as store_module
+
+    def crash(self):  # as if killed before the merge's last write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.EpisodeStore, "seal", crash)
+    # Build in place, as at a URL, to see what a reader would find.
+    merge_module = importlib.import_module("wmrobot.datasets.merge")
+    monkeypatch.setattr(merge_module, "_is_local", lambda path: False)
+    out = tmp_path / "m.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        merge(str(out), [a.path, b.path])
+    with pytest.raises(DatasetError, match="creation was cut short"):
+        EpisodeStore.open(out)
