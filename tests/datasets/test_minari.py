@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import minari
 import numpy as np
 import pytest
 
@@ -17,7 +18,6 @@ from wmrobot.datasets.minari_io import export_minari, import_minari
 from wmrobot.datasets.policies import RandomPolicy
 from wmrobot.errors import DatasetError
 
-minari = pytest.importorskip("minari")
 # Minari warns about each optional metadata field that a test leaves out.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(is set to None|env_spec is None):UserWarning")
 
@@ -47,9 +47,7 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def datacollector_dataset(env_id: str, dataset_id: str, episodes: int = 2, seed: int = 0):
     """A Minari dataset made by Minari's own DataCollector, on the episodes our collector runs
     with ``seed``: the same reset seeds and the same random actions."""
-    pytest.importorskip(
-        "jax", reason="minari.DataCollector needs jax: pip install 'minari[create]'"
-    )
+    # minari.DataCollector needs jax, which the dev extra installs (minari[create]).
     import wmrobot.envs  # noqa: F401  (registers our ids)
 
     # PointMaze reports is_success at reset and at every step, so its infos can be recorded.

@@ -10,16 +10,15 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import s3fs
 import torch
 import zarr
+from moto import server as moto_server
 
 from wmrobot.cli import main
 from wmrobot.datasets import EpisodeStore, WindowSampler, collect
 from wmrobot.datasets.store import dataset_exists
 from wmrobot.errors import DatasetError
-
-s3fs = pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 ENV_ID = "wmrobot/PointMaze-v0"
 KWARGS = {"layout": "open"}
