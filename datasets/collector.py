@@ -355,6 +355,10 @@ def collect(
                 buffer = []
             if reached:
                 break
+    except KeyboardInterrupt:  # keep the episodes that are finished
+        if writer is not None and buffer:
+            writer.put(buffer)
+        raise
     finally:  # also on an error: episodes handed over are committed; nothing is left open
         stream.close()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -248,3 +249,19 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
     thread, process = EpisodeStore.open(tmp_path / "thread.zarr"), EpisodeStore.open(path)
     _same_rows(thread, process)
     assert all("q01" in process.attrs["stats"][k] for k in process.stat_keys)
+
+
+def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
+    from wmrobot.datasets import collector
+
+    real = collector.episodes_in_order
+
+    def interrupted(*args, **kwargs):
+        yield from itertools.islice(real(*args, **kwargs), 3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collector, "episodes_in_order", interrupted)
+    path = tmp_path / "d.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        collect(str(path), ENV_ID, episodes=10, fast=False, flush_every=100, progress=False)
+    assert EpisodeStore.open(path).n_episodes == 3
