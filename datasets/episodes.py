@@ -113,6 +113,7 @@ def _worker_episode(seed: int) -> dict[str, Any]:
 def make_env_and_policy(
     env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec
 ) -> tuple[gym.Env, Policy]:
+    """The env and the policy that acts in it (the env is closed if the policy fails)."""
     env = make_env(env_id, env_kwargs)
     try:
         return env, make_policy(policy, env)
