@@ -37,7 +37,6 @@ def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
-    base = env.unwrapped
     obs, _ = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -60,25 +59,53 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         success = success or bool(info.get("is_success", False))
         if terminated or truncated:
             break
-    nan_action = np.full_like(actions[0], np.nan)
-    ep = {
-        **_obs_rows(observations),
-        "action": np.stack([*actions, nan_action]),
-        "reward": np.asarray([*rewards, 0.0], dtype=np.float32),
-        "terminated": np.asarray([*terms, False]),
-        "truncated": np.asarray([*truncs, False]),
+    return episode_rows(
+        env,
+        _obs_rows(observations),
+        np.stack(actions),
+        rewards,
+        terms,
+        truncs,
+        seed,
+        success,
+        physics=np.stack(physics) if physics is not None else None,
+        pixels=np.stack(frames).astype(np.uint8) if frames is not None else None,  # (T+1,H,W,C)
+    )
+
+
+def episode_rows(
+    env: gym.Env,
+    obs: dict[str, np.ndarray],
+    actions: np.ndarray,
+    rewards: Any,
+    terminated: Any,
+    truncated: Any,
+    seed: int,
+    success: bool,
+    physics: np.ndarray | None = None,
+    pixels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """An episode in the dataset's layout, from T+1 rows of ``obs`` (keyed as stored) and the
+    T actions, rewards and flags: the last row's action is NaN, its reward 0, its flags off."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    episode = {
+        **obs,
+        "action": np.concatenate([actions, np.full((1, actions.shape[1]), np.nan, actions.dtype)]),
+        "reward": np.append(rewards, 0.0).astype(np.float32),
+        "terminated": np.append(np.asarray(terminated, dtype=bool), False),
+        "truncated": np.append(np.asarray(truncated, dtype=bool), False),
         "seed": seed,
         "return": float(np.sum(rewards)),
-        "success": success,
+        "success": bool(success),
     }
     if physics is not None:
-        ep["physics"] = np.stack(physics)
-    if frames is not None:
-        ep["pixels"] = np.stack(frames).astype(np.uint8)  # (T+1, H, W, C)
-    if hasattr(base, "goal_observation") and isinstance(obs, dict):
-        goals = np.stack([o["desired_goal"] for o in observations])
-        ep["goal"] = base.goal_observation(goals).astype(np.float32)
-    return ep
+        episode["physics"] = physics
+    if pixels is not None:
+        episode["pixels"] = pixels
+    base = env.unwrapped
+    if hasattr(base, "goal_observation") and "obs/desired_goal" in obs:
+        episode["goal"] = base.goal_observation(obs["obs/desired_goal"]).astype(np.float32)
+    return episode
 
 
 _WORKER: dict[str, Any] = {}

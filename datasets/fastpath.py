@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
+from wmrobot.datasets.episodes import episode_rows
 from wmrobot.datasets.policies import PolicySpec, make_policy
 from wmrobot.envs import get_physics_state, make_env
 from wmrobot.envs.pointmaze import GOAL_RADIUS, PointMazeEnv
@@ -127,25 +128,21 @@ def _episode(env, observe, states, actions, first_obs, seed, steps) -> dict[str,
     hits = np.flatnonzero(terminated)
     length = int(hits[0]) + 1 if len(hits) else steps  # the env stops at its first termination
     rows = slice(0, length + 1)
-    truncated = np.zeros(length + 1, dtype=bool)
-    truncated[length - 1] = length == steps  # the time limit, as gymnasium's TimeLimit sets it
-    nan_action = np.full((1, actions.shape[1]), np.nan, dtype=actions.dtype)
-    episode = {
-        **(
-            {f"obs/{k}": v[rows] for k, v in obs.items()}
-            if isinstance(obs, dict)
-            else {"obs": obs[rows]}
-        ),
-        "action": np.concatenate([actions[:length], nan_action]),
-        "reward": np.append(reward[:length], 0.0).astype(np.float32),
-        "terminated": np.append(terminated[:length], False),
-        "truncated": truncated,
-        "seed": seed,
-        "return": float(np.sum(reward[:length])),
-        "success": bool(success[:length].any()),
-        "physics": states[rows],
-    }
-    base = env.unwrapped
-    if hasattr(base, "goal_observation") and isinstance(obs, dict):
-        episode["goal"] = base.goal_observation(obs["desired_goal"][rows]).astype(np.float32)
-    return episode
+    truncated = np.zeros(length, dtype=bool)
+    truncated[-1] = length == steps  # the time limit, as gymnasium's TimeLimit sets it
+    obs_rows = (
+        {f"obs/{k}": v[rows] for k, v in obs.items()}
+        if isinstance(obs, dict)
+        else {"obs": obs[rows]}
+    )
+    return episode_rows(
+        env,
+        obs_rows,
+        actions[:length],
+        reward[:length],
+        terminated[:length],
+        truncated,
+        seed,
+        success[:length].any(),
+        physics=states[rows],
+    )
