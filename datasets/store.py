@@ -388,13 +388,11 @@ class EpisodeStore:
             _write_grown(self.node(f"meta/{key}"), n_eps, values)
         moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
-        self.group.attrs.update(
-            {
-                "n_rows": int(new_rows),
-                "n_episodes": n_eps + len(episodes),
-                "_moments": moments,
-                "stats": _stats_from_moments(moments),
-            }
+        self.update_attrs(
+            n_rows=int(new_rows),
+            n_episodes=n_eps + len(episodes),
+            _moments=moments,
+            stats=_stats_from_moments(moments),
         )
 
     @property
@@ -419,11 +417,14 @@ class EpisodeStore:
                 "q01": np.quantile(x, 0.01, axis=0).tolist(),
                 "q99": np.quantile(x, 0.99, axis=0).tolist(),
             }
-        self.group.attrs.update({"stats": stats})
+        self.update_attrs(stats=stats)
         return stats
 
     def update_attrs(self, **values: Any) -> None:
-        self.group.attrs.update(values)
+        """Set attributes in one write of zarr.json. (zarr's ``attrs.update`` writes the file
+        once per key, so a crash between two writes could leave, say, a new ``n_rows`` with
+        the old ``n_episodes``.)"""
+        self.group.attrs.put({**self.group.attrs.asdict(), **values})
 
     def seal(self) -> None:
         """Remove the marker of ``create(sealed=False)`` in one write: the dataset is done."""

@@ -180,3 +180,20 @@ def test_append_rejects_malformed_episodes(new_store, make_episode, rng):
     with pytest.raises(DatasetError, match="at least one action"):
         store.append([make_episode(0, rng)])
     assert store.n_rows == 0
+
+
+def test_a_commit_is_one_write_of_the_group_attributes(new_store, make_episode, rng, monkeypatch):
+    """All counts move together: a kill can never land between two of their writes."""
+    store = new_store()
+    writes = []
+    real_set = zarr.storage.LocalStore.set
+
+    async def counting_set(self, key, value):
+        writes.append(key)
+        await real_set(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", counting_set)
+    store.append([make_episode(5, rng), make_episode(3, rng)])
+    assert writes.count("zarr.json") == 1, writes
+    store.finalize_stats()
+    assert writes.count("zarr.json") == 2
