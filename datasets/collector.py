@@ -75,10 +75,6 @@ def _spec_json(env: gym.Env) -> str | None:
         return None
 
 
-def _spaces(env: gym.Env) -> dict[str, Any]:
-    return describe_spaces(env.observation_space, env.action_space)
-
-
 def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     return {
         k: (v.shape[1:], str(v.dtype))
@@ -93,63 +89,27 @@ FLUSH_SECONDS = 2.0
 WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
 
 
-class _BackgroundWriter:
-    """Appends (and so commits) batches of episodes in order in a thread of its own, so that
-    compression and storage overlap with simulation; at most ``depth`` batches wait."""
+class _Writer:
+    """Appends (and so commits) batches of episodes in order, away from the collecting loop,
+    so that compression and storage overlap with simulation; at most ``depth`` batches wait.
 
-    def __init__(self, store: EpisodeStore, bar: tqdm, count_steps: bool, depth: int = 2):
-        self.store, self.bar, self.count_steps = store, bar, count_steps
-        self.queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="wmrobot-writer", daemon=True)
-        self.thread.start()
+    It runs in a thread, or with ``process=True`` in a process of its own: when this process
+    steps the env itself (one worker), a writing thread would take the GIL from stepping,
+    while a process writes on the other core (its start-up overlaps the first episodes).
+    """
 
-    def _run(self) -> None:
-        while (batch := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain, so that put() never blocks on a dead writer
-            try:
-                self.store.append(batch)
-            except BaseException as e:  # re-raised in the collecting thread
-                self.error = e
-                continue
-            n = sum(len(e["action"]) - 1 for e in batch) if self.count_steps else len(batch)
-            self.bar.update(n)
-            self.bar.set_postfix(episodes=self.store.n_episodes, steps=self.store.n_transitions)
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def put(self, batch: list[dict[str, Any]]) -> None:
-        self._raise()
-        self.queue.put(batch)
-
-    def close(self) -> None:
-        """Wait until every batch handed over is committed; raise the writer's error if any."""
-        self.queue.put(None)
-        self.thread.join()
-        self._raise()
-
-
-class _WriterProcess:
-    """The same service as :class:`_BackgroundWriter` from a process of its own: when this
-    process steps the env itself (one worker), writing in a thread would take the GIL from
-    stepping; a separate process writes on the other core. Its start-up (about a second of
-    imports) overlaps with stepping."""
-
-    def __init__(self, path: str, bar: tqdm, count_steps: bool, depth: int = 2):
-        ctx = mp.get_context("spawn")
+    def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
         self.path, self.bar, self.count_steps = path, bar, count_steps
-        self.queue = ctx.Queue(depth)
-        self.done = ctx.Queue()
-        self.process = ctx.Process(
-            target=_write_batches,
-            args=(path, self.queue, self.done, os.getpid()),
-            name="wmrobot-writer",
-            daemon=True,
-        )
-        self.process.start()
+        if process:
+            ctx = mp.get_context("spawn")
+            self.queue, self.done = ctx.Queue(depth), ctx.Queue()
+            args = (path, self.queue, self.done, os.getpid())
+            self.worker: Any = ctx.Process(target=_write_batches, args=args, daemon=True)
+        else:
+            self.queue, self.done = queue.Queue(depth), queue.Queue()
+            args = (path, self.queue, self.done, None)
+            self.worker = threading.Thread(target=_write_batches, args=args, daemon=True)
+        self.worker.start()
         self.error: str | None = None
         self.closed = False
 
@@ -172,12 +132,11 @@ class _WriterProcess:
     def _raise(self) -> None:
         if self.error is not None:
             raise DatasetError(f"writing {self.path!r} failed: {self.error}")
-        if not self.process.is_alive() and self.process.exitcode not in (0, None):
-            raise DatasetError(
-                f"the writer process of {self.path!r} died (exit code {self.process.exitcode})"
-            )
+        exitcode = getattr(self.worker, "exitcode", None)  # a process's
+        if not self.worker.is_alive() and exitcode not in (0, None):
+            raise DatasetError(f"the writer process of {self.path!r} died (exit code {exitcode})")
 
-    def put(self, batch: list[dict[str, Any]]) -> None:
+    def put(self, batch: list[dict[str, Any]] | None) -> None:
         while True:
             self._drain()
             self._raise()
@@ -189,20 +148,21 @@ class _WriterProcess:
 
     def close(self) -> None:
         """Wait until every batch handed over is committed; raise the writer's error if any."""
-        self.put(None)  # type: ignore[arg-type]
-        while not self.closed and self.process.is_alive():
+        self.put(None)
+        while not self.closed and self.worker.is_alive():
             self._drain(block=True)
         self._drain()
-        if not self.closed:  # it died: join it to read its exit code
-            self.process.join()
-        # Otherwise everything is committed; the process is left to exit on its own (an
+        # Once closed, everything is committed: a process is left to exit on its own (its
         # interpreter's teardown takes a few hundred milliseconds nobody needs to wait for).
+        if isinstance(self.worker, threading.Thread) or not self.closed:
+            self.worker.join()
         self._raise()
 
 
-def _write_batches(path: str, batches: Any, done: Any, parent: int) -> None:
-    """The writer process: append each batch in order, report each commit, until ``None``."""
-    die_with_parent(parent)
+def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:
+    """The writer's loop: append each batch in order, report each commit, until ``None``."""
+    if parent is not None:  # a writer process
+        die_with_parent(parent)
     store, error = None, None
     while (batch := batches.get()) is not None:
         if error is not None:
@@ -266,6 +226,7 @@ def collect(
         env.close()
         raise DatasetError(f"fast=True cannot collect this: {reason}; collect with fast=False")
     fast = reason is None if fast is None else fast
+    spaces = describe_spaces(env.observation_space, env.action_space)
     env_record = {
         "id": env_id,
         "kwargs": env_kwargs,
@@ -280,7 +241,7 @@ def collect(
                 f"{path!r} holds {store.attrs['env']['id']} {store.attrs['env']['kwargs']}, "
                 f"not {env_id} {env_kwargs}; collect into a new path"
             )
-        recorded, current = store.attrs["spaces"], _spaces(env)
+        recorded, current = store.attrs["spaces"], spaces
         for key in ("observation", "action"):
             if recorded.get(key) != current[key]:
                 raise DatasetError(
@@ -316,14 +277,14 @@ def collect(
     )
     reached = held >= steps if steps else done >= episodes
     last = time.perf_counter()
-    writer: _BackgroundWriter | _WriterProcess | None = None
+    writer: _Writer | None = None
     # Stepping in this process (one worker) and writing in a thread compete for the GIL; on
     # collections long enough to repay its start-up, a writer process avoids that.
     horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
     remaining = steps - held if steps else (episodes - done) * horizon
     own_process = workers == 1 and not fast and remaining >= WRITER_PROCESS_STEPS
     if own_process and not reached:  # started now, its imports overlap the first episodes
-        writer = _WriterProcess(path, bar, count_steps=bool(steps))
+        writer = _Writer(path, bar, count_steps=bool(steps), process=True)
     try:
         for index, episode in enumerate(stream if not reached else (), start=done):
             buffer.append(episode)
@@ -333,7 +294,7 @@ def collect(
                 store = EpisodeStore.create(
                     path,
                     env=env_record,
-                    spaces=_spaces(env),
+                    spaces=spaces,
                     row_shapes=_row_shapes(buffer[0]),
                     collector={
                         **policy.record(),
@@ -346,7 +307,7 @@ def collect(
                     },
                 )
             if writer is None:
-                writer = _BackgroundWriter(store, bar, count_steps=bool(steps))
+                writer = _Writer(path, bar, count_steps=bool(steps), process=False)
             now = time.perf_counter()
             due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
             if due or reached:
@@ -368,7 +329,7 @@ def collect(
             bar.close()
             env.close()
     assert store is not None
-    if isinstance(writer, _WriterProcess):  # this handle has not seen the writer's commits
+    if writer is not None:  # this handle has not seen the writer's commits
         store = EpisodeStore.open(path, mode="a")
     stats = store.attrs["stats"]
     if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
