@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
+import itertools
 
-import numpy as np
-
-from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, normalise_path
 from wmrobot.errors import DatasetError
 
 BATCH = 256  # episodes per append: one commit each
@@ -42,11 +39,9 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                     f"cannot merge {store.path!r} into {first.path!r}: their {what} differ "
                     f"({b} vs {a})"
                 )
-    # Built aside and renamed into place at the end (locally): a merge that fails or is
-    # killed leaves nothing at ``out``.
-    build = f"{out}.merging-{uuid.uuid4().hex[:8]}" if _is_local(out) else out
+    # Kept aside until sealed: a merge that fails or is killed leaves no dataset at ``out``.
     merged = EpisodeStore.create(
-        build,
+        out,
         env=first.attrs["env"],
         spaces=first.attrs["spaces"],
         row_shapes=layout,
@@ -56,29 +51,18 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 for s, f in zip(stores, prints, strict=True)
             ]
         },
-        sealed=False,  # a merge cut short is never taken for a dataset (at a URL too)
+        sealed=False,
     )
-    for store in stores:
-        ends = store.episode_ends
-        for lo in range(0, store.n_episodes, BATCH):
-            hi = min(lo + BATCH, store.n_episodes)
-            row_lo, row_hi = store.episode_bounds(lo)[0], int(ends[hi - 1])
-            rows = {k: store.array(k)[row_lo:row_hi] for k in store.keys}
-            bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
-            meta = {k: store.meta(k)[lo:hi] for k in ("seed", "return", "success")}
-            merged.append(
-                [
-                    {
-                        **{k: v[bounds[i] : bounds[i + 1]] for k, v in rows.items()},
-                        **{k: v[i] for k, v in meta.items()},
-                    }
-                    for i in range(hi - lo)
-                ]
-            )
-    merged.finalize_stats()
-    merged.seal()
-    if build != out:
-        os.rename(build, out)
+    try:
+        for store in stores:
+            episodes = store.iter_episodes(batch=BATCH)
+            while chunk := list(itertools.islice(episodes, BATCH)):
+                merged.append(chunk)
+        merged.finalize_stats()
+        merged.seal()
+    except BaseException:
+        merged.discard()
+        raise
     return EpisodeStore.open(out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import os
 import shutil
 import uuid
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wmrobot.datasets.collector import git_revision, versions
+from wmrobot.datasets.collector import _row_shapes, git_revision, versions
 from wmrobot.datasets.spaces import describe_spaces
 from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
 from wmrobot.errors import DatasetError, EnvError
@@ -125,9 +126,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     dtypes = {k: (obs_space if n is None else obs_space[n]).dtype for k, n in obs_keys.items()}
-    # Built aside and renamed into place at the end (locally), as merge does.
-    build = f"{out}.converting-{uuid.uuid4().hex[:8]}" if _is_local(out) else out
-    store = None
+    store = None  # created from the first episodes' layout; kept aside until sealed
     try:
         indices = dataset.episode_indices
         for lo in range(0, len(indices), BATCH):
@@ -138,28 +137,21 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
                 for ep, meta in zip(dataset.iterate_episodes(batch), episode_meta, strict=True)
             ]
             if store is None:
-                layout = {
-                    k: (v.shape[1:], str(v.dtype))
-                    for k, v in episodes[0].items()
-                    if isinstance(v, np.ndarray)
-                }
                 store = EpisodeStore.create(
-                    build,
+                    out,
                     env=env,
                     spaces=spaces,
-                    row_shapes=layout,
+                    row_shapes=_row_shapes(episodes[0]),
                     collector=collector,
-                    sealed=False,  # an import cut short is never taken for a dataset
+                    sealed=False,
                 )
             store.append(episodes)
         assert store is not None
         store.finalize_stats()
         store.seal()
-        if build != out:
-            os.rename(build, out)
     except BaseException:
-        if build != out:
-            shutil.rmtree(build, ignore_errors=True)
+        if store is not None:
+            store.discard()
         raise
     return EpisodeStore.open(out)
 
@@ -422,34 +414,28 @@ def _buffers(
 
     summary = minari.EpisodeMetadataCallback()
     keys = [*obs_keys, "action", "reward", "terminated", "truncated"]
-    ends = store.episode_ends
-    seeds, returns, success = store.meta("seed"), store.meta("return"), store.meta("success")
-    for lo in range(0, store.n_episodes, BATCH):
-        hi = min(lo + BATCH, store.n_episodes)
-        row_lo = store.episode_bounds(lo)[0]
-        rows = {k: store.array(k)[row_lo : int(ends[hi - 1])] for k in keys}
-        bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
+    episodes = store.iter_episodes(keys, batch=BATCH)
+    while chunk := list(itertools.islice(episodes, BATCH)):
         batch = []
-        for i in range(hi - lo):
-            a, b = int(bounds[i]), int(bounds[i + 1])
-            obs = {k.split("/", 1)[1]: rows[k][a:b] for k in obs_keys if k != "obs"}
-            rewards = rows["reward"][a : b - 1].astype(np.float64)
-            seed = int(seeds[lo + i])
+        for ep in chunk:
+            obs = {k.split("/", 1)[1]: ep[k] for k in obs_keys if k != "obs"}
+            rewards = ep["reward"][:-1].astype(np.float64)
+            seed = int(ep["seed"])
             batch.append(
                 EpisodeBuffer(
                     seed=seed if seed >= 0 else None,
-                    observations=rows["obs"][a:b] if obs_keys == ["obs"] else obs,
-                    actions=rows["action"][a : b - 1],
+                    observations=ep["obs"] if obs_keys == ["obs"] else obs,
+                    actions=ep["action"][:-1],
                     rewards=rewards,
-                    terminations=rows["terminated"][a : b - 1],
-                    truncations=rows["truncated"][a : b - 1],
+                    terminations=ep["terminated"][:-1],
+                    truncations=ep["truncated"][:-1],
                 )
             )
             episode_meta.append(
                 {
                     **summary({"rewards": rewards}),
-                    "return": float(returns[lo + i]),
-                    "success": bool(success[lo + i]),
+                    "return": float(ep["return"]),
+                    "success": bool(ep["success"]),
                 }
             )
         yield batch

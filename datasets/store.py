@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,7 @@ class EpisodeStore:
         self.path = path
         self.writable = writable
         self._nodes: dict[str, zarr.Array] = {}
+        self._destination: str | None = None  # where an unsealed new dataset goes
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -127,15 +128,17 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype).
 
-        ``sealed=False`` keeps the creation marker until :meth:`seal`: a dataset filled in one
-        go (a merge, a conversion) is then never taken for a finished one, even at a URL where
-        it is built in place and a crash could cut it short.
+        ``sealed=False`` is for a dataset filled in one go (a merge, a conversion): it stays
+        aside (locally in its temporary folder, at a URL under the creation marker) until
+        :meth:`seal` puts it in place, so one cut short is never taken for a finished one;
+        :meth:`discard` removes it after a failure.
         """
         import zarr.codecs
 
         path = normalise_path(path)
         local = _is_local(path)
-        if dataset_exists(path):
+        remote_attrs = None if local else _remote_attrs(path)  # one read of what is there
+        if Path(path).exists() if local else remote_attrs and not remote_attrs.get(_CREATING):
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
         # Locally, build in a temporary folder and rename it into place: a crash during
         # creation leaves no half-made dataset at ``path``. At a URL, build in place under the
@@ -144,7 +147,7 @@ class EpisodeStore:
         if local:  # remains of a creation that a crash cut short (one writer per dataset)
             for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        replace = not local and _remote_attrs(path) is not None
+        replace = remote_attrs is not None
         try:
             root = _open_group(build, mode="w" if replace else "w-", attributes={_CREATING: True})
         except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
@@ -187,10 +190,11 @@ class EpisodeStore:
                 **({} if sealed else {_CREATING: True}),
             }
         )
-        if local:
-            os.rename(build, path)
-            root = _open_group(path, mode="r+")
-        return cls(root, path, writable=True)
+        store = cls(root, build, writable=True)
+        store._destination = path
+        if sealed:
+            store._move_into_place()
+        return store
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
@@ -307,10 +311,9 @@ class EpisodeStore:
     def validate(self) -> None:
         """Raise :class:`DatasetError` unless the committed part is consistent."""
         n_rows, n_eps = self.n_rows, self.n_episodes
-        data = self.group["data"]
         for key in self.keys:
-            try:  # one metadata read per array: at a URL, each read is a round trip
-                rows = data[key].shape[0]
+            try:  # the handle is kept (node): at a URL, each metadata read is a round trip
+                rows = self.node(f"data/{key}").shape[0]
             except KeyError:
                 raise DatasetError(f"{self.path!r}: data/{key} is listed but missing") from None
             if rows < n_rows:
@@ -340,6 +343,8 @@ class EpisodeStore:
         final_step = np.zeros(n, dtype=bool)
         final_step[ends - 2] = True  # the row of each episode's last action
         for key in self.keys:
+            if self.array(key).dtype.kind not in "fb":  # images: nothing to check per value
+                continue
             values = self.array(key)[:n]
             if key in ("terminated", "truncated") and np.any(values & ~final_step):
                 raise DatasetError(f"{path!r}: data/{key} is set before an episode's end")
@@ -427,10 +432,45 @@ class EpisodeStore:
         self.group.attrs.put({**self.group.attrs.asdict(), **values})
 
     def seal(self) -> None:
-        """Remove the marker of ``create(sealed=False)`` in one write: the dataset is done."""
+        """Finish a new dataset: drop the creation marker (one write) and, locally, rename the
+        temporary folder into place."""
         attrs = self.group.attrs.asdict()
         attrs.pop(_CREATING, None)
         self.group.attrs.put(attrs)
+        self._move_into_place()
+
+    def _move_into_place(self) -> None:
+        if self._destination is not None and self._destination != self.path:
+            os.rename(self.path, self._destination)
+            self.group = _open_group(self._destination, mode="r+")
+            self.path, self._nodes = self._destination, {}
+        self._destination = None
+
+    def discard(self) -> None:
+        """Remove a new dataset that was not sealed (locally; at a URL the marker keeps it
+        from being opened, and collecting or merging into the URL again replaces it)."""
+        if self._destination is not None and self.path != self._destination:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def iter_episodes(
+        self, keys: Iterable[str] | None = None, batch: int = 256
+    ) -> Iterator[dict[str, Any]]:
+        """Every committed episode in order, as :meth:`append` takes it (rows of ``keys`` and
+        ``seed``, ``return``, ``success``), reading ``batch`` episodes' rows at a time."""
+        keys = list(keys or self.keys)
+        ends = self.episode_ends
+        meta = {k: self.meta(k) for k in ("seed", "return", "success")}
+        for lo in range(0, self.n_episodes, batch):
+            hi = min(lo + batch, self.n_episodes)
+            row_lo = int(ends[lo - 1]) if lo else 0
+            rows = {k: self.array(k)[row_lo : int(ends[hi - 1])] for k in keys}
+            bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
+            for i in range(hi - lo):
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                yield {
+                    **{k: v[a:b] for k, v in rows.items()},
+                    **{k: v[lo + i] for k, v in meta.items()},
+                }
 
 
 _EPISODE_META = {

@@ -51,19 +51,27 @@ def test_merge_refuses_the_same_dataset_twice_and_leaves_nothing(tmp_path):
     assert not list(tmp_path.glob("*merging*"))
 
 
-def test_a_merge_cut_short_is_never_taken_for_a_dataset(tmp_path, monkeypatch):
+def test_a_merge_that_fails_after_creating_leaves_nothing(tmp_path, monkeypatch):
     a, b = _collect(tmp_path / "a.zarr", seed=1), _collect(tmp_path / "b.zarr", seed=2)
-    from wmrobot.datasets import store as store_module
 
-    def crash(self):  # as if killed before the merge's last write
+    def crash(self):  # as if stopped just before the merge's last write
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module.EpisodeStore, "seal", crash)
-    # Build in place, as at a URL, to see what a reader would find.
-    merge_module = importlib.import_module("wmrobot.datasets.merge")
-    monkeypatch.setattr(merge_module, "_is_local", lambda path: False)
-    out = tmp_path / "m.zarr"
+    monkeypatch.setattr(EpisodeStore, "finalize_stats", crash)
     with pytest.raises(KeyboardInterrupt):
-        merge(str(out), [a.path, b.path])
-    with pytest.raises(DatasetError, match="creation was cut short"):
-        EpisodeStore.open(out)
+        merge(str(tmp_path / "m.zarr"), [a.path, b.path])
+    assert not list(tmp_path.glob("m.zarr*"))
+
+
+def test_merge_reads_and_writes_in_batches(tmp_path, monkeypatch):
+    a, b = _collect(tmp_path / "a.zarr", seed=1), _collect(tmp_path / "b.zarr", seed=2)
+    whole = merge(str(tmp_path / "whole.zarr"), [a.path, b.path])
+    monkeypatch.setattr(importlib.import_module("wmrobot.datasets.merge"), "BATCH", 2)
+    batched = merge(str(tmp_path / "batched.zarr"), [a.path, b.path])
+    assert batched.fingerprint() == whole.fingerprint()
+    for key in whole.keys:
+        np.testing.assert_array_equal(
+            batched.array(key)[: batched.n_rows], whole.array(key)[: whole.n_rows]
+        )
+    for key in ("seed", "return", "success", "length"):
+        np.testing.assert_array_equal(batched.meta(key), whole.meta(key))

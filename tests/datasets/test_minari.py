@@ -281,3 +281,15 @@ def test_cli_converts_both_ways_and_refuses_with_one_line(ours, tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
         assert err.startswith(f"wmrobot data {args[0]}: error: ") and needle in err, err
+
+
+def test_an_import_that_fails_after_creating_leaves_nothing(ours, tmp_path, monkeypatch):
+    export_minari(ours["HalfCheetah-v5"], "fails-v0")
+
+    def crash(self):  # as if stopped just before the import's last write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpisodeStore, "finalize_stats", crash)
+    with pytest.raises(KeyboardInterrupt):
+        import_minari("fails-v0", tmp_path / "out.zarr")
+    assert list(tmp_path.glob("out.zarr*")) == []
