@@ -167,20 +167,16 @@ def main() -> None:
     )
 
     try:
-        from sampler_throughput import data_wait_fraction, windows_per_second
+        from sampler_throughput import report
     except ImportError as e:
         print(f"(sampler not measured: {e})")
         return
     tmp = Path(tempfile.mkdtemp(prefix="wmrobot-bench-"))
-    data = tmp / "maze.zarr"
     try:
-        collect(str(data), "wmrobot/PointMaze-v0", episodes=200, seed=0, progress=False)
-        keys, steps, batch = ["obs/observation", "action", "obs/achieved_goal"], 5, 256
-        print("sampler on PointMaze, 200 episodes, training defaults (batch 256, 5 steps):")
-        for cache, name in ((True, "in memory"), (False, "lazy (chunk LRU)")):
-            rate = windows_per_second(str(data), keys, steps, batch, cache)
-            wait = data_wait_fraction(str(data), cache=cache)
-            print(f"  {name:18} {rate:>12,.0f} windows/s, {wait:.1%} of a training step waiting")
+        data = str(tmp / "maze.zarr")
+        collect(data, "wmrobot/PointMaze-v0", episodes=200, seed=0, progress=False)
+        print("sampler on PointMaze-v0: ", end="")
+        report(data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

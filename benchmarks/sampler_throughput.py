@@ -110,6 +110,38 @@ def data_wait_fraction(
     return made[0].wait_fraction(skip)
 
 
+WAYS: list[tuple[str, Cache, int | None]] = [
+    ("in memory (cache=True)", True, None),
+    ("lazy, chunk LRU (cache=False)", False, None),
+    ("lazy, no chunk cache (memory=0)", False, 0),
+]
+
+
+def report(path: str, steps: int = 300, seconds: float = 2.0) -> None:
+    """Print windows/s and the data-wait fraction of each way of reading ``path``, at the
+    default training settings (batch, horizon, keys and threads of ``wmrobot train``)."""
+    store = EpisodeStore.open(path)
+    c = validate("train", compose("train", [f"dataset={path}"]))
+    batch, horizon = c.model.train.batch_size, c.model.train.horizon
+    keys = [*trainer.observation_keys(store), "action"]
+    auto = WindowSampler(store, keys, horizon).cached
+    print(
+        f"{store.n_episodes} episodes, {store.n_rows:,} rows; keys {keys}; "
+        f"batch {batch}, horizon {horizon}, {c.threads} thread(s); "
+        f"the trainer's cache='auto' reads {'in memory' if auto else 'lazily'}"
+    )
+    print(f"{'':40}{'windows/s':>12}  {'data wait':>10}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(c.threads)
+    try:
+        for name, cache, memory in WAYS:
+            rate = windows_per_second(path, keys, horizon, batch, cache, memory, seconds)
+            wait = data_wait_fraction(path, cache, memory, steps)
+            print(f"{name:40}{rate:>12,.0f}  {wait:>10.1%}")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=200, help="PointMaze episodes to collect")
@@ -120,26 +152,8 @@ def main() -> None:
     try:
         path = str(tmp / "maze.zarr")
         collect(path, "wmrobot/PointMaze-v0", episodes=args.episodes, seed=0, progress=False)
-        store = EpisodeStore.open(path)
-        c = validate("train", compose("train", [f"dataset={path}"]))
-        batch, horizon = c.model.train.batch_size, c.model.train.horizon
-        keys = [*trainer.observation_keys(store), "action"]
-        auto = WindowSampler(store, keys, horizon).cached
-        print(
-            f"PointMaze-v0, {store.n_episodes} episodes, {store.n_rows:,} rows; keys {keys}; "
-            f"batch {batch}, horizon {horizon}, {c.threads} thread(s); "
-            f"the trainer's cache='auto' reads {'in memory' if auto else 'lazily'}"
-        )
-        print(f"{'':40}{'windows/s':>12}  {'data wait':>10}")
-        ways: list[tuple[str, Cache, int | None]] = [
-            ("in memory (cache=True)", True, None),
-            ("lazy, chunk LRU (cache=False)", False, None),
-            ("lazy, no chunk cache (memory=0)", False, 0),
-        ]
-        for name, cache, memory in ways:
-            rate = windows_per_second(path, keys, horizon, batch, cache, memory, args.seconds)
-            wait = data_wait_fraction(path, cache, memory, args.steps)
-            print(f"{name:40}{rate:>12,.0f}  {wait:>10.1%}")
+        print("PointMaze-v0: ", end="")
+        report(path, args.steps, args.seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

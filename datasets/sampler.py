@@ -11,13 +11,12 @@ import numba
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import EpisodeStore
+from wmrobot.datasets.store import STD_FLOOR, EpisodeStore
 from wmrobot.errors import DatasetError
 
 # Keys stored on the row of the step they belong to: row t holds the action taken from row t's
 # observation and what that step returned. A window returns them for its transitions only.
 TRANSITION_KEYS = ("action", "reward", "terminated", "truncated")
-STD_FLOOR = 1e-6  # the floor WorldModel applies too, so both normalise alike
 MEMORY_FRACTION = 0.25  # of the available memory, the default budget of one sampler
 
 
@@ -55,7 +54,7 @@ class Normalizer:
         self.mean, self.std = dict(mean), dict(std)
 
     @classmethod
-    def from_store(cls, store: EpisodeStore, std_floor: float = STD_FLOOR) -> Normalizer:
+    def from_store(cls, store: EpisodeStore) -> Normalizer:
         """From ``store.attrs["stats"]``: float keys only, each shaped like one of its rows."""
         mean, std = {}, {}
         for key, s in store.attrs.get("stats", {}).items():
@@ -64,11 +63,8 @@ class Normalizer:
             shape = store.array(key).shape[1:]
             mean[key] = torch.tensor(s["mean"], dtype=torch.float32).reshape(shape)
             std[key] = torch.tensor(s["std"], dtype=torch.float32).reshape(shape)
-            std[key] = std[key].clamp_min(std_floor)
+            std[key] = std[key].clamp_min(STD_FLOOR)
         return cls(mean, std)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.mean
 
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         """(..., *row shape) raw values -> standardised values of the same shape and dtype."""
@@ -86,8 +82,8 @@ class Normalizer:
 class ChunkReader:
     """Reads arbitrary rows of ``data/<key>`` arrays without loading them.
 
-    Each Zarr call costs about a millisecond whatever it reads, and decoding one row decodes
-    its whole chunk, so rows are grouped by chunk, missing chunks are read in runs of
+    A Zarr call has a fixed cost whatever it reads, and decoding one row decodes its whole
+    chunk, so rows are grouped by chunk, missing chunks are read in runs of
     consecutive chunks (one call per run), and decoded chunks stay in an LRU of at most
     ``budget`` bytes, shared by all keys.
     """
@@ -130,8 +126,10 @@ class ChunkReader:
             data = array[first * size : min((last + 1) * size, self.n_rows)]
             for c in range(first, last + 1):
                 block = data[(c - first) * size : (c - first + 1) * size]
-                # A copy lets the LRU free one chunk of a run without keeping the rest alive.
-                found[c] = block.copy() if first != last else block
+                # A copy lets the LRU free one chunk of a run without keeping the rest alive
+                # (needless when the LRU will not keep it).
+                kept = first != last and block.nbytes <= self.budget
+                found[c] = block.copy() if kept else block
                 self._keep((key, c), found[c])
         return [found[c] for c in ids.tolist()]
 
@@ -216,7 +214,9 @@ class WindowSampler(torch.utils.data.Dataset):
         self._step_offsets = torch.arange(steps * frame_skip)
         self.normalize = normalize
         self.normalizer = Normalizer.from_store(store)
-        self.memory = int(MEMORY_FRACTION * _available_memory()) if memory is None else memory
+        if memory is None and cache is not True:  # the budget matters only when not loading
+            memory = int(MEMORY_FRACTION * _available_memory())
+        self.memory = memory
         size = sum(self.n_rows * _row_bytes(store, k) for k in self.keys)
         self.cached = cache is True or (cache == "auto" and size <= self.memory)
         self._data: dict[str, torch.Tensor] | None = None

@@ -24,6 +24,7 @@ FORMAT_VERSION = 1
 ROW_CHUNK = 4096  # rows per chunk for per-row arrays; capacity grows in whole chunks
 PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
+STD_FLOOR = 1e-6  # standardising by the stored stats divides by max(std, STD_FLOOR)
 
 
 def _is_local(path: str) -> bool:

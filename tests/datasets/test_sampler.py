@@ -257,6 +257,33 @@ def test_chunk_reader_keeps_its_lru_under_budget(pixel_store):
         rows = rng.integers(0, pixel_store.n_rows, size=(4, 3))
         np.testing.assert_array_equal(reader.read("pixels", rows), pixels[rows])
         assert reader.held == sum(b.nbytes for b in reader.lru.values()) <= 3 * chunk_bytes
+    assert reader.lru  # it does keep chunks
+
+
+class _CountingArray:
+    """A zarr array that counts the reads made through it."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.array[index]
+
+    def __getattr__(self, name):
+        return getattr(self.array, name)
+
+
+@pytest.mark.parametrize(("budget_chunks", "rereads"), [(8, 0), (0, 1)])
+def test_chunk_reader_rereads_only_what_its_lru_cannot_hold(pixel_store, budget_chunks, rereads):
+    budget = budget_chunks * 16 * 8 * 8 * 3
+    reader = ChunkReader(pixel_store, ["pixels"], pixel_store.n_rows, budget=budget)
+    reader.arrays["pixels"] = counting = _CountingArray(reader.arrays["pixels"])
+    rows = np.array([[0, 1, 2]])  # all in the first chunk
+    first = reader.read("pixels", rows)
+    assert counting.reads == 1
+    np.testing.assert_array_equal(reader.read("pixels", rows), first)
+    assert counting.reads == 1 + rereads
 
 
 def test_bad_arguments_are_one_line_errors(sampler_store):

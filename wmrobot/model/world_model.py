@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from wmrobot.datasets.store import STD_FLOOR
+
 
 @dataclass
 class ModelConfig:
@@ -74,7 +76,7 @@ class WorldModel(nn.Module):
         return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, **asdict(self.cfg)}
 
     def _normalise(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std.clamp_min(1e-6)
+        return (obs - self.obs_mean) / self.obs_std.clamp_min(STD_FLOOR)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(self._normalise(obs))
