@@ -83,7 +83,7 @@ def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str
     }
 
 
-# Each commit has a fixed cost (a dozen zarr writes and the attributes, about 50 ms), so by
+# Each commit has a fixed cost (a dozen zarr writes, whatever the number of rows), so by
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
 WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
