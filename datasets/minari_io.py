@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wmrobot.datasets.collector import _row_shapes, git_revision, versions
-from wmrobot.datasets.spaces import describe_spaces
+from wmrobot.datasets.spaces import describe_spaces, space_from_json
 from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
 from wmrobot.errors import DatasetError, EnvError
 
@@ -365,7 +365,8 @@ def _env_and_spaces(
     store: EpisodeStore, obs_keys: list[str]
 ) -> tuple[gym.Env | None, gym.Space, gym.spaces.Box]:
     """The dataset's env (None if it cannot be made) and the observation and action spaces:
-    the env's if they are the ones recorded, else Boxes built from the data."""
+    the env's if they are the ones recorded, else the recorded descriptions, else (datasets
+    that predate those) Boxes built from the data."""
     import gymnasium as gym
 
     from wmrobot.envs import make_env
@@ -383,6 +384,13 @@ def _env_and_spaces(
         and repr(env.action_space) == spaces.get("action")
     ):
         return env, env.observation_space, env.action_space
+
+    if "observation_space" in spaces:  # recorded exactly (datasets since session 2)
+        return (
+            env,
+            space_from_json(spaces["observation_space"]),
+            space_from_json(spaces["action_space"]),
+        )
 
     def box(key: str) -> gym.spaces.Box:
         array = store.array(key)

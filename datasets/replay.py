@@ -56,11 +56,13 @@ def restore(env: gym.Env, store: EpisodeStore, row: int) -> None:
     set_physics_state(env, store.array("physics")[row])
 
 
-def replay(dataset: EpisodeStore | str, episode: int) -> ReplayResult:
+def replay(dataset: EpisodeStore | str, episode: int, env: gym.Env | None = None) -> ReplayResult:
     """Re-simulate ``episode`` from its first recorded state with its recorded actions and
-    compare every observation with the recorded one."""
+    compare every observation with the recorded one. ``env`` (from :func:`env_for`) is reused
+    when given, as when replaying many episodes; otherwise one is made and closed."""
     store = _open(dataset)
-    env = env_for(store)
+    own = env is None
+    env = env_for(store) if env is None else env
     rows = store.episode(episode)
     restore(env, store, store.episode_bounds(episode)[0])
     base = env.unwrapped  # no TimeLimit: the recorded actions decide the length
@@ -70,7 +72,8 @@ def replay(dataset: EpisodeStore | str, episode: int) -> ReplayResult:
         obs = base.step(action)[0]
         for k in obs_keys:
             replayed[k].append(obs if k == "obs" else obs[k.split("/", 1)[1]])
-    env.close()
+    if own:
+        env.close()
     observations = {k: np.stack(v) for k, v in replayed.items()}
     diffs = {
         k: float(np.max(np.abs(observations[k].astype(np.float64) - rows[k].astype(np.float64))))

@@ -108,6 +108,7 @@ def validate(path: str, console: Console) -> None:
 
 def replay_command(path: str, episode: str | None, console: Console) -> None:
     from wmrobot.datasets import EpisodeStore, replay
+    from wmrobot.datasets.replay import env_for
 
     store = EpisodeStore.open(path)
     if episode is not None:
@@ -122,9 +123,12 @@ def replay_command(path: str, episode: str | None, console: Console) -> None:
     if not episodes:
         raise DatasetError(f"{path!r} holds no episodes to replay")
     worst = 0.0
-    for e in episodes:
-        result = replay(store, e)
-        worst = max(worst, *result.max_abs_diff.values())
+    env = env_for(store)  # one env for every episode
+    try:
+        for e in episodes:
+            worst = max(worst, *replay(store, e, env).max_abs_diff.values())
+    finally:
+        env.close()
     verdict = "exact" if worst == 0.0 else f"largest difference {worst:.3g}"
     console.print(f"replay: {len(episodes)} episode(s) of {path}: {verdict}")
 

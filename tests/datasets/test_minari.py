@@ -293,3 +293,16 @@ def test_an_import_that_fails_after_creating_leaves_nothing(ours, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         import_minari("fails-v0", tmp_path / "out.zarr")
     assert list(tmp_path.glob("out.zarr*")) == []
+
+
+def test_export_keeps_the_recorded_spaces_when_the_env_cannot_be_made(ours, minari_root, tmp_path):
+    import shutil
+
+    path = tmp_path / "maze.zarr"
+    shutil.copytree(ours["wmrobot/PointMaze-v0"], path)
+    store = EpisodeStore.open(path, mode="a")
+    store.update_attrs(env={**store.attrs["env"], "id": "gone/NotInstalled-v0"})
+    exported = export_minari(path, "gone/maze-v0")
+    env = gym.make("wmrobot/PointMaze-v0")
+    assert exported.observation_space == env.observation_space  # bounds kept, not (-inf, inf)
+    assert exported.action_space == env.action_space
