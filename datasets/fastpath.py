@@ -21,7 +21,7 @@ from mujoco import rollout
 from wmrobot.datasets.episodes import episode_rows
 from wmrobot.datasets.policies import PolicySpec, make_policy
 from wmrobot.envs import get_physics_state, make_env
-from wmrobot.envs.pointmaze import GOAL_RADIUS, PointMazeEnv
+from wmrobot.envs.pointmaze import PointMazeEnv
 
 # observer(env, qpos (T+1, nq), qvel (T+1, nv), actions (T, A), first_obs) ->
 #   (obs rows (T+1, ...) or {key: rows}, reward (T,) float64, terminated (T,), success (T,))
@@ -47,10 +47,11 @@ def _pointmaze(env, qpos, qvel, actions, first_obs):
         "achieved_goal": achieved,
         "desired_goal": np.array(goal),
     }
-    # As the env: from the float32 observation, so reward == compute_reward exactly.
-    distance = np.linalg.norm(achieved[1:] - goal[1:], axis=-1)
-    success = distance < GOAL_RADIUS
-    return obs, -distance.astype(np.float64), success, success
+    # As the env: from the float32 observation, with the env's own vectorised functions.
+    base = env.unwrapped
+    distance = base.distance(achieved[1:], goal[1:])
+    success = base.is_success(achieved[1:], goal[1:])
+    return obs, -distance, success, success
 
 
 OBSERVERS: dict[str, Observer] = {

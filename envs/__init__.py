@@ -22,9 +22,12 @@ __all__ = [
     "set_physics_state",
 ]
 
-if "wmrobot/PointMaze-v0" not in gym.registry:
-    gym.register(
-        id="wmrobot/PointMaze-v0",
-        entry_point="wmrobot.envs.pointmaze:PointMazeEnv",
-        max_episode_steps=100,
-    )
+# id -> (entry point, default step limit)
+TASKS: dict[str, tuple[str, int]] = {
+    "wmrobot/PointMaze-v0": ("wmrobot.envs.pointmaze:PointMazeEnv", 100),
+    "wmrobot/TwoRoom-v0": ("wmrobot.envs.tworoom:TwoRoomEnv", 100),
+}
+
+for _id, (_entry, _steps) in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry, max_episode_steps=_steps)

@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from wmrobot.envs.pointmaze import CELL, RADIUS, PointMazeEnv, _cell_centre
+from wmrobot.envs.pointmaze import CELL, RADIUS, PointMazeEnv, cell_centre
 from wmrobot.errors import EnvError
 
 
@@ -44,7 +44,7 @@ class PointMazeExpert:
         """The farthest point of the shortest cell path to ``goal`` visible from ``pos``."""
         path = [
             *(
-                np.array(_cell_centre(r, c, self.rows, self.cols))
+                np.array(cell_centre(r, c, self.rows, self.cols))
                 for r, c in self._cells(self._cell(pos), self._cell(goal))[1:-1]
             ),
             goal,

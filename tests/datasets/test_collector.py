@@ -106,7 +106,10 @@ def _same_rows(a: EpisodeStore, b: EpisodeStore) -> None:
 
 @pytest.mark.parametrize(
     ("env_id", "env_kwargs"),
-    [("wmrobot/PointMaze-v0", {}), ("HalfCheetah-v5", {"max_episode_steps": 40})],
+    [
+        ("wmrobot/PointMaze-v0", {"layout": "open", "min_goal_distance": 0.5}),
+        ("HalfCheetah-v5", {"max_episode_steps": 40}),
+    ],
 )
 def test_workers_and_the_fast_path_write_the_same_dataset_as_one_stepping_worker(
     tmp_path, env_id, env_kwargs
