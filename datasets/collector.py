@@ -83,6 +83,18 @@ def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str
     }
 
 
+def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | None:
+    """The names (in the order of ``meta/factors``' columns) and ranges of the env's factors
+    of variation, for envs whose resets report them."""
+    if "factors" not in episode:
+        return None
+    ranges = getattr(env.unwrapped, "factor_ranges", {})
+    return {
+        "names": list(episode["factors"]),
+        "ranges": {k: list(v) for k, v in ranges.items()},
+    }
+
+
 # Each commit has a fixed cost (a dozen zarr writes, whatever the number of rows), so by
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
@@ -296,6 +308,7 @@ def collect(
                     env=env_record,
                     spaces=spaces,
                     row_shapes=_row_shapes(buffer[0]),
+                    factors=_factor_record(env, buffer[0]),
                     collector={
                         **policy.record(),
                         "seed": seed,

@@ -37,7 +37,7 @@ def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
     read_physics = physics_reader(env) if has_physics(env) else None
@@ -70,6 +70,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         success,
         physics=np.stack(physics) if physics is not None else None,
         pixels=np.stack(frames).astype(np.uint8) if frames is not None else None,  # (T+1,H,W,C)
+        factors=info.get("factors"),
     )
 
 
@@ -84,9 +85,11 @@ def episode_rows(
     success: bool,
     physics: np.ndarray | None = None,
     pixels: np.ndarray | None = None,
+    factors: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """An episode in the dataset's layout, from T+1 rows of ``obs`` (keyed as stored) and the
-    T actions, rewards and flags: the last row's action is NaN, its reward 0, its flags off."""
+    T actions, rewards and flags: the last row's action is NaN, its reward 0, its flags off.
+    ``factors`` are the episode's factors of variation (the reset info's), if the env has any."""
     rewards = np.asarray(rewards, dtype=np.float64)
     episode = {
         **obs,
@@ -102,6 +105,8 @@ def episode_rows(
         episode["physics"] = physics
     if pixels is not None:
         episode["pixels"] = pixels
+    if factors is not None:
+        episode["factors"] = dict(factors)
     base = env.unwrapped
     if hasattr(base, "goal_observation") and "obs/desired_goal" in obs:
         episode["goal"] = base.goal_observation(obs["obs/desired_goal"]).astype(np.float32)

@@ -71,6 +71,15 @@ def unsupported_reason(env: gym.Env, policy: PolicySpec, pixels: int | None) -> 
         return f"policy={policy.name} reacts to observations"
     if pixels:
         return "pixels are rendered step by step"
+    if getattr(env.unwrapped, "pixels", False):
+        return "pixel observations are rendered step by step"
+    varying = [
+        f.name
+        for f in getattr(env.unwrapped, "FACTORS", ())
+        if f.group != "visual" and len(set(env.unwrapped.factor_ranges[f.name])) > 1
+    ]
+    if varying:
+        return f"factors {varying} change the physics from episode to episode"
     if _key(env) not in OBSERVERS:
         return f"no observer for {_key(env)} (supported: {sorted(OBSERVERS)})"
     if not (env.spec and env.spec.max_episode_steps):
@@ -100,8 +109,10 @@ def fast_episodes(
     try:
         while chunk := list(itertools.islice(seeds, batch)):
             starts, warm, first_obs, actions = [], [], [], []
+            factors = []
             for seed in chunk:
-                obs, _ = env.reset(seed=seed)
+                obs, info = env.reset(seed=seed)
+                factors.append(info.get("factors"))
                 act.reset(np.random.default_rng(seed))
                 starts.append(get_physics_state(env))
                 warm.append(base.data.qacc_warmstart.copy())
@@ -116,12 +127,14 @@ def fast_episodes(
             states = states[:, frame_skip - 1 :: frame_skip]  # the state after each env step
             for i, seed in enumerate(chunk):
                 path = np.concatenate([starts[i][None], states[i]])
-                yield _episode(env, observe, path, actions[i], first_obs[i], seed, steps)
+                yield _episode(
+                    env, observe, path, actions[i], first_obs[i], seed, steps, factors[i]
+                )
     finally:
         env.close()
 
 
-def _episode(env, observe, states, actions, first_obs, seed, steps) -> dict[str, Any]:
+def _episode(env, observe, states, actions, first_obs, seed, steps, factors) -> dict[str, Any]:
     model = env.unwrapped.model
     qpos = states[:, 1 : 1 + model.nq]  # mjSTATE_FULLPHYSICS begins with time, qpos, qvel
     qvel = states[:, 1 + model.nq : 1 + model.nq + model.nv]
@@ -146,4 +159,5 @@ def _episode(env, observe, states, actions, first_obs, seed, steps) -> dict[str,
         seed,
         success[:length].any(),
         physics=states[rows],
+        factors=factors,
     )

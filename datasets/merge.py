@@ -33,6 +33,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
             ("env kwargs", first.attrs["env"]["kwargs"], store.attrs["env"]["kwargs"]),
             ("spaces", first.attrs["spaces"], store.attrs["spaces"]),
             ("row layout", layout, _layout(store)),
+            ("factors of variation", first.factor_names, store.factor_names),
         ):
             if a != b:
                 raise DatasetError(
@@ -51,6 +52,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 for s, f in zip(stores, prints, strict=True)
             ]
         },
+        factors=first.attrs.get("factors"),
         sealed=False,
     )
     try:

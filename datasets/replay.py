@@ -47,12 +47,15 @@ def env_for(store: EpisodeStore, **extra: Any) -> gym.Env:
 
 def restore(env: gym.Env, store: EpisodeStore, row: int) -> None:
     """Put ``env`` in the recorded state of ``row``: its episode's task (reset with the
-    recorded seed: goal, layout) and its physics. Step it from there to branch a
-    counterfactual rollout."""
+    recorded seed and factors of variation: goal, layout) and its physics. Step it from there
+    to branch a counterfactual rollout."""
     if not 0 <= row < store.n_rows:
         raise IndexError(f"row {row} out of range for {store.n_rows} committed rows")
     episode = int(np.searchsorted(store.episode_ends, row, side="right"))
-    env.reset(seed=int(store.meta("seed")[episode]))
+    factors = store.factors(episode)  # what the seed drew, pinned (layout lives in the model)
+    env.reset(
+        seed=int(store.meta("seed")[episode]), options={"factors": factors} if factors else None
+    )
     set_physics_state(env, store.array("physics")[row])
 
 

@@ -125,9 +125,14 @@ class EpisodeStore:
         spaces: Mapping[str, Any],
         row_shapes: Mapping[str, tuple[tuple[int, ...], str]],
         collector: Mapping[str, Any] | None = None,
+        factors: Mapping[str, Any] | None = None,
         sealed: bool = True,
     ) -> EpisodeStore:
         """A new, empty dataset. ``row_shapes`` maps each ``data/`` key to (shape, dtype).
+
+        ``factors`` (``{"names": [...], "ranges": {name: [min, max]}}``) is for envs with
+        factors of variation: each episode's values go to ``meta/factors`` (episodes, F), one
+        column per name.
 
         ``sealed=False`` is for a dataset filled in one go (a merge, a conversion): it stays
         aside (locally in its temporary folder, at a URL under the creation marker) until
@@ -174,6 +179,15 @@ class EpisodeStore:
             root.create_array(
                 f"meta/{key}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=dtype, fill_value=0
             )
+        if factors:
+            names = list(factors["names"])
+            root.create_array(
+                "meta/factors",
+                shape=(0, len(names)),
+                chunks=(EPISODE_CHUNK, len(names)),
+                dtype="float64",
+                fill_value=np.nan,
+            )
         # The creation's commit: one write of zarr.json swaps the marker for the attributes.
         root.attrs.put(
             {
@@ -188,6 +202,7 @@ class EpisodeStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "stats": {},
                 "_moments": {},
+                **({"factors": dict(factors)} if factors else {}),
                 **({} if sealed else {_CREATING: True}),
             }
         )
@@ -270,7 +285,20 @@ class EpisodeStore:
         return self.node("meta/episode_ends")[: self.n_episodes]
 
     def meta(self, key: str) -> np.ndarray:
+        """A per-episode array (``factors``: (episodes, F), columns as :attr:`factor_names`)."""
         return self.node(f"meta/{key}")[: self.n_episodes]
+
+    @property
+    def factor_names(self) -> list[str]:
+        """The env's factors of variation, as the columns of ``meta/factors`` (or none)."""
+        return list(self.group.attrs.get("factors", {}).get("names", []))
+
+    def factors(self, index: int) -> dict[str, float]:
+        """Episode ``index``'s factor values by name (empty for envs without factors)."""
+        if not self.factor_names:
+            return {}
+        row = self.node("meta/factors")[index % self.n_episodes]
+        return dict(zip(self.factor_names, row.tolist(), strict=True))
 
     def array(self, key: str) -> zarr.Array:
         """The raw ``data/<key>`` array; only rows ``[:n_rows]`` are committed."""
@@ -322,7 +350,7 @@ class EpisodeStore:
                     f"{self.path!r}: data/{key} holds {rows} rows, fewer than the {n_rows} "
                     f"committed"
                 )
-        for key in _EPISODE_META:
+        for key in [*_EPISODE_META, *(["factors"] if self.factor_names else [])]:
             if self.node(f"meta/{key}").shape[0] < n_eps:
                 raise DatasetError(f"{self.path!r}: meta/{key} is shorter than {n_eps} episodes")
         ends = self.episode_ends
@@ -392,6 +420,9 @@ class EpisodeStore:
         for key, values in meta.items():
             values = np.asarray(values, dtype=_EPISODE_META[key])
             _write_grown(self.node(f"meta/{key}"), n_eps, values)
+        if self.factor_names:
+            rows = [[ep["factors"][n] for n in self.factor_names] for ep in episodes]
+            _write_grown(self.node("meta/factors"), n_eps, np.asarray(rows, dtype=np.float64))
         moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
         self.update_attrs(
@@ -457,10 +488,16 @@ class EpisodeStore:
         self, keys: Iterable[str] | None = None, batch: int = 256
     ) -> Iterator[dict[str, Any]]:
         """Every committed episode in order, as :meth:`append` takes it (rows of ``keys`` and
-        ``seed``, ``return``, ``success``), reading ``batch`` episodes' rows at a time."""
+        ``seed``, ``return``, ``success``, ``factors``), reading ``batch`` episodes' rows at a
+        time."""
         keys = list(keys or self.keys)
         ends = self.episode_ends
         meta = {k: self.meta(k) for k in ("seed", "return", "success")}
+        if self.factor_names:
+            meta["factors"] = [
+                dict(zip(self.factor_names, row, strict=True))
+                for row in self.meta("factors").tolist()
+            ]
         for lo in range(0, self.n_episodes, batch):
             hi = min(lo + batch, self.n_episodes)
             row_lo = int(ends[lo - 1]) if lo else 0

@@ -134,6 +134,7 @@ class GoalTask(gym.Env):
         # No multisampling: it more than doubles the cost of a small software-GL frame.
         self.model.vis.quality.offsamples = 0
         self.data = mujoco.MjData(self.model)
+        self._ctrl = self.data.ctrl  # a view, looked up once: step() is on the hot path
         self._nominal = {
             k: getattr(self.model, k).copy()
             for k in (
@@ -246,12 +247,11 @@ class GoalTask(gym.Env):
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         # MuJoCo clamps controls to the actuators' ctrlrange.
-        self.data.ctrl[:] = action
+        self._ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         obs = self._obs()
         info = self._info(obs)
-        terminated = info["is_success"] and self.terminate_on_success
-        return obs, -info["distance"], terminated, False, info
+        return obs, -info["distance"], info["is_success"] and self.terminate_on_success, False, info
 
     def compute_reward(
         self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any = None

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from wmrobot.envs.pointmaze import CELL, RADIUS, PointMazeEnv, cell_centre
+from wmrobot.envs.tworoom import WALL, TwoRoomEnv
 from wmrobot.errors import EnvError
 
 
@@ -103,7 +104,58 @@ class PointMazeExpert:
         return not self._wall[rows, cols].any()
 
 
-EXPERTS: dict[type, type] = {PointMazeEnv: PointMazeExpert}
+class TwoRoomExpert:
+    """Through the door, tracked by the same PD controller as PointMaze's expert.
+
+    While the straight line to the goal crosses the wall outside the door, it steers at a
+    point in front of the door on its own side, then through to a point beyond it.
+    """
+
+    def __init__(self, env: TwoRoomEnv, noise: float = 0.0, kp: float = 4.0, kd: float = 1.0):
+        self.env, self.noise, self.kp, self.kd = env, noise, kp, kd
+        self._rng = np.random.default_rng()
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        pos = self.env.data.qpos[:2].copy()  # privileged: pixel modes have no state vector
+        vel = self.env.data.qvel[:2]
+        target = self.waypoint(pos, self.env.goal.astype(np.float64))
+        action = self.kp * (target - pos) - self.kd * vel
+        if self.noise > 0:
+            action = action + self.noise * self._rng.standard_normal(2)
+        return action.clip(-1.0, 1.0).astype(np.float32)
+
+    def waypoint(self, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        if self._clear(pos, goal):
+            return goal
+        low, high = self.env.door
+        centre = (low + high) / 2
+        side = np.sign(pos[0]) or 1.0
+        beyond = np.array([-side * (WALL + RADIUS + 0.2), centre])
+        if self._clear(pos, beyond):
+            return beyond
+        return np.array([side * (WALL + RADIUS + 0.2), centre])
+
+    def _clear(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether the agent can move straight from ``a`` to ``b`` past the middle wall."""
+        if np.sign(a[0]) == np.sign(b[0]):
+            return True  # each room is convex
+        low, high = self.env.door
+        band, margin = WALL + RADIUS + 0.05, RADIUS + 0.05
+        dx = b[0] - a[0]
+        for x in (-band, band):  # where the path enters and leaves the wall's reach
+            t = float(np.clip((x - a[0]) / dx, 0.0, 1.0))
+            if not low + margin <= a[1] + t * (b[1] - a[1]) <= high - margin:
+                return False
+        return True
+
+
+EXPERTS: dict[type, type] = {
+    PointMazeEnv: PointMazeExpert,
+    TwoRoomEnv: TwoRoomExpert,
+}
 
 
 def make_expert(env: gym.Env, noise: float = 0.0) -> Any:

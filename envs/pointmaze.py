@@ -116,6 +116,7 @@ class PointMassTask(GoalTask):
         self.min_goal_distance = min_goal_distance
         super().__init__(frame_skip=frame_skip, **kwargs)
         self._goal_site = self.model.site("goal").id
+        self._qpos, self._qvel = self.data.qpos, self.data.qvel  # views, looked up once
 
     def _state_space(self) -> spaces.Box:
         h = self.half
@@ -159,12 +160,12 @@ class PointMassTask(GoalTask):
 
     def _observation(self) -> np.ndarray:
         obs = np.empty(4, dtype=np.float32)
-        obs[:2] = self.data.qpos
-        obs[2:] = self.data.qvel
+        obs[:2] = self._qpos
+        obs[2:] = self._qvel
         return obs
 
     def _achieved(self) -> np.ndarray:
-        return self.data.qpos.astype(np.float32)
+        return self._qpos.astype(np.float32)
 
     def distance(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
         diff = np.asarray(achieved_goal, np.float64) - np.asarray(desired_goal, np.float64)

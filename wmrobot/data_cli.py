@@ -62,6 +62,11 @@ def info(path: str, console: Console) -> None:
             f"episodes   length {lengths.mean():.1f} (min {lengths.min()}, max {lengths.max()}), "
             f"return {returns.mean():.2f} ± {returns.std():.2f}, success {success.mean():.1%}"
         )
+    ranges = attrs.get("factors", {}).get("ranges", {})
+    varied = {k: v for k, v in ranges.items() if v[0] != v[1]}
+    if ranges:
+        shown = ", ".join(f"{k} {v}" for k, v in varied.items()) or "none (all held fixed)"
+        console.print(f"factors    varied per episode: {shown}")
     params = collector.get("policy_params", {})
     console.print(
         f"collector  policy={collector.get('policy')} {params} seed={collector.get('seed')} "

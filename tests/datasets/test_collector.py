@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from wmrobot.datasets import EpisodeStore, collect
+from wmrobot.datasets import EpisodeStore, collect, merge
 from wmrobot.datasets.episodes import episode_seed
 from wmrobot.datasets.policies import PolicySpec
+from wmrobot.datasets.replay import replay
 from wmrobot.errors import DatasetError, EnvError
 
 ENV_ID = "wmrobot/PointMaze-v0"
@@ -268,3 +269,41 @@ def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         collect(str(path), ENV_ID, episodes=10, fast=False, flush_every=100, progress=False)
     assert EpisodeStore.open(path).n_episodes == 3
+
+
+def test_factors_of_variation_are_recorded_per_episode_and_replayed(tmp_path):
+    path = tmp_path / "rooms.zarr"
+    ranges = {"door_position": [-0.5, 0.5], "mass": [0.5, 2.0]}
+    collect(
+        str(path),
+        "wmrobot/TwoRoom-v0",
+        {"factors": ranges},
+        policy="expert",
+        episodes=4,
+        seed=0,
+        progress=False,
+    )
+    store = EpisodeStore.open(path)
+    assert store.attrs["factors"]["ranges"]["door_position"] == [-0.5, 0.5]
+    values = store.meta("factors")
+    assert values.shape == (4, len(store.factor_names))
+    door = values[:, store.factor_names.index("door_position")]
+    assert ((door >= -0.5) & (door <= 0.5)).all() and len(set(door)) == 4
+    assert (values[:, store.factor_names.index("friction")] == 1.0).all()  # held at nominal
+    assert store.meta("success").all()  # the expert finds each episode's door
+    for episode in range(4):
+        assert replay(store, episode).exact
+    other = tmp_path / "more-rooms.zarr"
+    collect(
+        str(other),
+        "wmrobot/TwoRoom-v0",
+        {"factors": ranges},
+        policy="expert",
+        episodes=2,
+        seed=1,
+        progress=False,
+    )
+    merged = merge(str(tmp_path / "merged.zarr"), [str(path), str(other)])
+    np.testing.assert_array_equal(
+        merged.meta("factors"), np.concatenate([values, EpisodeStore.open(other).meta("factors")])
+    )

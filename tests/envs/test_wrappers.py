@@ -1,0 +1,43 @@
+"""Gymnasium's own MuJoCo envs take the suite's observation modes through ``make_env``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from wmrobot.envs import make_env
+from wmrobot.errors import EnvError
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Reacher-v5"])
+@pytest.mark.parametrize("obs_mode", ["pixels", "state+pixels"])
+def test_pixel_modes_are_dicts_of_frames_that_pass_the_checker(env_id, obs_mode):
+    kwargs = {"obs_mode": obs_mode, "width": 40, "height": 32}
+    check_env(make_env(env_id, kwargs), skip_render_check=True)
+    env = make_env(env_id, kwargs)
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels"].shape == (32, 40, 3) and obs["pixels"].dtype == np.uint8
+    assert obs["pixels"].std() > 1  # a picture, not a blank buffer
+    assert ("state" in obs) == (obs_mode == "state+pixels")
+    state = make_env(env_id).reset(seed=0)[0]
+    if "state" in obs:
+        np.testing.assert_array_equal(obs["state"], state)  # the env's own vector
+    env.close()
+
+
+def test_state_mode_is_the_env_unchanged():
+    env = make_env("HalfCheetah-v5", {"obs_mode": "state"})
+    assert env.observation_space == make_env("HalfCheetah-v5").observation_space
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"obs_mode": "depth"}, "unknown obs_mode 'depth'"),
+        ({"obs_mode": "pixels", "render_mode": "human"}, "drop render_mode"),
+    ],
+)
+def test_bad_modes_are_refused_in_one_line(kwargs, message):
+    with pytest.raises(EnvError, match=message):
+        make_env("HalfCheetah-v5", kwargs)
