@@ -60,6 +60,7 @@ def point_mass_mjcf(half: float, walls: str, gear: float, damping: float, extra:
     return f"""
 <mujoco model="pointmass">
   <option timestep="0.01"/>
+  <visual><headlight ambient=".35 .35 .35" diffuse=".2 .2 .2"/></visual>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" rgb2=".75 .75 .75"
              width="64" height="64"/>

@@ -25,6 +25,8 @@ commands:
   demo      collect -> train -> plan, plus random and SAC baselines, in one table
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
+  envs      list | show | evalsets: the task suite, frames under factor settings, the
+            frozen evaluation sets and their experts' success
 
 Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
 command's options with their current values. Each run writes runs/<command>/<timestamp>/.
@@ -394,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         from wmrobot.data_cli import main as data_main
 
         return data_main(rest)
+    if command == "envs":
+        from wmrobot.envs_cli import main as envs_main
+
+        return envs_main(rest)
     runners: dict[str, Callable[..., Any]] = {
         "collect": run_collect,
         "train": run_train,
@@ -401,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": run_demo,
     }
     if command not in runners:
-        choices = ", ".join([*runners, "data"])
+        choices = ", ".join([*runners, "data", "envs"])
         return _error(None, f"unknown command {command!r}; choose one of {choices}")
     want_help = any(a in ("-h", "--help") for a in rest)
     overrides = [a for a in rest if a not in ("-h", "--help")]
