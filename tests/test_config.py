@@ -93,3 +93,22 @@ def test_unknown_options_and_groups_are_config_errors():
         compose("collect", ["episodez=5"])
     with pytest.raises(ConfigError, match="available: colored, expert, random, sb3"):
         compose("collect", ["policy=greedy"])
+
+
+@pytest.mark.parametrize("env", ["pointmaze_umaze", "pointmaze_medium", "tworoom"])
+def test_env_configs_with_a_frozen_set_take_its_pairs_and_budget(env):
+    from wmrobot.cli import _evaluation_set
+    from wmrobot.envs.evalsets import load_evalset
+
+    typed = checked("plan", f"env={env}")
+    frozen = load_evalset(typed.env.eval.file)
+    assert _evaluation_set(typed.env) == frozen.pairs
+    assert typed.env.eval.budget == frozen.budget
+
+
+def test_a_frozen_set_of_another_env_is_refused():
+    from wmrobot.cli import _evaluation_set
+
+    typed = checked("plan", "env=pointmaze", "env.eval.file=tworoom")
+    with pytest.raises(ConfigError, match="is a set for wmrobot/TwoRoom-v0"):
+        _evaluation_set(typed.env)

@@ -56,6 +56,7 @@ OPTION_HELP = {
     "env.eval.seed": "seed that draws the evaluation set",
     "env.eval.budget": "environment steps allowed per evaluation episode",
     "env.eval.max_distance": "keep only pairs this close (an easy set); null = all",
+    "env.eval.file": "a frozen evaluation set (wmrobot envs evalsets); its pairs and budget win",
     "policy": "collection policy group",
     "policy.name": "random | expert (the task's scripted expert) | sb3 (a saved SB3 model)",
     "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
@@ -276,8 +277,22 @@ def run_train(c: Any, run_dir: Path, config_record: dict[str, Any]) -> None:
 
 
 def _evaluation_set(env: Any) -> list[dict[str, Any]]:
+    """The start/goal pairs: a frozen set (``env.eval.file``, whose budget then replaces
+    ``env.eval.budget``) or ``env.eval.pairs`` drawn with ``env.eval.seed``."""
     from wmrobot.envs import eval_pairs, make_env
+    from wmrobot.envs.evalsets import load_evalset
+    from wmrobot.errors import ConfigError
 
+    if env.eval.file:
+        frozen = load_evalset(env.eval.file)
+        differ = {k: v for k, v in frozen.kwargs.items() if env.kwargs.get(k) != v}
+        if frozen.env_id != env.id or differ:
+            raise ConfigError(
+                f"env.eval.file={env.eval.file} is a set for {frozen.env_id} {frozen.kwargs}, "
+                f"not {env.id} {dict(env.kwargs)}; pick the matching env= or drop the file"
+            )
+        env.eval.budget = frozen.budget
+        return frozen.pairs
     probe = make_env(env.id, env.kwargs)
     pairs = eval_pairs(probe, env.eval.pairs, env.eval.seed, env.eval.max_distance)
     probe.close()

@@ -17,10 +17,11 @@ from wmrobot.train.trainer import TrainConfig
 
 @dataclass
 class EvalSetConfig:
-    pairs: int
-    seed: int
-    budget: int
-    max_distance: Optional[float]  # noqa: UP045
+    pairs: int = 30
+    seed: int = 1234
+    budget: int = 100
+    max_distance: Optional[float] = None  # noqa: UP045
+    file: Optional[str] = None  # noqa: UP045  (a frozen set: its pairs and budget win)
 
 
 @dataclass
