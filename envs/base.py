@@ -12,6 +12,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 from wmrobot.envs import physics
 from wmrobot.errors import EnvError
@@ -154,6 +155,7 @@ class GoalTask(gym.Env):
         self._camera = self.model.camera(self.camera).id
         self._renderer: mujoco.Renderer | None = None
         self._goal_frame: np.ndarray | None = None
+        self._reset_done = False
         self.goal = np.zeros(self._goal_space().shape, dtype=np.float32)
         self.state = "state" in obs_mode
         self.pixels = "pixels" in obs_mode
@@ -240,12 +242,15 @@ class GoalTask(gym.Env):
         self.goal = self._place(start, goal)
         mujoco.mj_forward(self.model, self.data)
         self._goal_frame = self.render_goal() if self.pixels else None
+        self._reset_done = True
         obs = self._obs()
         return obs, self._info(obs)
 
     def step(
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if not self._reset_done:
+            raise ResetNeeded("call env.reset() before env.step()")
         # MuJoCo clamps controls to the actuators' ctrlrange.
         self._ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
@@ -288,12 +293,17 @@ class GoalTask(gym.Env):
     # -- internals --------------------------------------------------------------------------
 
     def _obs(self) -> dict[str, np.ndarray]:
+        if not self.pixels:  # the common case first, as one dict literal: step() is hot
+            return {
+                "observation": self._observation(),
+                "achieved_goal": self._achieved(),
+                "desired_goal": self.goal.copy(),
+            }
         obs: dict[str, np.ndarray] = {}
         if self.state:
             obs["observation"] = self._observation()
-        if self.pixels:
-            obs["pixels"] = self._render()
-            obs["goal_pixels"] = self._goal_frame.copy()
+        obs["pixels"] = self._render()
+        obs["goal_pixels"] = self._goal_frame.copy()
         obs["achieved_goal"] = self._achieved()
         obs["desired_goal"] = self.goal.copy()
         return obs
@@ -317,6 +327,10 @@ class GoalTask(gym.Env):
             # Shadows and reflections cost most of a software-GL frame and carry no state.
             for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX"):
                 flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+        # mj_step leaves body poses at the start of its last substep; recompute them (and
+        # only them: the dynamics' own buffers stay untouched) so a frame shows the state.
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
         self._renderer.update_scene(self.data, camera=self._camera)
         return self._renderer.render()
 

@@ -25,6 +25,8 @@ EVALSETS: dict[str, tuple[str, dict[str, Any], int]] = {
     "pointmaze-umaze": ("wmrobot/PointMaze-v0", {"layout": "umaze"}, 100),
     "pointmaze-medium": ("wmrobot/PointMaze-v0", {"layout": "medium"}, 250),
     "tworoom": ("wmrobot/TwoRoom-v0", {}, 100),
+    "reacher": ("wmrobot/Reacher-v0", {}, 50),
+    "reacher-pose": ("wmrobot/ReacherPose-v0", {}, 50),
 }
 
 

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from wmrobot.envs.pointmaze import CELL, RADIUS, PointMazeEnv, cell_centre
+from wmrobot.envs.reacher import ReacherEnv, ReacherExpert
 from wmrobot.envs.tworoom import WALL, TwoRoomEnv
 from wmrobot.errors import EnvError
 
@@ -155,6 +156,7 @@ class TwoRoomExpert:
 EXPERTS: dict[type, type] = {
     PointMazeEnv: PointMazeExpert,
     TwoRoomEnv: TwoRoomExpert,
+    ReacherEnv: ReacherExpert,
 }
 
 

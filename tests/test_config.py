@@ -95,7 +95,9 @@ def test_unknown_options_and_groups_are_config_errors():
         compose("collect", ["policy=greedy"])
 
 
-@pytest.mark.parametrize("env", ["pointmaze_umaze", "pointmaze_medium", "tworoom"])
+@pytest.mark.parametrize(
+    "env", ["pointmaze_umaze", "pointmaze_medium", "tworoom", "reacher", "reacher_pose"]
+)
 def test_env_configs_with_a_frozen_set_take_its_pairs_and_budget(env):
     from wmrobot.cli import _evaluation_set
     from wmrobot.envs.evalsets import load_evalset

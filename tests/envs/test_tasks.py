@@ -138,3 +138,12 @@ def test_bad_reset_options_are_refused_in_one_line(env_id):
         env.reset(seed=0, options={"goals": [0, 0]})
     with pytest.raises(EnvError, match="factor"):
         env.reset(seed=0, options={"factors": {"mass": 100.0}})
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_step_before_reset_is_refused(env_id):
+    from gymnasium.error import ResetNeeded
+
+    env = gym.make(env_id)
+    with pytest.raises(ResetNeeded, match="reset"):
+        env.step(env.action_space.sample())
