@@ -234,11 +234,13 @@ class GoalTask(gym.Env):
         pinned = parse_factors(self.FACTORS, options.get("factors"))
         values.update({n: pinned[n][0] for n in options.get("factors") or {}})
         self._apply_factors(values)
+        mujoco.mj_resetData(self.model, self.data)
+        # After the reset (a mocap layout lives in MjData), before the draw (free space
+        # depends on the layout).
+        self._apply_layout(values)
         start, goal = self.sample_start_goal(rng)
         start = np.asarray(options.get("start", start), dtype=np.float64)
         goal = np.asarray(options.get("goal", goal), dtype=np.float64)
-        mujoco.mj_resetData(self.model, self.data)
-        self._apply_layout(values)  # mocap layout lives in MjData, which the reset restored
         self.goal = self._place(start, goal)
         mujoco.mj_forward(self.model, self.data)
         self._goal_frame = self.render_goal() if self.pixels else None

@@ -27,12 +27,15 @@ class PointMazeExpert:
     ) -> None:
         self.env, self.noise, self.kp, self.kd = env, noise, kp, kd
         self.rows, self.cols = len(env.layout), len(env.layout[0])
-        self._wall = np.array([[ch == "#" for ch in line] for line in env.layout])
-        self._paths: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple[int, int]]] = {}
+        self._layout: tuple[str, ...] = ()
         self._rng = np.random.default_rng()
 
     def reset(self, rng: np.random.Generator) -> None:
         self._rng = rng
+        if self.env.layout != self._layout:  # the maze factor may change it per episode
+            self._layout = self.env.layout
+            self._wall = np.array([[ch == "#" for ch in line] for line in self._layout])
+            self._paths: dict[tuple[tuple[int, int], tuple[int, int]], list] = {}
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         pos, vel = obs["observation"][:2].astype(np.float64), obs["observation"][2:4]

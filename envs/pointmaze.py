@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from wmrobot.envs.base import GoalTask
+from wmrobot.envs.base import COMMON_FACTORS, Factor, GoalTask
 from wmrobot.errors import EnvError
 
 # '#' is a wall cell, '.' free space; row 0 is drawn at the top. ``umaze`` and ``medium`` are
@@ -196,34 +197,78 @@ def cell_centre(r: int, c: int, rows: int, cols: int) -> tuple[float, float]:
 class PointMazeEnv(PointMassTask):
     """Goal-conditioned point mass in a maze of square cells (``layout``: umaze, medium, ring,
     open). Start and goal are drawn uniformly over the free cells, at least
-    ``min_goal_distance`` apart."""
+    ``min_goal_distance`` apart.
 
-    def __init__(self, layout: str = "ring", **kwargs: Any) -> None:
-        if layout not in LAYOUTS:
-            raise EnvError(f"unknown PointMaze layout {layout!r}; choose one of {sorted(LAYOUTS)}")
-        self.layout_name, self.layout = layout, LAYOUTS[layout]
-        self.rows, self.cols = len(self.layout), len(self.layout[0])
-        self._wall_boxes = np.array(
-            [
-                cell_centre(r, c, self.rows, self.cols)
-                for r, line in enumerate(self.layout)
+    ``layout`` may also be a list of layouts of one size: each episode then takes
+    ``layout[int(maze)]``, ``maze`` being a layout factor drawn from ``[0, len(layout))``
+    (hold it, ``factors={"maze": 1}``, or let it vary). Every wall of every listed layout is
+    in the model; those of other layouts are switched off (no contacts, not drawn).
+    """
+
+    def __init__(self, layout: str | Sequence[str] = "ring", **kwargs: Any) -> None:
+        names = [layout] if isinstance(layout, str) else list(layout)
+        for name in names:
+            if name not in LAYOUTS:
+                raise EnvError(
+                    f"unknown PointMaze layout {name!r}; choose one of {sorted(LAYOUTS)}"
+                )
+        sizes = {(len(LAYOUTS[n]), len(LAYOUTS[n][0])) for n in names}
+        if len(sizes) != 1:
+            raise EnvError(f"layouts {names} differ in size; list layouts of one size")
+        self.layout_names = names
+        ((self.rows, self.cols),) = sizes
+        # Every cell that is a wall in some layout, in a fixed order: one geom each.
+        self._cells = sorted(
+            {
+                (r, c)
+                for n in names
+                for r, line in enumerate(LAYOUTS[n])
                 for c, ch in enumerate(line)
                 if ch == "#"
-            ]
+            }
+        )
+        if len(names) > 1:
+            self.FACTORS = (
+                *COMMON_FACTORS,
+                Factor(
+                    "maze",
+                    "layout",
+                    0.0,
+                    0.0,
+                    float(len(names)),
+                    "layout[int(maze)] is this episode's maze",
+                ),
+            )
+        self._use(names[0])
+        super().__init__(half=max(self.rows, self.cols) * CELL / 2, **kwargs)
+        self._wall_geoms = [self.model.geom(f"wall_{i}").id for i in range(len(self._cells))]
+
+    def _use(self, name: str) -> None:
+        self.layout_name, self.layout = name, LAYOUTS[name]
+        cells = [(r, c) for r, line in enumerate(self.layout) for c, ch in enumerate(line)]
+        self._wall_boxes = np.array(
+            [cell_centre(r, c, self.rows, self.cols) for r, c in cells if self.layout[r][c] == "#"]
         )
         self._free = [
-            cell_centre(r, c, self.rows, self.cols)
-            for r, line in enumerate(self.layout)
-            for c, ch in enumerate(line)
-            if ch == "."
+            cell_centre(r, c, self.rows, self.cols) for r, c in cells if self.layout[r][c] == "."
         ]
-        super().__init__(half=max(self.rows, self.cols) * CELL / 2, **kwargs)
+
+    def _apply_layout(self, values: dict[str, float]) -> None:
+        if len(self.layout_names) == 1:
+            return
+        self._use(self.layout_names[min(int(values["maze"]), len(self.layout_names) - 1)])
+        for geom, (r, c) in zip(self._wall_geoms, self._cells, strict=True):
+            on = self.layout[r][c] == "#"
+            self.model.geom_contype[geom] = self.model.geom_conaffinity[geom] = int(on)
+            self.model.geom_rgba[geom, 3] = float(on)
 
     def _mjcf(self) -> str:
         walls = "".join(
             f'<geom name="wall_{i}" type="box" pos="{x} {y} 0.15" '
             f'size="{CELL / 2} {CELL / 2} 0.15" material="wall"/>'
-            for i, (x, y) in enumerate(self._wall_boxes)
+            for i, (x, y) in enumerate(
+                cell_centre(r, c, self.rows, self.cols) for r, c in self._cells
+            )
         )
         return point_mass_mjcf(self.half, walls, self.gear, self.joint_damping)
 

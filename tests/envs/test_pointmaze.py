@@ -153,3 +153,33 @@ def test_reset_refuses_points_inside_walls(key):
         env.reset(seed=0, options={key: [0.0, 0.0]})  # the ring's central pillar
     assert env.is_free(np.array([1.0, 1.0]))
     assert not env.is_free(np.array([1.0, 1.9]))  # closer than the radius to the outer wall
+
+
+def test_a_list_of_layouts_makes_the_maze_a_factor_of_variation():
+    from wmrobot.envs.experts import make_expert
+
+    env = gym.make(ENV_ID, layout=["ring", "umaze", "open"], factors={"maze": [0, 3]})
+    expert = make_expert(env)
+    seen = set()
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        expert.reset(np.random.default_rng(seed))
+        base = env.unwrapped
+        assert base.layout_name == ["ring", "umaze", "open"][int(info["factors"]["maze"])]
+        seen.add(base.layout_name)
+        # Each layout's own walls only: the others' are switched off.
+        assert base.is_free(np.zeros(2)) == (base.layout_name == "open")
+        assert base.is_free(np.array([-1.0, 0.0])) == (base.layout_name != "umaze")
+        for _ in range(100):
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            if terminated or truncated:
+                break
+        assert info["is_success"], f"seed {seed} in {base.layout_name}"
+    assert seen == {"ring", "umaze", "open"}
+    held = gym.make(ENV_ID, layout=["ring", "umaze"], factors={"maze": 1})
+    assert {held.reset(seed=s)[1]["factors"]["maze"] for s in range(3)} == {1.0}
+
+
+def test_layouts_of_different_sizes_are_refused():
+    with pytest.raises(EnvError, match="differ in size"):
+        PointMazeEnv(layout=["umaze", "medium"])
