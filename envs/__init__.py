@@ -28,6 +28,7 @@ TASKS: dict[str, tuple[str, int]] = {
     "wmrobot/TwoRoom-v0": ("wmrobot.envs.tworoom:TwoRoomEnv", 100),
     "wmrobot/Reacher-v0": ("wmrobot.envs.reacher:ReacherEnv", 100),
     "wmrobot/ReacherPose-v0": ("wmrobot.envs.reacher:ReacherPoseEnv", 100),
+    "wmrobot/Push-v0": ("wmrobot.envs.push:PushEnv", 300),
 }
 
 for _id, (_entry, _steps) in TASKS.items():

@@ -27,6 +27,7 @@ EVALSETS: dict[str, tuple[str, dict[str, Any], int]] = {
     "tworoom": ("wmrobot/TwoRoom-v0", {}, 100),
     "reacher": ("wmrobot/Reacher-v0", {}, 50),
     "reacher-pose": ("wmrobot/ReacherPose-v0", {}, 50),
+    "push": ("wmrobot/Push-v0", {}, 300),
 }
 
 

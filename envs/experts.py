@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from wmrobot.envs.pointmaze import CELL, RADIUS, PointMazeEnv, cell_centre
+from wmrobot.envs.push import PushEnv, PushExpert
 from wmrobot.envs.reacher import ReacherEnv, ReacherExpert
 from wmrobot.envs.tworoom import WALL, TwoRoomEnv
 from wmrobot.errors import EnvError
@@ -32,7 +33,9 @@ class PointMazeExpert:
 
     def reset(self, rng: np.random.Generator) -> None:
         self._rng = rng
-        if self.env.layout != self._layout:  # the maze factor may change it per episode
+
+    def _sync(self) -> None:
+        if self.env.layout is not self._layout:  # the maze factor may change it per episode
             self._layout = self.env.layout
             self._wall = np.array([[ch == "#" for ch in line] for line in self._layout])
             self._paths: dict[tuple[tuple[int, int], tuple[int, int]], list] = {}
@@ -47,6 +50,7 @@ class PointMazeExpert:
 
     def waypoint(self, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """The farthest point of the shortest cell path to ``goal`` visible from ``pos``."""
+        self._sync()
         path = [
             *(
                 np.array(cell_centre(r, c, self.rows, self.cols))
@@ -160,6 +164,7 @@ EXPERTS: dict[type, type] = {
     PointMazeEnv: PointMazeExpert,
     TwoRoomEnv: TwoRoomExpert,
     ReacherEnv: ReacherExpert,
+    PushEnv: PushExpert,
 }
 
 

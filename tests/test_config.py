@@ -96,7 +96,7 @@ def test_unknown_options_and_groups_are_config_errors():
 
 
 @pytest.mark.parametrize(
-    "env", ["pointmaze_umaze", "pointmaze_medium", "tworoom", "reacher", "reacher_pose"]
+    "env", ["pointmaze_umaze", "pointmaze_medium", "tworoom", "reacher", "reacher_pose", "push"]
 )
 def test_env_configs_with_a_frozen_set_take_its_pairs_and_budget(env):
     from wmrobot.cli import _evaluation_set
