@@ -230,7 +230,8 @@ class GoalTask(gym.Env):
             raise EnvError(f"unknown reset options {sorted(unknown)}; use start, goal, factors")
         rng = self.np_random
         # Every factor is drawn, held ones too, so holding one does not shift the others.
-        values = {n: float(rng.uniform(lo, hi)) for n, (lo, hi) in self.factor_ranges.items()}
+        low, high = np.array(list(self.factor_ranges.values())).T
+        values = dict(zip(self.factor_ranges, rng.uniform(low, high).tolist(), strict=True))
         pinned = parse_factors(self.FACTORS, options.get("factors"))
         values.update({n: pinned[n][0] for n in options.get("factors") or {}})
         self._apply_factors(values)
@@ -337,6 +338,8 @@ class GoalTask(gym.Env):
         return self._renderer.render()
 
     def _apply_factors(self, values: dict[str, float]) -> None:
+        if values == self.factor_values:
+            return  # the model already holds them (the common case: factors held fixed)
         m, n = self.model, self._nominal
         m.body_mass[:] = n["body_mass"] * values["mass"]
         m.body_inertia[:] = n["body_inertia"] * values["mass"]
