@@ -161,10 +161,7 @@ class PointMassTask(GoalTask):
         self.data.qvel[:] = 0.0
 
     def _observation(self) -> np.ndarray:
-        obs = np.empty(4, dtype=np.float32)
-        obs[:2] = self._qpos
-        obs[2:] = self._qvel
-        return obs
+        return np.array((*self._qpos.tolist(), *self._qvel.tolist()), dtype=np.float32)
 
     def _achieved(self) -> np.ndarray:
         return self._qpos.astype(np.float32)
@@ -179,8 +176,8 @@ class PointMassTask(GoalTask):
 
     def _evaluate(self, achieved: np.ndarray, desired: np.ndarray) -> tuple[float, bool]:
         # ``distance`` on Python floats: the same operations in the same order, a fifth the time.
-        dx = float(achieved[0]) - float(desired[0])
-        dy = float(achieved[1]) - float(desired[1])
+        (a0, a1), (d0, d1) = achieved.tolist(), desired.tolist()
+        dx, dy = a0 - d0, a1 - d1
         distance = math.sqrt(dx * dx + dy * dy)
         return distance, distance < GOAL_RADIUS
 

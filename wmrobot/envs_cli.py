@@ -133,7 +133,7 @@ def show(env_id: str, out: Path, size: int, kwargs: dict[str, Any], seeds: int =
     fig.suptitle(f"{env_id} {kwargs or ''}".strip(), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=90)
     plt.close(fig)
     env.close()
     return out
@@ -147,7 +147,7 @@ def evalsets(console: Console, score: bool, write: bool) -> None:
             console.print(f"wrote {path}")
     table = Table(title="frozen evaluation sets (50 seeded start/goal pairs each)")
     for col in ("name", "task", "arguments", "budget", "version"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "task"))
     if score:
         for col in ("expert success", "expert steps", "random success"):
             table.add_column(col, justify="right")
