@@ -5,10 +5,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from wmrobot.datasets.collector import collect
+# Functions named like their modules are imported here, or importing the module would shadow
+# them. The store imports zarr only when a dataset is opened.
 from wmrobot.datasets.merge import merge
 from wmrobot.datasets.replay import ReplayResult, replay, restore
 from wmrobot.datasets.store import EpisodeStore
+
+# Loaded on first use: a collector worker imports wmrobot.datasets.episodes, which imports this
+# package first, and should not pay for the collector (tqdm, the fast path) or torch (the
+# sampler) to start.
+_LAZY = {
+    "collect": "collector",
+    "Normalizer": "sampler",
+    "WindowSampler": "sampler",
+    "window_starts": "sampler",
+}
 
 __all__ = [
     "EpisodeStore",
@@ -24,8 +35,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The sampler needs torch; loading it lazily keeps collector workers light (as does the
-    # store, which imports zarr only when a dataset is opened).
-    if name in ("Normalizer", "WindowSampler", "window_starts"):
-        return getattr(importlib.import_module("wmrobot.datasets.sampler"), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"wmrobot.datasets.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'wmrobot.datasets' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -163,13 +163,15 @@ def episodes_in_order(
 ) -> Iterator[dict[str, Any]]:
     """Run one episode per seed and yield them in the order of ``seeds``.
 
-    With ``workers > 1`` the episodes run in that many worker processes and come back in
-    order, so the result does not depend on the number of workers. ``seeds`` may be endless:
-    only ``2 * workers`` episodes run ahead of the consumer.
+    With ``workers > 1``, ``workers - 1`` worker processes run episodes and this process runs
+    one too whenever the next episode in order is not back yet, so ``workers`` processes step
+    at once without a process that only waits. Episodes come back in order, so the result does
+    not depend on the number of workers. ``seeds`` may be endless: at most ``2 * workers``
+    episodes run ahead of the consumer.
     """
     seeds = iter(seeds)
+    env, act = make_env_and_policy(env_id, env_kwargs, policy)
     if workers == 1:
-        env, act = make_env_and_policy(env_id, env_kwargs, policy)
         try:
             for s in seeds:
                 yield run_episode(env, act, s)
@@ -180,21 +182,40 @@ def episodes_in_order(
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
     # restarted for ever, as multiprocessing.Pool would.
     init = (env_id, env_kwargs, policy, os.getpid())
-    pool = ProcessPoolExecutor(workers, ctx, _worker_init, init)
+    pool = ProcessPoolExecutor(workers - 1, ctx, _worker_init, init)
+    # In order: each entry is a Future (a worker's), or a finished episode (this process's),
+    # or a seed nobody has started yet.
+    ahead: deque[Any] = deque()
+
+    def top_up() -> None:
+        for s in itertools.islice(seeds, 2 * workers - len(ahead)):
+            started = sum(isinstance(e, Future) and not e.done() for e in ahead)
+            ahead.append(pool.submit(_worker_episode, s) if started < 2 * (workers - 1) else int(s))
+
     try:
-        ahead = deque(pool.submit(_worker_episode, s) for s in itertools.islice(seeds, 2 * workers))
+        top_up()
         while ahead:
-            try:
-                episode = ahead.popleft().result()
-            except BrokenProcessPool:
-                raise DatasetError(
-                    f"collector worker processes for {env_id!r} died or could not start; an env "
-                    f"registered in a script must be registered at import time (not under "
-                    f"`if __name__ == '__main__'`), or collect with workers=1"
-                ) from None
-            following = next(seeds, None)
-            if following is not None:
-                ahead.append(pool.submit(_worker_episode, following))
-            yield episode
+            head = ahead[0]
+            if isinstance(head, Future) and not head.done():
+                # Step the first episode nobody has started, rather than wait.
+                waiting = next((i for i, e in enumerate(ahead) if isinstance(e, int)), None)
+                if waiting is not None:
+                    ahead[waiting] = run_episode(env, act, ahead[waiting])
+                    continue
+            ahead.popleft()
+            if isinstance(head, int):
+                head = run_episode(env, act, head)
+            elif isinstance(head, Future):
+                try:
+                    head = head.result()
+                except BrokenProcessPool:
+                    raise DatasetError(
+                        f"collector worker processes for {env_id!r} died or could not start; "
+                        f"an env registered in a script must be registered at import time (not "
+                        f"under `if __name__ == '__main__'`), or collect with workers=1"
+                    ) from None
+            top_up()  # before handing the episode over: the workers keep busy meanwhile
+            yield head
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        env.close()
