@@ -79,6 +79,8 @@ OPTION_HELP = {
     "model.train.steps": "optimisation steps",
     "model.train.batch_size": "windows per batch",
     "model.train.horizon": "prediction steps K per window (multi-step loss)",
+    "model.train.checkpoint_every": "steps between resumable training states (train_state.pt)",
+    "resume": "continue from out/train_state.pt: same metrics as a run that never stopped",
     "model.latent_weight": "planning cost weight of the latent distance to the goal",
     "model.cost_weight": "planning cost weight of the cost head",
     "checkpoint": "checkpoint directory made by `wmrobot train` (required)",
@@ -254,7 +256,8 @@ def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> No
 
     _say(f"train: {c.model.train.steps} steps on {dataset}")
     start = time.perf_counter()
-    train(dataset, out, _model_config(c.model), c.model.train, config_record=config_record)
+    resume = getattr(c, "resume", False)  # train only; demo always starts afresh
+    train(dataset, out, _model_config(c.model), c.model.train, config_record, resume=resume)
     last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
     _say(
         f"train: {time.perf_counter() - start:.1f} s, final loss {float(last[1]):.4f}; "

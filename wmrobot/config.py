@@ -69,6 +69,7 @@ class TrainCommand:
     seed: int
     threads: int
     out: Optional[str]  # noqa: UP045
+    resume: bool = False
 
 
 @dataclass
@@ -142,6 +143,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "model.train.warmup": _NON_NEGATIVE,
     "model.train.grad_clip": _POSITIVE,
     "model.train.log_every": _POSITIVE_INT,
+    "model.train.checkpoint_every": _POSITIVE_INT,
     "planner.horizon": _POSITIVE_INT,
     "planner.samples": _POSITIVE_INT,
     "planner.iterations": _POSITIVE_INT,
