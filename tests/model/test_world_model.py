@@ -149,3 +149,17 @@ def test_anti_collapse_terms_have_gradients():
     z = torch.randn(32, D, requires_grad=True)
     (variance_loss(z * 0.1) + covariance_loss(z)).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_collapse_report_flags_collapsed_embeddings_only():
+    from wmrobot.model.collapse import collapse_report
+
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.randn(2048, 16, generator=g)
+    on_a_line = torch.randn(2048, 1, generator=g) * torch.randn(1, 16, generator=g)
+    dead_dimension = healthy.clone()
+    dead_dimension[:, 3] = 0.7
+    assert collapse_report(healthy)["collapsed"] == 0.0
+    assert collapse_report(on_a_line)["collapsed"] == 1.0
+    assert collapse_report(dead_dimension)["collapsed"] == 1.0
+    assert collapse_report(dead_dimension)["z_std_min"] < 1e-6

@@ -26,3 +26,19 @@ def effective_rank(z: torch.Tensor) -> float:
     s = torch.linalg.svdvals(z - z.mean(dim=0))
     p = s / s.sum().clamp_min(1e-12)
     return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+
+
+@torch.no_grad()
+def collapse_report(z: torch.Tensor) -> dict[str, float]:
+    """Diagnostics of (N, D) embeddings: the smallest and mean per-dimension std, the effective
+    rank, and ``collapsed`` (1.0 when the embeddings span under a tenth of their dimensions, at
+    least 1.5, or some dimension carries no variance at all; else 0.0)."""
+    std = z.std(dim=0)
+    rank = effective_rank(z)
+    collapsed = rank < max(1.5, 0.1 * z.shape[1]) or float(std.min()) < 1e-4
+    return {
+        "z_std_min": float(std.min()),
+        "z_std_mean": float(std.mean()),
+        "effective_rank": rank,
+        "collapsed": float(collapsed),
+    }

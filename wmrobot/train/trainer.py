@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.datasets.collector import git_revision, versions
 from wmrobot.errors import CheckpointError, DatasetError
-from wmrobot.model.collapse import effective_rank
+from wmrobot.model.collapse import collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.losses import LossWeights, jepa_loss
@@ -120,6 +121,7 @@ def train(
         (out / "metrics.csv").unlink()
     start = time.perf_counter()
     writer: csv.DictWriter | None = None
+    warned = False
     with open(out / "metrics.csv", "a", newline="") as log:
         bar = tqdm(
             range(first, cfg.steps),
@@ -159,10 +161,21 @@ def train(
                 with torch.no_grad():
                     rows = torch.randint(sampler.n_rows, (1024,), generator=gen)
                     z = model.encode(sampler.rows(obs_key, rows))
+                report = collapse_report(z)
+                if report["collapsed"] and not warned:
+                    warned = True
+                    warnings.warn(
+                        f"the latents look collapsed at step {step} (effective rank "
+                        f"{report['effective_rank']:.2f} of {z.shape[1]}, smallest std "
+                        f"{report['z_std_min']:.2g}); raise the variance/covariance weights",
+                        stacklevel=2,
+                    )
                 row = {
                     "step": step,
                     **{k: round(v, 6) for k, v in parts.items()},
-                    "effective_rank": round(effective_rank(z), 3),
+                    "effective_rank": round(report["effective_rank"], 3),
+                    "z_std_min": round(report["z_std_min"], 6),
+                    "collapsed": int(report["collapsed"]),
                     "lr": sched.get_last_lr()[0],
                     "seconds": round(time.perf_counter() - start, 2),
                 }
