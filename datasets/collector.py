@@ -30,7 +30,7 @@ from wmrobot.datasets.episodes import (
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
-from wmrobot.datasets.store import EpisodeStore, dataset_exists
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, stat_rows
 from wmrobot.errors import DatasetError
 
 
@@ -98,6 +98,7 @@ def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | No
 # Each commit has a fixed cost (a dozen zarr writes, whatever the number of rows), so by
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
+KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' rows, at most
 WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
 
 
@@ -176,18 +177,31 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     if parent is not None:  # a writer process
         die_with_parent(parent)
     store, error = None, None
+    # The statistics' rows of a dataset this writer fills from empty, kept (up to a cap) so
+    # that the q01/q99 pass at the end need not read every row back.
+    kept: list[dict[str, np.ndarray]] | None = None
+    size = 0
     while (batch := batches.get()) is not None:
         if error is not None:
             continue  # drain, so that the collector never blocks on a failed writer
         try:
-            store = store or EpisodeStore.open(path, mode="a")
+            if store is None:
+                store = EpisodeStore.open(path, mode="a")
+                kept = [] if store.n_rows == 0 else None
             store.append(batch)
         except Exception as e:  # reported to the collecting process, which raises it
             error = " ".join(str(e).split()) or type(e).__name__
             done.put(("error", error))
             continue
+        if kept is not None:
+            kept.append(stat_rows(batch, store.stat_keys))
+            size += sum(v.nbytes for v in kept[-1].values())
+            kept = kept if size <= KEEP_BYTES else None
         n = sum(len(e["action"]) - 1 for e in batch)
         done.put(("committed", (store.n_episodes, store.n_transitions, len(batch), n)))
+    if error is None and store is not None and kept:
+        rows = {k: np.concatenate([part[k] for part in kept]) for k in store.stat_keys}
+        store.finalize_stats(rows)
     done.put(("closed", None))
 
 

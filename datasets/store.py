@@ -439,15 +439,22 @@ class EpisodeStore:
         skip = ("physics", "terminated", "truncated")
         return [k for k in self.keys if k not in skip and not k.startswith("pixels")]
 
-    def finalize_stats(self) -> dict[str, Any]:
-        """Add the q01/q99 quantiles, which need all rows, to the stored statistics."""
+    def finalize_stats(self, rows: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Add the q01/q99 quantiles, which need all rows, to the stored statistics.
+
+        ``rows`` (every committed row of each statistics key, final-row actions and rewards
+        left out, as :func:`stat_rows` gives them) spares reading the dataset back; a writer
+        that wrote every row passes what it kept."""
         stats = dict(self.group.attrs["stats"])
         if self.n_rows == 0:
             return stats
-        valid = _valid_action_rows(self.episode_ends, self.n_rows)
+        valid = _valid_action_rows(self.episode_ends, self.n_rows) if rows is None else None
         for key in self.stat_keys:
-            x = self.array(key)[: self.n_rows]
-            x = x[valid] if key in ("action", "reward") else x
+            if rows is None:
+                x = self.array(key)[: self.n_rows]
+                x = x[valid] if key in ("action", "reward") else x
+            else:
+                x = rows[key]
             x = x.reshape(len(x), -1).astype(np.float64)
             stats[key] = {
                 **stats[key],
@@ -518,6 +525,17 @@ _EPISODE_META = {
     "return": "float64",
     "success": "bool",
 }
+
+
+def stat_rows(episodes: list[Mapping[str, Any]], keys: list[str]) -> dict[str, np.ndarray]:
+    """The rows of ``episodes`` that the statistics of ``keys`` count (final-row actions and
+    rewards, which are NaN and 0, left out)."""
+    return {
+        k: np.concatenate(
+            [np.asarray(ep[k])[:-1] if k in ("action", "reward") else ep[k] for ep in episodes]
+        )
+        for k in keys
+    }
 
 
 def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:

@@ -307,3 +307,36 @@ def test_factors_of_variation_are_recorded_per_episode_and_replayed(tmp_path):
     np.testing.assert_array_equal(
         merged.meta("factors"), np.concatenate([values, EpisodeStore.open(other).meta("factors")])
     )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quantiles_from_the_writer_equal_a_pass_over_the_stored_rows(
+    tmp_path, workers, monkeypatch
+):
+    calls = []
+    finalize = EpisodeStore.finalize_stats
+
+    def spy(self, rows=None):
+        calls.append(rows is not None)
+        return finalize(self, rows)
+
+    monkeypatch.setattr(EpisodeStore, "finalize_stats", spy)
+    path = tmp_path / "q.zarr"
+    collect(
+        str(path),
+        "HalfCheetah-v5",
+        {"max_episode_steps": 30},
+        episodes=5,
+        workers=workers,
+        fast=False,
+        flush_every=2,
+        progress=False,
+    )
+    assert calls == [True]  # the writer's rows, once; nothing read back
+    store = EpisodeStore.open(path, mode="a")
+    written = {k: dict(v) for k, v in store.attrs["stats"].items()}
+    assert all("q01" in written[k] for k in store.stat_keys)
+    reread = store.finalize_stats()  # reads every row back
+    for key in store.stat_keys:
+        assert written[key]["q01"] == reread[key]["q01"]
+        assert written[key]["q99"] == reread[key]["q99"]
