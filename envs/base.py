@@ -79,6 +79,41 @@ def parse_factors(
     return ranges
 
 
+# The scene every task is framed in: the names the base needs ("floor" material, "top" light
+# and camera) and a camera that frames a floor of half-width ``view`` (fovy 60: height 1.74 x).
+def floor_assets(tiles: float) -> str:
+    """The checker texture and the ``floor`` material, ``tiles`` checks along each side."""
+    return (
+        '<texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" '
+        'rgb2=".75 .75 .75" width="64" height="64"/>'
+        f'<material name="floor" texture="grid" texrepeat="{tiles:.4f} {tiles:.4f}"/>'
+    )
+
+
+def top_view(view: float) -> str:
+    """The overhead light and ``top`` camera, and a floor plane of half-width ``view`` that
+    touches nothing."""
+    return (
+        '<light name="top" pos="0 0 3" dir="0 0 -1" directional="true" castshadow="false"/>'
+        f'<camera name="top" pos="0 0 {view * 1.74:.4f}" xyaxes="1 0 0 0 1 0" fovy="60"/>'
+        f'<geom name="floor" type="plane" size="{view} {view} 0.1" material="floor" '
+        'contype="0" conaffinity="0"/>'
+    )
+
+
+def square_walls(inner: float, thickness: float, height: float, attrs: str = "") -> str:
+    """Four box walls of half-thickness ``thickness`` and half-height ``height`` around the
+    square ``[-inner, inner]^2`` (``attrs`` is added to each geom)."""
+    outer, long = inner + thickness, inner + 2 * thickness
+    sides = [(0, outer, long, thickness), (0, -outer, long, thickness)]
+    sides += [(outer, 0, thickness, long), (-outer, 0, thickness, long)]
+    return "".join(
+        f'<geom name="wall_{i}" type="box" pos="{x} {y} {height}" '
+        f'size="{sx} {sy} {height}" material="wall" {attrs}/>'
+        for i, (x, y, sx, sy) in enumerate(sides)
+    )
+
+
 class GoalTask(gym.Env):
     """A goal-conditioned MuJoCo task as a plain Gymnasium env.
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from wmrobot.envs.base import COMMON_FACTORS, Factor, GoalTask
+from wmrobot.envs.base import COMMON_FACTORS, Factor, GoalTask, floor_assets, top_view
 from wmrobot.errors import EnvError
 
 # '#' is a wall cell, '.' free space; row 0 is drawn at the top. ``umaze`` and ``medium`` are
@@ -63,17 +63,12 @@ def point_mass_mjcf(half: float, walls: str, gear: float, damping: float, extra:
   <option timestep="0.01"/>
   <visual><headlight ambient=".35 .35 .35" diffuse=".2 .2 .2"/></visual>
   <asset>
-    <texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" rgb2=".75 .75 .75"
-             width="64" height="64"/>
-    <material name="floor" texture="grid" texrepeat="{2 * half} {2 * half}"/>
+    {floor_assets(2 * half)}
     <material name="wall" rgba=".35 .35 .45 1"/>
   </asset>
   <default><geom contype="1" conaffinity="1" condim="1"/></default>
   <worldbody>
-    <light name="top" pos="0 0 4" dir="0 0 -1" directional="true" castshadow="false"/>
-    <camera name="top" pos="0 0 {half * 1.74:.4f}" xyaxes="1 0 0 0 1 0" fovy="60"/>
-    <geom name="floor" type="plane" size="{half} {half} 0.1" material="floor"
-          contype="0" conaffinity="0"/>
+    {top_view(half)}
     {walls}
     <site name="goal" pos="0 0 0.01" size="{GOAL_RADIUS} 0.005" type="cylinder" rgba=".2 .8 .2 .6"/>
     <body name="agent" pos="0 0 {RADIUS}">

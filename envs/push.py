@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from wmrobot.envs.base import GoalTask
+from wmrobot.envs.base import GoalTask, floor_assets, square_walls, top_view
 from wmrobot.errors import EnvError
 
 HALF = 0.45  # half-width of the floor inside the walls, metres
@@ -104,19 +104,7 @@ class PushEnv(GoalTask):
         self._qpos, self._qvel = self.data.qpos, self.data.qvel  # views, looked up once
 
     def _mjcf(self) -> str:
-        outer = HALF + WALL
-        walls = "".join(
-            f'<geom name="wall_{i}" type="box" pos="{x} {y} {HEIGHT}" '
-            f'size="{sx} {sy} {HEIGHT}" material="wall"/>'
-            for i, (x, y, sx, sy) in enumerate(
-                [
-                    (0, outer, outer + WALL, WALL),
-                    (0, -outer, outer + WALL, WALL),
-                    (outer, 0, WALL, outer + WALL),
-                    (-outer, 0, WALL, outer + WALL),
-                ]
-            )
-        )
+        walls = square_walls(HALF, WALL, HEIGHT)
         # 0.25 kg of block; the density is per volume of the two boxes.
         density = 0.25 / ((_BAR_AREA + _STEM_AREA) * 2 * HEIGHT)
         boxes = "".join(
@@ -138,17 +126,12 @@ class PushEnv(GoalTask):
 <mujoco model="push">
   <option timestep="0.005"/>
   <asset>
-    <texture name="grid" type="2d" builtin="checker" rgb1=".86 .86 .86" rgb2=".78 .78 .78"
-             width="64" height="64"/>
-    <material name="floor" texture="grid" texrepeat="4 4"/>
+    {floor_assets(4)}
     <material name="wall" rgba=".35 .35 .45 1"/>
   </asset>
   <default><geom contype="1" conaffinity="1" condim="3" friction="0.5" solref="0.01 1"/></default>
   <worldbody>
-    <light name="top" pos="0 0 3" dir="0 0 -1" directional="true" castshadow="false"/>
-    <camera name="top" pos="0 0 {view * 1.74:.4f}" xyaxes="1 0 0 0 1 0" fovy="60"/>
-    <geom name="floor" type="plane" size="{view} {view} 0.1" material="floor"
-          contype="0" conaffinity="0"/>
+    {top_view(view)}
     {walls}
     <body name="target" mocap="true" pos="0 0 0.001">{target}</body>
     <body name="pusher" pos="0 0 {HEIGHT}">

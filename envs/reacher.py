@@ -9,7 +9,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from wmrobot.envs.base import GoalTask
+from wmrobot.envs.base import GoalTask, floor_assets, top_view
 from wmrobot.errors import EnvError
 
 UPPER, FORE = 0.12, 0.10  # link lengths (m): shoulder to elbow, elbow to fingertip
@@ -103,16 +103,10 @@ class ReacherEnv(GoalTask):
 <mujoco model="reacher">
   <compiler angle="radian"/>
   <option timestep="0.005" gravity="0 0 0"><flag contact="disable"/></option>
-  <asset>
-    <texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" rgb2=".75 .75 .75"
-             width="64" height="64"/>
-    <material name="floor" texture="grid" texrepeat="{2 * VIEW / 0.1:.4f} {2 * VIEW / 0.1:.4f}"/>
-  </asset>
+  <asset>{floor_assets(2 * VIEW / 0.1)}</asset>
   <default><geom contype="0" conaffinity="0"/></default>
   <worldbody>
-    <light name="top" pos="0 0 1" dir="0 0 -1" directional="true" castshadow="false"/>
-    <camera name="top" pos="0 0 {VIEW * 1.74:.4f}" xyaxes="1 0 0 0 1 0" fovy="60"/>
-    <geom name="floor" type="plane" size="{VIEW} {VIEW} 0.1" material="floor"/>
+    {top_view(VIEW)}
     <geom name="base" type="cylinder" size="0.022 0.01" pos="0 0 0.01" rgba=".3 .3 .35 1"/>
     <site name="target" pos="0 0 0.002" type="cylinder" size="{POSITION_TOLERANCE} 0.002"
           rgba=".2 .8 .2 .8"/>

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from wmrobot.envs.base import COMMON_FACTORS, Factor
+from wmrobot.envs.base import COMMON_FACTORS, Factor, square_walls
 from wmrobot.envs.pointmaze import RADIUS, PointMassTask, point_mass_mjcf
 from wmrobot.errors import EnvError
 
@@ -37,19 +37,7 @@ class TwoRoomEnv(PointMassTask):
         self._door = (-0.25, 0.25)  # the open span of the wall, set per episode
 
     def _mjcf(self) -> str:
-        outer = ROOM + WALL
-        walls = "".join(
-            f'<geom name="outer_{i}" type="box" pos="{x} {y} 0.15" size="{sx} {sy} 0.15" '
-            f'material="wall" contype="0"/>'
-            for i, (x, y, sx, sy) in enumerate(
-                [
-                    (0, outer, outer + WALL, WALL),
-                    (0, -outer, outer + WALL, WALL),
-                    (outer, 0, WALL, outer + WALL),
-                    (-outer, 0, WALL, outer + WALL),
-                ]
-            )
-        )
+        walls = square_walls(ROOM, WALL, 0.15, 'contype="0"')
         # Each piece is a full room long; the part past the outer wall lies outside the view.
         pieces = "".join(
             f'<body name="wall_{name}" mocap="true" pos="0 {y} 0.15">'
