@@ -188,9 +188,13 @@ def episodes_in_order(
     ahead: deque[Any] = deque()
 
     def top_up() -> None:
+        running = sum(isinstance(e, Future) and not e.done() for e in ahead)
         for s in itertools.islice(seeds, 2 * workers - len(ahead)):
-            started = sum(isinstance(e, Future) and not e.done() for e in ahead)
-            ahead.append(pool.submit(_worker_episode, s) if started < 2 * (workers - 1) else int(s))
+            if running < 2 * (workers - 1):
+                ahead.append(pool.submit(_worker_episode, s))
+                running += 1
+            else:
+                ahead.append(int(s))
 
     try:
         top_up()

@@ -162,12 +162,13 @@ class GoalTask(gym.Env):
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
         self.factor_ranges = parse_factors(self.FACTORS, factors)
+        self._factor_bounds = np.array(list(self.factor_ranges.values())).T  # (2, F), for reset
         self.factor_values = {f.name: f.nominal for f in self.FACTORS}
         self.model = mujoco.MjModel.from_xml_string(self._mjcf())
         # The offscreen buffer only as large as the frames: software GL pays for every pixel.
         self.model.vis.global_.offwidth = max(width, 1)
         self.model.vis.global_.offheight = max(height, 1)
-        # No multisampling: it more than doubles the cost of a small software-GL frame.
+        # No multisampling: software GL (Mesa on a CPU) pays for every extra sample.
         self.model.vis.quality.offsamples = 0
         self.data = mujoco.MjData(self.model)
         self._ctrl = self.data.ctrl  # a view, looked up once: step() is on the hot path
@@ -265,10 +266,11 @@ class GoalTask(gym.Env):
             raise EnvError(f"unknown reset options {sorted(unknown)}; use start, goal, factors")
         rng = self.np_random
         # Every factor is drawn, held ones too, so holding one does not shift the others.
-        low, high = np.array(list(self.factor_ranges.values())).T
-        values = dict(zip(self.factor_ranges, rng.uniform(low, high).tolist(), strict=True))
-        pinned = parse_factors(self.FACTORS, options.get("factors"))
-        values.update({n: pinned[n][0] for n in options.get("factors") or {}})
+        drawn = rng.uniform(*self._factor_bounds).tolist()
+        values = dict(zip(self.factor_ranges, drawn, strict=True))
+        if options.get("factors"):
+            pinned = parse_factors(self.FACTORS, options["factors"])
+            values.update({n: pinned[n][0] for n in options["factors"]})
         self._apply_factors(values)
         mujoco.mj_resetData(self.model, self.data)
         # After the reset (a mocap layout lives in MjData), before the draw (free space
@@ -390,7 +392,7 @@ class GoalTask(gym.Env):
         )
         shift = 2 * self.view * np.array([values["camera_x"], values["camera_y"], 0.0])
         m.cam_pos[self._camera] = n["cam_pos"][self._camera] + shift
-        if any(values[k] != self.factor_values[k] for k in ("mass",)):
+        if values["mass"] != self.factor_values["mass"]:
             mujoco.mj_setConst(m, self.data)  # masses feed the constraint solver's constants
         self.factor_values = values
 
