@@ -59,9 +59,11 @@ def list_tasks(console: Console) -> None:
     table = Table(title="wmrobot tasks (obs_mode: state, pixels, state+pixels)")
     for col in ("id", "obs", "action", "steps", "expert", "evaluation sets", "factors"):
         table.add_column(col)
+    factors: dict[str, Any] = {}  # every task's factors, common ones once
     for env_id, (_, steps) in TASKS.items():
         env = make_env(env_id)
         base = env.unwrapped
+        factors.update({f.name: f for f in base.FACTORS})
         own = [f for f in base.FACTORS if f not in COMMON_FACTORS]
         table.add_row(
             env_id,
@@ -77,8 +79,6 @@ def list_tasks(console: Console) -> None:
     common = Table(title="factors of variation (every task has the common ones; (task): its own)")
     for col in ("name", "group", "nominal", "bounds", "what it does"):
         common.add_column(col)
-    tasks = [make_env(env_id).unwrapped for env_id in TASKS]
-    factors = {f.name: f for task in tasks for f in task.FACTORS}
     for f in factors.values():
         common.add_row(
             f.name if f in COMMON_FACTORS else f"{f.name} (task)",
