@@ -395,17 +395,3 @@ class GoalTask(gym.Env):
         if values["mass"] != self.factor_values["mass"]:
             mujoco.mj_setConst(m, self.data)  # masses feed the constraint solver's constants
         self.factor_values = values
-
-
-def factor_table(task: type[GoalTask]) -> list[dict[str, Any]]:
-    """The factors of a task class as rows (name, group, nominal, bounds, doc)."""
-    return [
-        {
-            "name": f.name,
-            "group": f.group,
-            "nominal": f.nominal,
-            "bounds": [f.low, f.high],
-            "doc": f.doc,
-        }
-        for f in task.FACTORS
-    ]
