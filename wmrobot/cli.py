@@ -27,6 +27,8 @@ commands:
             merge or convert (to and from Minari) datasets
   envs      list | show | evalsets: the task suite, frames under factor settings, the
             frozen evaluation sets and their experts' success
+  eval      model: audit a checkpoint on a dataset: latent prediction error against the
+            horizon, linear-probe R² of positions and velocities, collapse metrics
 
 Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
 command's options with their current values. Each run writes runs/<command>/<timestamp>/.
@@ -173,7 +175,14 @@ def command_help(command: str, cfg: Any) -> str:
 
 
 def _run_dir(command: str, out: str | None) -> Path:
-    """``runs/<command>/<timestamp>/``; for plan and demo, ``out=`` names it instead."""
+    """``runs/<command>/<timestamp>/``; for plan and demo, ``out=`` names it instead. Under
+    ``torchrun`` only rank 0 keeps one: the other ranks get a scratch directory."""
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix=f"wmrobot-{command}-rank{os.environ['RANK']}-"))
     if out and command in ("plan", "demo"):
         path = Path(out)
         path.mkdir(parents=True, exist_ok=True)
@@ -191,7 +200,11 @@ _LOG: list[Path] = []  # the current run's run.log, once its directory exists
 
 
 def _say(message: str) -> None:
-    """Print a progress line and keep it in the run's run.log."""
+    """Print a progress line and keep it in the run's run.log (rank 0 only under torchrun)."""
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
     print(message, flush=True)
     if _LOG:
         with open(_LOG[0], "a") as f:
@@ -418,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         from wmrobot.envs_cli import main as envs_main
 
         return envs_main(rest)
+    if command == "eval":
+        from wmrobot.eval_cli import main as eval_main
+
+        return eval_main(rest)
     runners: dict[str, Callable[..., Any]] = {
         "collect": run_collect,
         "train": run_train,
@@ -425,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": run_demo,
     }
     if command not in runners:
-        choices = ", ".join([*runners, "data", "envs"])
+        choices = ", ".join([*runners, "data", "envs", "eval"])
         return _error(None, f"unknown command {command!r}; choose one of {choices}")
     want_help = any(a in ("-h", "--help") for a in rest)
     overrides = [a for a in rest if a not in ("-h", "--help")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from wmrobot.errors import ConfigError
@@ -45,7 +45,7 @@ class PolicyConfig:
 
 @dataclass
 class ModelSection(ModelConfig):
-    train: TrainConfig
+    train: TrainConfig = MISSING  # required; after ModelConfig's fields with defaults
 
 
 @dataclass
@@ -133,6 +133,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "model.depth": _NON_NEGATIVE,
     "model.goal_dim": _POSITIVE_INT,
     "model.ema": (0, 1, True),
+    "model.ema_end": (0, 1, True),
+    "model.history": _POSITIVE_INT,
+    "model.frame_stack": _POSITIVE_INT,
+    "model.width": _POSITIVE_INT,
+    "model.critic_hidden": _POSITIVE_INT,
+    "model.critic_depth": _NON_NEGATIVE,
     "model.latent_weight": _NON_NEGATIVE,
     "model.cost_weight": _NON_NEGATIVE,
     "model.train.steps": _POSITIVE_INT,
@@ -144,6 +150,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "model.train.grad_clip": _POSITIVE,
     "model.train.log_every": _POSITIVE_INT,
     "model.train.checkpoint_every": _POSITIVE_INT,
+    "model.train.loss.prediction": _NON_NEGATIVE,
+    "model.train.loss.variance": _NON_NEGATIVE,
+    "model.train.loss.covariance": _NON_NEGATIVE,
+    "model.train.loss.sigreg": _NON_NEGATIVE,
+    "model.train.loss.cost": _NON_NEGATIVE,
+    "model.train.loss.critic": _NON_NEGATIVE,
     "planner.horizon": _POSITIVE_INT,
     "planner.samples": _POSITIVE_INT,
     "planner.iterations": _POSITIVE_INT,

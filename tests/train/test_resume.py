@@ -25,10 +25,10 @@ from wmrobot.model import ModelConfig
 from wmrobot.train import LossWeights, TrainConfig, train
 torch.set_num_threads(1)
 model = ModelConfig(latent_dim=8, hidden=16, depth=1, goal_dim=3, ema=0.9, latent_weight=0.5,
-                    cost_weight=1.0)
+                    cost_weight=1.0, ema_end=1.0, critic=True, critic_hidden=16)
 cfg = TrainConfig(steps=int(sys.argv[3]), batch_size=16, horizon=3, lr=1e-3, weight_decay=0.0,
                   warmup=2, grad_clip=10.0, loss=LossWeights(1.0, 1.0, 0.04, 1.0), log_every=3,
-                  seed=0, checkpoint_every=5)
+                  seed=0, checkpoint_every=5, tensorboard=False)
 train(sys.argv[1], sys.argv[2], model, cfg, progress=False, resume=sys.argv[4] == "1")
 """
 
@@ -39,7 +39,10 @@ def run(dataset, out, steps, resume):
 
 def metrics(out):
     with open(out / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if k not in ("seconds", "data_wait")}
+            for row in csv.DictReader(f)
+        ]
 
 
 @pytest.fixture(scope="module")

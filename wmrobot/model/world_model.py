@@ -1,19 +1,36 @@
-"""The JEPA world model: encoder, EMA target encoder, action-conditioned predictor, cost head."""
+"""The JEPA world model: encoder, EMA target encoder, action-conditioned predictor, cost and
+critic heads (DESIGN.md section 4)."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 
 from wmrobot.datasets.store import STD_FLOOR
 
+ENCODERS = ("mlp", "cnn", "fusion")
+PREDICTORS = ("mlp", "gru", "transformer")
+# Encoder input name -> the dataset key it reads (and the env observation key it comes from).
+INPUT_KEYS = {"state": "obs/observation", "pixels": "pixels"}
+ENV_KEYS = {"state": "observation", "pixels": "pixels"}
+GOAL_KEYS = {"pixels": "goal_pixels"}  # the goal image of a pixel observation, if the env has it
+
 
 @dataclass
 class ModelConfig:
-    """Sizes and coefficients of :class:`WorldModel` (``configs/model/*.yaml`` fills them)."""
+    """Sizes and choices of :class:`WorldModel` (``configs/model/*.yaml`` fills them).
+
+    ``encoder``: mlp (state vector), cnn (pixels) or fusion (pixels + state);
+    ``predictor``: mlp (residual), gru or transformer (over ``history`` latents);
+    ``ema``: the target encoder's momentum at the start of training, rising to ``ema_end``
+    on a cosine schedule (I-JEPA; null keeps it constant); 0 makes the target a
+    stop-gradient copy of the online encoder.
+    ``critic``: also learn a goal-conditioned cost-to-go for planners' terminal cost.
+    """
 
     latent_dim: int
     hidden: int
@@ -22,6 +39,16 @@ class ModelConfig:
     ema: float
     latent_weight: float
     cost_weight: float
+    encoder: str = "mlp"
+    predictor: str = "mlp"
+    history: int = 8
+    frame_stack: int = 1
+    width: int = 32
+    ema_end: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
+    critic: bool = False
+    critic_hidden: int = 128
+    critic_depth: int = 2
+    actor: bool = False
 
 
 def mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:
@@ -33,13 +60,21 @@ def mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class WorldModel(nn.Module):
-    """A latent world model over a vector observation, in the vocabulary of DESIGN.md section 4.
+def input_names(encoder: str) -> tuple[str, ...]:
+    """The inputs an encoder kind reads: ("state",), ("pixels",) or both."""
+    return {"mlp": ("state",), "cnn": ("pixels",), "fusion": ("state", "pixels")}[encoder]
 
-    ``encode`` (B, ..., O) -> (B, ..., D); ``encode_target`` is its EMA copy, the source of
-    prediction targets (no gradient). ``predict`` is one residual step
-    z' = z + f(z, a); ``rollout`` (B, D), (B, H, A) -> (B, H, D). ``cost(z, goal_z)`` is the
-    intrinsic cost: a weighted latent distance to the goal plus the learned cost head.
+
+class WorldModel(nn.Module):
+    """A latent world model, in the vocabulary of DESIGN.md section 4.
+
+    ``encode(inputs)`` -> (B, ..., D), where ``inputs`` maps input names to raw dataset values
+    (``{"state": (B, ..., O) floats, "pixels": (B, ..., [S,] H, W, C) uint8}``; a state model
+    also takes the state tensor itself). :attr:`input_keys` names the dataset key of each.
+    ``encode_target`` is the EMA copy, the source of prediction targets (no gradient).
+    ``predict`` is one step, ``rollout`` (B, D), (B, H, A) -> (B, H, D) imagines H.
+    ``cost(z, goal_z)`` is the intrinsic cost: a weighted latent distance to the goal plus the
+    learned cost head; ``value(z, goal_z)`` the critic's cost-to-go beyond (when ``critic``).
 
     The cost head embeds a latent into a small goal space, g(z) (..., goal_dim), and predicts
     the task cost as ||g(z) - g(goal_z)||: a metric by construction, trained to match the
@@ -55,10 +90,30 @@ class WorldModel(nn.Module):
         obs_std: torch.Tensor | None = None,
         action_low: torch.Tensor | None = None,
         action_high: torch.Tensor | None = None,
+        image_shape: tuple[int, int, int] | None = None,
     ) -> None:
+        from wmrobot.errors import ConfigError
+        from wmrobot.model.encoders import make_encoder
+        from wmrobot.model.heads import Actor, Critic
+        from wmrobot.model.predictors import make_predictor
+
         super().__init__()
+        if cfg.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder={cfg.encoder!r} is unknown; choose from {ENCODERS}")
+        if cfg.predictor not in PREDICTORS:
+            raise ConfigError(
+                f"model.predictor={cfg.predictor!r} is unknown; choose from {PREDICTORS}"
+            )
         self.cfg = cfg
         self.obs_dim, self.action_dim, self.latent_dim = obs_dim, action_dim, cfg.latent_dim
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        names = input_names(cfg.encoder)
+        if "pixels" in names and self.image_shape is None:
+            raise ConfigError(
+                f"model.encoder={cfg.encoder} reads pixels, but the dataset has none; collect "
+                f"with pixels=64 or use model.encoder=mlp"
+            )
+        self.input_keys = {name: INPUT_KEYS[name] for name in names}
         self.register_buffer("obs_mean", torch.zeros(obs_dim) if obs_mean is None else obs_mean)
         self.register_buffer("obs_std", torch.ones(obs_dim) if obs_std is None else obs_std)
         self.register_buffer(
@@ -67,35 +122,85 @@ class WorldModel(nn.Module):
         self.register_buffer(
             "action_high", torch.ones(action_dim) if action_high is None else action_high
         )
-        self.encoder = mlp(obs_dim, cfg.hidden, cfg.latent_dim, cfg.depth)
+        self.encoder = make_encoder(
+            cfg.encoder,
+            obs_dim=obs_dim,
+            image_shape=self.image_shape,
+            frame_stack=cfg.frame_stack,
+            latent_dim=cfg.latent_dim,
+            hidden=cfg.hidden,
+            depth=cfg.depth,
+            width=cfg.width,
+        )
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.predictor = mlp(cfg.latent_dim + action_dim, cfg.hidden, cfg.latent_dim, cfg.depth)
+        self.predictor = make_predictor(
+            cfg.predictor, cfg.latent_dim, action_dim, cfg.hidden, cfg.depth, cfg.history
+        )
         self.cost_head = mlp(cfg.latent_dim, cfg.hidden, cfg.goal_dim, 1)
+        self.critic = self.critic_target = None
+        if cfg.critic:  # the target network of its TD updates travels with it
+            self.critic = Critic(cfg.latent_dim, cfg.critic_hidden, cfg.critic_depth)
+            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor = Actor(cfg.latent_dim, action_dim, cfg.hidden, cfg.depth) if cfg.actor else None
+
+    @property
+    def has_value(self) -> bool:
+        return self.critic is not None
 
     def config_dict(self) -> dict:
-        return {"obs_dim": self.obs_dim, "action_dim": self.action_dim, **asdict(self.cfg)}
+        return {
+            "obs_dim": self.obs_dim,
+            "action_dim": self.action_dim,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            **asdict(self.cfg),
+        }
 
-    def _normalise(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_mean) / self.obs_std.clamp_min(STD_FLOOR)
+    # ------------------------------------------------------------------------------ encoding
+    def _inputs(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not isinstance(obs, dict):
+            obs = {"state": obs}
+        missing = [k for k in self.input_keys if k not in obs]
+        if missing:
+            raise KeyError(f"the {self.cfg.encoder} encoder needs input {missing[0]!r}")
+        out = {k: obs[k] for k in self.input_keys}
+        if "state" in out:
+            state = out["state"].float()
+            out["state"] = (state - self.obs_mean) / self.obs_std.clamp_min(STD_FLOOR)
+        return out
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self._normalise(obs))
+    def encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(self._inputs(obs))
 
     @torch.no_grad()
-    def encode_target(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.target_encoder(self._normalise(obs))
+    def encode_target(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.target_encoder(self._inputs(obs))
 
+    # ------------------------------------------------------------------------------ dynamics
     def predict(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return z + self.predictor(torch.cat([z, a], dim=-1))
+        """One step from ``z`` alone (no history): (..., D), (..., A) -> (..., D)."""
+        lead = z.shape[:-1]
+        z2, a2 = z.reshape(-1, z.shape[-1]), a.reshape(-1, a.shape[-1])
+        nxt, _ = self.predictor.step(z2, a2, self.predictor.init_state(z2))
+        return nxt.view(*lead, -1)
+
+    def predict_sequence(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: z (B, T, D), a (B, T, A) -> predictions of z_{t+1} (B, T, D), each
+        from the latents and actions up to t."""
+        return self.predictor(z, a)
 
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Imagine ``H`` steps: z0 (..., D), actions (..., H, A) -> latents (..., H, D)."""
-        zs, z = [], z0
-        for t in range(actions.shape[-2]):
-            z = self.predict(z, actions[..., t, :])
+        lead = z0.shape[:-1]
+        z = z0.reshape(-1, z0.shape[-1])
+        acts = actions.reshape(-1, *actions.shape[-2:])
+        state = self.predictor.init_state(z)
+        zs = []
+        for t in range(acts.shape[1]):
+            z, state = self.predictor.step(z, acts[:, t], state)
             zs.append(z)
-        return torch.stack(zs, dim=-2)
+        return torch.stack(zs, dim=1).view(*lead, acts.shape[1], -1)
 
+    # --------------------------------------------------------------------------------- costs
     def task_cost(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         """The cost head's estimate of the task cost: (..., D), (..., D) -> (...)."""
         diff = self.cost_head(z) - self.cost_head(goal_z)
@@ -105,6 +210,31 @@ class WorldModel(nn.Module):
         """Intrinsic cost of being at ``z`` when aiming for ``goal_z``: (..., D) -> (...)."""
         distance = (z - goal_z).pow(2).mean(-1)
         return self.cfg.latent_weight * distance + self.cfg.cost_weight * self.task_cost(z, goal_z)
+
+    def value(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
+        """The critic's cost-to-go from ``z`` to ``goal_z``: (..., D), (..., D) -> (...)."""
+        if self.critic is None:
+            raise RuntimeError("this model has no critic; train it with model.critic=true")
+        z, goal_z = torch.broadcast_tensors(z, goal_z)
+        return self.critic(z, goal_z)
+
+    def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
+        """Mode-1: the actor head's action, inside the action bounds: (..., D) -> (..., A)."""
+        if self.actor is None:
+            raise RuntimeError("this model has no actor head; train one with model.actor=true")
+        unit = self.actor(z, goal_z)  # in [-1, 1]
+        mid = (self.action_high + self.action_low) / 2
+        return mid + unit * (self.action_high - self.action_low) / 2
+
+    # ------------------------------------------------------------------------------- targets
+    def momentum(self, step: int, total: int) -> float:
+        """The EMA momentum at ``step`` of ``total``: ``ema`` rising to ``ema_end`` (cosine)."""
+        import math
+
+        start = self.cfg.ema
+        end = start if self.cfg.ema_end is None else max(self.cfg.ema_end, start)
+        progress = min(step / max(total - 1, 1), 1.0)
+        return end - (end - start) * (1 + math.cos(math.pi * progress)) / 2
 
     @torch.no_grad()
     def update_target(self, momentum: float | None = None) -> None:

@@ -47,8 +47,9 @@ def load_checkpoint(directory: str | Path) -> tuple[WorldModel, dict[str, Any]]:
         meta = json.loads((directory / META).read_text())
         spec = dict(meta["model"])
         obs_dim, action_dim = spec.pop("obs_dim"), spec.pop("action_dim")
-        model = WorldModel(obs_dim, action_dim, ModelConfig(**spec))
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        image_shape = spec.pop("image_shape", None)
+        model = WorldModel(obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{str(directory / META)!r} is malformed: {e}") from None
     try:
         state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)

@@ -1,4 +1,5 @@
-"""The JEPA training objective: multi-step latent prediction, VICReg terms, cost-head regression."""
+"""The JEPA training objective: multi-step latent prediction against stop-gradient targets, an
+anti-collapse term (VICReg or SIGReg), and the cost head's regression on hindsight goals."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from wmrobot.model.collapse import covariance_loss, variance_loss
+from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
 from wmrobot.model.world_model import WorldModel
+
+ANTICOLLAPSE = ("vicreg", "sigreg", "none")
 
 
 @dataclass
@@ -17,33 +20,47 @@ class LossWeights:
     variance: float
     covariance: float
     cost: float
+    sigreg: float = 1.0
+    critic: float = 1.0
 
 
 def jepa_loss(
     model: WorldModel,
-    obs: torch.Tensor,
+    inputs: dict[str, torch.Tensor],
     actions: torch.Tensor,
     achieved: torch.Tensor,
-    goal_obs: torch.Tensor,
+    goal_inputs: dict[str, torch.Tensor],
     goal_achieved: torch.Tensor,
     w: LossWeights,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss on a batch of windows; returns the total and its parts for logging.
+    anticollapse: str = "vicreg",
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Loss on a batch of windows; returns the total, its parts for logging, and the online
+    latents (B, K+1, D) (the critic trains on them, detached).
 
-    obs (B, K+1, O), actions (B, K, A), achieved (B, K+1, G) goal-space positions along the
-    window; goal_obs (B, O) hindsight goals drawn from the dataset, goal_achieved (B, G) theirs.
+    inputs: encoder inputs along the window, each (B, K+1, ...); actions (B, K, A); achieved
+    (B, K+1, G) goal-space positions along the window; goal_inputs (B, ...) hindsight goals
+    drawn from the dataset, goal_achieved (B, G) theirs. ``anticollapse`` picks the term that
+    keeps the online latents spread: VICReg's variance + covariance (PLDM), SIGReg (LeJEPA),
+    or none (then only the EMA target and the cost head stand against collapse).
     """
-    z = model.encode(obs)  # (B, K+1, D)
-    targets = model.encode_target(obs[:, 1:])  # (B, K, D), stop-gradient
+    z = model.encode(inputs)  # (B, K+1, D)
+    targets = model.encode_target({k: v[:, 1:] for k, v in inputs.items()})  # stop-gradient
     imagined = model.rollout(z[:, 0], actions)  # autoregressive, K steps
-    one_step = model.predict(z[:, :-1], actions)  # teacher-forced from the online latents
+    one_step = model.predict_sequence(z[:, :-1], actions)  # teacher-forced, frame-causal
     prediction = F.mse_loss(imagined, targets) + F.mse_loss(one_step, targets)
 
     flat = z.reshape(-1, z.shape[-1])
-    variance, covariance = variance_loss(flat), covariance_loss(flat)
+    zero = flat.new_zeros(())
+    variance = covariance = sigreg = zero
+    if anticollapse == "vicreg":
+        variance, covariance = variance_loss(flat), covariance_loss(flat)
+    elif anticollapse == "sigreg":
+        sigreg = sigreg_loss(flat, directions=32)  # 64 costs 2x for the same ranking
+    elif anticollapse != "none":
+        raise ValueError(f"anticollapse={anticollapse!r}; choose from {ANTICOLLAPSE}")
 
     # Cost head: distance in goal space to a hindsight goal, on encoded and on imagined latents.
-    goal_z = model.encode(goal_obs)[:, None]  # (B, 1, D)
+    goal_z = model.encode(goal_inputs)[:, None]  # (B, 1, D)
     distance = torch.linalg.vector_norm(achieved - goal_achieved[:, None], dim=-1)  # (B, K+1)
     cost = F.mse_loss(model.task_cost(z, goal_z), distance) + F.mse_loss(
         model.task_cost(imagined.detach(), goal_z.detach()), distance[:, 1:]
@@ -53,6 +70,7 @@ def jepa_loss(
         w.prediction * prediction
         + w.variance * variance
         + w.covariance * covariance
+        + w.sigreg * sigreg
         + w.cost * cost
     )
     parts = {
@@ -60,7 +78,8 @@ def jepa_loss(
         "prediction": prediction.item(),
         "variance": variance.item(),
         "covariance": covariance.item(),
+        "sigreg": sigreg.item(),
         "cost": cost.item(),
         "z_std": flat.detach().std(dim=0).mean().item(),
     }
-    return total, parts
+    return total, parts, z

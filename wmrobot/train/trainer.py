@@ -9,19 +9,22 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.datasets.collector import git_revision, versions
-from wmrobot.errors import CheckpointError, DatasetError
+from wmrobot.errors import CheckpointError, ConfigError, DatasetError
 from wmrobot.model.collapse import collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
+from wmrobot.train.critic import CriticConfig, HindsightGoals, critic_loss
+from wmrobot.train.critic import update_target as critic_update
 from wmrobot.train.losses import LossWeights, jepa_loss
 
 
@@ -38,6 +41,16 @@ class TrainConfig:
     log_every: int
     seed: int
     checkpoint_every: int = 500  # steps between resumable training states (train_state.pt)
+    anticollapse: str = "vicreg"  # vicreg | sigreg | none
+    tensorboard: bool = True  # also log to out/tb (TensorBoard event files)
+    device: str = "auto"  # auto (cuda when there is one) | cpu | cuda
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the encoder and predictor (pays off on GPU)
+    critic: CriticConfig = field(default_factory=CriticConfig)  # when model.critic is on
+
+
+# Settings that change how a run is watched or where it runs, not the numbers it computes.
+NOT_IDENTITY = ("log_every", "checkpoint_every", "tensorboard", "device", "amp", "compile")
 
 
 def observation_keys(store: EpisodeStore) -> tuple[str, str]:
@@ -59,6 +72,7 @@ def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
     spaces = store.attrs["spaces"]
     if "action_low" not in spaces:
         raise DatasetError(f"{store.path!r} does not record its action bounds; collect it again")
+    image_shape = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
     return WorldModel(
         obs_dim=len(mean),
         action_dim=len(spaces["action_low"]),
@@ -67,7 +81,26 @@ def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
         obs_std=std,
         action_low=torch.tensor(spaces["action_low"], dtype=torch.float32),
         action_high=torch.tensor(spaces["action_high"], dtype=torch.float32),
+        image_shape=image_shape,
     )
+
+
+def check_compatible(model: WorldModel, store: EpisodeStore) -> None:
+    """Refuse, in one line, a dataset whose spaces are not the ones ``model`` was built for."""
+    obs_key, _ = observation_keys(store)
+    obs_dim = store.array(obs_key).shape[1]
+    action_dim = store.array("action").shape[1]
+    image = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
+    wants = {"observation size": model.obs_dim, "action size": model.action_dim}
+    has = {"observation size": obs_dim, "action size": action_dim}
+    if "pixels" in model.input_keys:
+        wants["image shape"], has["image shape"] = model.image_shape, image
+    for what, value in wants.items():
+        if has[what] != value:
+            raise DatasetError(
+                f"{store.path!r} has {what} {has[what]}, but the model was trained on {value} "
+                f"({store.attrs.get('env', {}).get('id', '?')}); use a dataset of the model's task"
+            )
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -76,6 +109,148 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Batches:
+    """Training batches of windows in the model's inputs: encoder inputs along each window
+    (frame stacks built from the rows before it), actions, achieved goals, hindsight goals."""
+
+    def __init__(self, store: EpisodeStore, model: WorldModel, horizon: int) -> None:
+        obs_key, self.ag_key = observation_keys(store)
+        self.input_keys = {
+            name: (obs_key if name == "state" else key) for name, key in model.input_keys.items()
+        }
+        self.stack = model.cfg.frame_stack if "pixels" in self.input_keys else 1
+        self.horizon = horizon
+        keys = [*self.input_keys.values(), "action", self.ag_key]
+        self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1)
+        ends = store.episode_ends
+        lengths = np.diff(np.concatenate([[0], ends]))
+        self.episode_start = torch.as_tensor(np.repeat(ends - lengths, lengths))
+
+    def row_inputs(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder inputs at single rows (B,): frame stacks repeat an episode's first frame."""
+        out = {}
+        for name, key in self.input_keys.items():
+            if name == "pixels" and self.stack > 1:
+                back = torch.arange(1 - self.stack, 1)  # oldest first
+                stacked = (rows[:, None] + back).maximum(self.episode_start[rows][:, None])
+                out[name] = self.sampler.rows(key, stacked)
+            else:
+                out[name] = self.sampler.rows(key, rows)
+        return out
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Any]:
+        s, sampler = self.stack, self.sampler
+        batch = sampler.sample(batch_size, gen)
+        inputs = {}
+        for name, key in self.input_keys.items():
+            x = batch[key]
+            if name == "pixels" and s > 1:  # (B, K+S, H, W, C) -> (B, K+1, S, H, W, C)
+                x = x.unfold(1, s, 1).permute(0, 1, 5, 2, 3, 4)
+            else:
+                x = x[:, s - 1 :]
+            inputs[name] = x
+        goal_rows = torch.randint(sampler.n_rows, (batch_size,), generator=gen)
+        goal_inputs = {}
+        for name, key in self.input_keys.items():
+            g = sampler.rows(key, goal_rows)
+            if name == "pixels" and s > 1:  # a goal image is shown as a still stack
+                g = g[:, None].expand(-1, s, *g.shape[1:])
+            goal_inputs[name] = g
+        return {
+            "inputs": inputs,
+            "actions": batch["action"][:, s - 1 :],
+            "achieved": batch[self.ag_key][:, s - 1 :],
+            "goal_inputs": goal_inputs,
+            "goal_achieved": sampler.rows(self.ag_key, goal_rows),
+        }
+
+
+def success_test(store: EpisodeStore):
+    """The task's vectorised ``is_success(achieved, desired)``, from the env that made
+    ``store`` (the critic's notion of having reached a goal)."""
+    from wmrobot.envs import make_env
+
+    spec = store.attrs["env"]
+    env = make_env(spec["id"], spec.get("kwargs", {}))
+    test = getattr(env.unwrapped, "is_success", None)
+    env.close()
+    if test is None:
+        raise DatasetError(
+            f"{spec['id']} has no is_success(achieved, desired) test, which the critic needs; "
+            f"train with model.critic=false"
+        )
+    return test
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def _non_finite(batch: dict[str, Any], keys: dict[str, str]) -> str | None:
+    """The dataset key of the first non-finite value in a batch, if any."""
+    named = {**{keys[k]: v for k, v in batch["inputs"].items()}, "action": batch["actions"]}
+    for key, value in named.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None
+
+
+def _critic_loss(model, batches, goals, is_success, cfg, gen, device):
+    """One TD batch for the critic on hindsight goals, on the target encoder's latents."""
+    gb = goals.sample(cfg.critic.batch_size, gen)
+    rows = torch.cat([gb.rows, gb.next_rows, gb.goal_rows])
+    inputs = _to(batches.row_inputs(rows), device)
+    achieved = batches.sampler.rows(batches.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
+    half = len(gb.rows)
+    reached = torch.as_tensor(
+        np.asarray(is_success(achieved[:half].numpy(), achieved[half:].numpy()), dtype=bool)
+    ).to(device)
+    with torch.no_grad():
+        z, z_next, goal_z = model.encode_target(inputs).float().split(half)
+    return critic_loss(
+        model.critic, model.critic_target, z, z_next, goal_z, reached, gb.steps.to(device),
+        cfg.critic,
+    )  # fmt: skip
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce the gradients in one flat buffer (what DDP does, without its hooks)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _ranks_agree(model: torch.nn.Module) -> bool:
+    """Whether every rank ended with the same weights (a check on the gradient averaging)."""
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    values = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(values, total)
+    return all(torch.equal(v, values[0]) for v in values)
 
 
 def train(
@@ -93,81 +268,134 @@ def train(
     optimiser, schedule, random generators, step) is written atomically to
     ``out/train_state.pt``. ``resume=True`` continues from it: a run killed at any moment and
     resumed logs the same metrics, step for step, as one that never stopped (same seed, CPU).
+
+    Started by ``torchrun --nproc_per_node N``, each process trains on its own batches of
+    ``batch_size`` windows and the gradients are averaged (gloo on CPU, NCCL on GPU); rank 0
+    writes the logs and checkpoints.
     """
-    torch.manual_seed(cfg.seed)
+    from wmrobot.train.losses import ANTICOLLAPSE
+
+    if cfg.anticollapse not in ANTICOLLAPSE:
+        raise ConfigError(
+            f"model.train.anticollapse={cfg.anticollapse!r} is unknown; choose from {ANTICOLLAPSE}"
+        )
+    rank, world = _distributed()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     store = EpisodeStore.open(dataset)
-    obs_key, ag_key = observation_keys(store)
-    sampler = WindowSampler(store, [obs_key, "action", ag_key], steps=cfg.horizon)
     model = build_model(store, model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = Batches(store, model, cfg.horizon)
+    model.to(device)
+    if cfg.compile:
+        model.encoder.compile()
+        model.predictor.compile()
+    amp = cfg.amp and device.type == "cuda"
+    params = [p for n, p in model.named_parameters() if p.requires_grad and "critic" not in n]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizers = [opt]
+    if model.critic is not None:  # TD on the target encoder's latents, its own optimiser
+        goals = HindsightGoals(store.episode_ends, cfg.critic)
+        is_success = success_test(store)
+        critic_params = list(model.critic.parameters())
+        optimizers.append(torch.optim.Adam(critic_params, lr=cfg.critic.lr))
+    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * rank)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    main = rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     identity = {
         "dataset": store.fingerprint(),
         "model": json.dumps(asdict(model_cfg), sort_keys=True),
-        # What decides the numbers; how often to log or save may change between runs.
         "train": json.dumps(
-            {k: v for k, v in asdict(cfg).items() if k not in ("log_every", "checkpoint_every")},
-            sort_keys=True,
+            {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}, sort_keys=True
         ),
     }
     first = 0
     if resume and (out / TRAIN_STATE).exists():
-        first = load_train_state(out / TRAIN_STATE, identity, model, opt, sched, gen) + 1
-        _keep_metrics_up_to(out / "metrics.csv", first - 1)
-    elif (out / "metrics.csv").exists():
+        first = load_train_state(out / TRAIN_STATE, identity, model, optimizers, sched, gen) + 1
+        if world > 1:  # the saved generator is rank 0's; the others derive theirs
+            gen.manual_seed(cfg.seed + 1_000_003 * rank + first)
+        if main:
+            _keep_metrics_up_to(out / "metrics.csv", first - 1)
+    elif main and (out / "metrics.csv").exists():
         (out / "metrics.csv").unlink()
     start = time.perf_counter()
     writer: csv.DictWriter | None = None
+    board = None
+    if main and cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        board = SummaryWriter(str(out / "tb"), purge_step=first)
     warned = False
-    with open(out / "metrics.csv", "a", newline="") as log:
+    waited = busy = 0.0
+    log = open(out / "metrics.csv", "a", newline="") if main else None  # noqa: SIM115
+    try:
         bar = tqdm(
             range(first, cfg.steps),
             desc="train",
             unit="step",
-            disable=None if progress else True,
+            disable=None if (progress and main) else True,
             leave=False,
             initial=first,
             total=cfg.steps,
         )
         for step in bar:
-            batch = sampler.sample(cfg.batch_size, gen)
-            goal_rows = torch.randint(sampler.n_rows, (cfg.batch_size,), generator=gen)
-            loss, parts = jepa_loss(
-                model,
-                batch[obs_key],
-                batch["action"],
-                batch[ag_key],
-                sampler.rows(obs_key, goal_rows),
-                sampler.rows(ag_key, goal_rows),
-                cfg.loss,
-            )
+            tick = time.perf_counter()
+            batch = _to(batches.sample(cfg.batch_size, gen), device)
+            tock = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, parts, z = jepa_loss(
+                    model,
+                    batch["inputs"],
+                    batch["actions"],
+                    batch["achieved"],
+                    batch["goal_inputs"],
+                    batch["goal_achieved"],
+                    cfg.loss,
+                    cfg.anticollapse,
+                )
             if not math.isfinite(parts["loss"]):
                 saved = out / TRAIN_STATE
                 kept = f"; the last good state is kept in {saved}" if saved.exists() else ""
-                raise DatasetError(
-                    f"loss became {parts['loss']} at step {step}; check {dataset!r} for NaN/Inf "
-                    f"or lower lr={cfg.lr}{kept}"
+                bad = _non_finite(batch, batches.input_keys)
+                cause = (
+                    f"{dataset!r} holds NaN/Inf in {bad!r}; clean or re-collect it"
+                    if bad
+                    else f"check {dataset!r} for extreme values or lower lr={cfg.lr}"
                 )
-            opt.zero_grad(set_to_none=True)
+                raise DatasetError(f"loss became {parts['loss']} at step {step}: {cause}{kept}")
+            if model.critic is not None:
+                closs, cparts = _critic_loss(model, batches, goals, is_success, cfg, gen, device)
+                loss = loss + cfg.loss.critic * closs
+                parts.update(cparts)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            if world > 1:
+                _average_gradients([p for p in model.parameters() if p.requires_grad], world)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if model.critic is not None:
+                torch.nn.utils.clip_grad_norm_(critic_params, cfg.grad_clip)
+            for o in optimizers:
+                o.step()
             sched.step()
-            model.update_target()
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                with torch.no_grad():
-                    rows = torch.randint(sampler.n_rows, (1024,), generator=gen)
-                    z = model.encode(sampler.rows(obs_key, rows))
-                report = collapse_report(z)
+            model.update_target(model.momentum(step, cfg.steps))
+            if model.critic is not None:
+                critic_update(model.critic, model.critic_target, cfg.critic.target_tau)
+            waited += tock - tick
+            busy += time.perf_counter() - tick
+            if main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+                report = collapse_report(z.detach().reshape(-1, z.shape[-1]).float().cpu())
                 if report["collapsed"] and not warned:
                     warned = True
                     warnings.warn(
                         f"the latents look collapsed at step {step} (effective rank "
-                        f"{report['effective_rank']:.2f} of {z.shape[1]}, smallest std "
-                        f"{report['z_std_min']:.2g}); raise the variance/covariance weights",
+                        f"{report['effective_rank']:.2f} of {z.shape[-1]}, smallest std "
+                        f"{report['z_std_min']:.2g}); use model.train.anticollapse=vicreg or "
+                        f"sigreg, or raise its weight",
                         stacklevel=2,
                     )
                 row = {
@@ -177,18 +405,32 @@ def train(
                     "z_std_min": round(report["z_std_min"], 6),
                     "collapsed": int(report["collapsed"]),
                     "lr": sched.get_last_lr()[0],
+                    "data_wait": round(waited / max(busy, 1e-9), 4),
                     "seconds": round(time.perf_counter() - start, 2),
                 }
+                waited = busy = 0.0
                 if writer is None:
                     writer = csv.DictWriter(log, fieldnames=list(row))
                     if log.tell() == 0:  # a new log; a resumed one has its header
                         writer.writeheader()
                 writer.writerow(row)
                 log.flush()
+                if board is not None:
+                    for key, value in row.items():
+                        if key != "step":
+                            board.add_scalar(f"train/{key}", value, step)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
-            if (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
-                save_train_state(out / TRAIN_STATE, identity, step, model, opt, sched, gen)
+            if main and (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
+                save_train_state(out / TRAIN_STATE, identity, step, model, optimizers, sched, gen)
         bar.close()
+    finally:
+        if log is not None:
+            log.close()
+        if board is not None:
+            board.close()
+    in_sync = _ranks_agree(model) if world > 1 else True
+    if not main:
+        return out
     meta = {
         "dataset": {
             "path": str(dataset),
@@ -197,16 +439,20 @@ def train(
             "transitions": store.n_transitions,
         },
         "env": store.attrs["env"],
-        "obs_key": obs_key,
+        "obs_key": batches.input_keys.get("state", observation_keys(store)[0]),
+        "input_keys": batches.input_keys,
         "steps": cfg.steps,
         "seed": cfg.seed,
+        "world_size": world,
+        "ranks_in_sync": in_sync,
         "seconds": round(time.perf_counter() - start, 2),
         "config": config_record or {},
         "versions": versions(),
         "git_revision": git_revision(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, opt, sched, gen)
+    model.cpu()
+    save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, optimizers, sched, gen)
     return save_checkpoint(model, out, meta)
 
 
@@ -222,7 +468,7 @@ def save_train_state(
         "identity": identity,
         "step": step,
         "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "optimizer": [o.state_dict() for o in opt],
         "scheduler": sched.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -248,7 +494,8 @@ def load_train_state(path: Path, identity: dict[str, str], model, opt, sched, ge
                 f"same dataset and config, or train into a new out="
             )
     model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
+    for o, saved in zip(opt, state["optimizer"], strict=True):
+        o.load_state_dict(saved)
     sched.load_state_dict(state["scheduler"])
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])

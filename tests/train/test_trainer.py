@@ -1,0 +1,183 @@
+"""The trainer's guards and logs: NaN data, mismatched datasets, anti-collapse choice, EMA
+schedule, TensorBoard, and data-parallel training under torchrun (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from wmrobot.datasets import EpisodeStore, collect
+from wmrobot.errors import ConfigError, DatasetError
+from wmrobot.model import ModelConfig
+from wmrobot.train import LossWeights, TrainConfig, load_checkpoint, train
+from wmrobot.train.trainer import TRAIN_STATE, build_model, check_compatible
+
+
+def tiny_model(**changes) -> ModelConfig:
+    cfg = ModelConfig(
+        latent_dim=8, hidden=16, depth=1, goal_dim=3, ema=0.9, latent_weight=0.5, cost_weight=1.0
+    )
+    return replace(cfg, **changes)
+
+
+def tiny_train(steps: int = 6, **changes) -> TrainConfig:
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=16,
+        horizon=3,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup=2,
+        grad_clip=10.0,
+        loss=LossWeights(1.0, 1.0, 0.04, 1.0),
+        log_every=2,
+        seed=0,
+        checkpoint_every=2,
+        tensorboard=False,
+    )
+    return replace(cfg, **changes)
+
+
+def read_metrics(out):
+    import csv
+
+    with open(out / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_nan_in_the_data_stops_training_and_keeps_the_last_good_state(maze_dataset, tmp_path):
+    import zarr
+
+    begin, end = EpisodeStore.open(maze_dataset).episode_bounds(1)
+    obs = zarr.open_group(str(maze_dataset), mode="r+")["data/obs/observation"]
+    row = obs[begin + 5]
+    row[0] = np.nan  # one value in one row of four episodes
+    obs[begin + 5] = row
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError) as err:
+        train(
+            str(maze_dataset), out, tiny_model(), tiny_train(steps=500, checkpoint_every=1),
+            progress=False,
+        )  # fmt: skip
+    message = str(err.value)
+    assert "\n" not in message
+    assert "'obs/observation'" in message and "NaN/Inf" in message
+    bad = int(message.split(" at step ")[1].split(":")[0])
+    assert 0 < bad < 499 and "last good state is kept" in message
+    state = torch.load(out / TRAIN_STATE, weights_only=True)  # the step before the bad one
+    assert state["step"] == bad - 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_dataset_of_another_task_is_refused_in_one_line(maze_dataset, tmp_path):
+    other = tmp_path / "reacher.zarr"
+    collect(str(other), "wmrobot/Reacher-v0", episodes=2, seed=0, progress=False)
+    model = build_model(EpisodeStore.open(maze_dataset), tiny_model())
+    check_compatible(model, EpisodeStore.open(maze_dataset))  # its own data passes
+    with pytest.raises(DatasetError) as err:
+        check_compatible(model, EpisodeStore.open(other))
+    assert "\n" not in str(err.value) and "observation size" in str(err.value)
+
+
+def test_pixel_encoders_refuse_a_dataset_without_pixels(maze_dataset):
+    with pytest.raises(ConfigError, match="pixels=64"):
+        build_model(EpisodeStore.open(maze_dataset), tiny_model(encoder="cnn"))
+
+
+@pytest.mark.parametrize("anticollapse", ["vicreg", "sigreg", "none"])
+def test_the_anti_collapse_term_is_the_one_chosen(maze_dataset, tmp_path, anticollapse):
+    out = tmp_path / anticollapse
+    train(
+        str(maze_dataset), out, tiny_model(), tiny_train(anticollapse=anticollapse),
+        progress=False,
+    )  # fmt: skip
+    rows = read_metrics(out)
+    variance = [float(r["variance"]) for r in rows]
+    sigreg = [float(r["sigreg"]) for r in rows]
+    assert (max(variance) > 0) == (anticollapse == "vicreg")
+    assert (max(sigreg) > 0) == (anticollapse == "sigreg")
+    assert all(0 <= float(r["data_wait"]) <= 1 for r in rows)
+
+
+def test_an_unknown_anti_collapse_term_is_a_config_error(maze_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="anticollapse"):
+        train(
+            str(maze_dataset), tmp_path, tiny_model(), tiny_train(anticollapse="barlow"),
+            progress=False,
+        )  # fmt: skip
+
+
+def test_the_ema_momentum_follows_its_cosine_schedule(maze_dataset):
+    model = build_model(EpisodeStore.open(maze_dataset), tiny_model(ema=0.99, ema_end=1.0))
+    m = [model.momentum(s, 101) for s in range(101)]
+    assert m[0] == pytest.approx(0.99) and m[-1] == pytest.approx(1.0)
+    assert m[50] == pytest.approx(0.995)
+    assert all(b >= a for a, b in zip(m, m[1:], strict=False))
+    constant = build_model(EpisodeStore.open(maze_dataset), tiny_model(ema=0.9))
+    assert {constant.momentum(s, 10) for s in range(10)} == {0.9}
+
+
+def test_tensorboard_gets_the_logged_scalars(maze_dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb-run"
+    train(str(maze_dataset), out, tiny_model(), tiny_train(tensorboard=True), progress=False)
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [int(r["step"]) for r in read_metrics(out)]
+    assert loss[0].value == pytest.approx(float(read_metrics(out)[0]["loss"]), rel=1e-4)
+
+
+def test_torchrun_trains_on_two_processes_with_averaged_gradients(maze_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "wmrobot.cli", "train", f"dataset={maze_dataset}", f"out={out}",
+        "model.train.steps=8", "model.train.batch_size=16", "model.train.horizon=3",
+        "model.train.log_every=2", "model.train.tensorboard=false", "model.hidden=16",
+        "model.latent_dim=8", "model.critic=false",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["ranks_in_sync"] is True
+    assert [int(r["step"]) for r in read_metrics(out)] == [0, 2, 4, 6, 7]  # rank 0 alone
+    model, _ = load_checkpoint(out)
+    assert model.critic is None and model.latent_dim == 8
+
+
+@pytest.fixture(scope="module")
+def pixel_dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pixels") / "maze.zarr"
+    collect(
+        str(path), "wmrobot/PointMaze-v0", {"layout": "open"}, episodes=3, seed=0, pixels=16,
+        progress=False,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    "encoder, stack", [("cnn", 1), ("cnn", 3), ("fusion", 2)], ids=["cnn", "cnn-stack3", "fusion"]
+)
+def test_pixel_models_train_and_round_trip(pixel_dataset, tmp_path, encoder, stack):
+    out = tmp_path / encoder
+    cfg = tiny_model(encoder=encoder, frame_stack=stack, width=4, critic=True)
+    train(str(pixel_dataset), out, cfg, tiny_train(steps=3), progress=False)
+    model, meta = load_checkpoint(out)
+    assert model.image_shape == (16, 16, 3) and meta["input_keys"]["pixels"] == "pixels"
+    frames = torch.randint(0, 256, (5, stack, 16, 16, 3), dtype=torch.uint8)
+    inputs = {"pixels": frames if stack > 1 else frames[:, 0], "state": torch.randn(5, 4)}
+    z = model.encode(inputs)
+    assert z.shape == (5, 8) and torch.isfinite(z).all()
+    assert model.value(z, z.flip(0)).shape == (5,)
+    rows = read_metrics(out)
+    assert all(np.isfinite(float(r["loss"])) for r in rows)

@@ -1,0 +1,140 @@
+"""Training the goal-conditioned critic: hindsight goals, the TD loss with a target network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wmrobot.errors import ConfigError, DatasetError
+from wmrobot.model.heads import Critic
+
+
+@dataclass
+class CriticConfig:
+    """The critic's recipe; the defaults are the ones measured on the PointMaze U-maze."""
+
+    hidden: int = 128
+    depth: int = 2
+    lr: float = 3e-4
+    batch_size: int = 512
+    gamma: float = 0.99  # discount per environment step
+    expectile: float = 0.1  # < 0.5: an optimistic (lower) estimate of the cost over the data
+    target_tau: float = 0.005  # Polyak step of the target network per update
+    future: float = 0.5  # goal probabilities: a later row of the same episode,
+    random: float = 0.3  # any row of the dataset,
+    next: float = 0.2  # the next row (the rest)
+    bound: str = "mc"  # same-episode goals: "mc" target = steps taken, "cap" = min(TD, steps)
+
+    def check(self) -> None:
+        for name in ("future", "random", "next"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"critic.{name}={getattr(self, name)} must be in [0, 1]")
+        total = self.future + self.random + self.next
+        if abs(total - 1) > 1e-6:
+            raise ConfigError(
+                f"critic goal probabilities future+random+next = {total:g}; make them sum to 1"
+            )
+        if not 0 < self.gamma < 1:
+            raise ConfigError(f"critic.gamma={self.gamma} must be in (0, 1), e.g. 0.99")
+        if not 0 < self.expectile < 1:
+            raise ConfigError(f"critic.expectile={self.expectile} must be in (0, 1), e.g. 0.1")
+        if not 0 < self.target_tau <= 1:
+            raise ConfigError(f"critic.target_tau={self.target_tau} must be in (0, 1]")
+
+
+@dataclass
+class GoalBatch:
+    """Rows of a store for one critic update: ``rows`` (B,) states with a successor in their
+    episode, ``next_rows`` = rows + 1, ``goal_rows`` (B,) hindsight goals and ``steps`` (B,):
+    how many steps the episode took from the row to the goal (-1 when the goal lies in
+    another episode or before the row)."""
+
+    rows: torch.Tensor
+    next_rows: torch.Tensor
+    goal_rows: torch.Tensor
+    steps: torch.Tensor
+
+
+class HindsightGoals:
+    """Draws (state, next state, goal) rows from an episode store's layout.
+
+    ``episode_ends`` (E,) are the exclusive end rows of the episodes (``meta/episode_ends``).
+    Future goals are later rows of the same episode (uniform over what is left), never past
+    its end; random goals are any row; next goals are the next row.
+    """
+
+    def __init__(self, episode_ends: np.ndarray, cfg: CriticConfig) -> None:
+        cfg.check()
+        ends = np.asarray(episode_ends, dtype=np.int64)
+        if ends.ndim != 1 or len(ends) == 0 or (np.diff(np.concatenate([[0], ends])) < 1).any():
+            raise DatasetError(
+                f"episode_ends {ends[:5].tolist()}... must be increasing exclusive end rows; "
+                f"pass the store's meta/episode_ends"
+            )
+        self.cfg = cfg
+        self.n_rows = int(ends[-1])
+        lengths = np.diff(np.concatenate([[0], ends]))
+        episode = np.repeat(np.arange(len(ends)), lengths)
+        has_next = np.ones(self.n_rows, dtype=bool)
+        has_next[ends - 1] = False
+        if not has_next.any():
+            raise DatasetError("every episode has a single row; the critic needs transitions")
+        self.episode = torch.as_tensor(episode)
+        self.episode_end = torch.as_tensor(np.repeat(ends, lengths))
+        self.valid = torch.as_tensor(np.flatnonzero(has_next))
+
+    def sample(self, n: int, generator: torch.Generator) -> GoalBatch:
+        cfg = self.cfg
+        rows = self.valid[torch.randint(len(self.valid), (n,), generator=generator)]
+        left = self.episode_end[rows] - rows - 1  # rows after this one in its episode (>= 1)
+        future = rows + 1 + (torch.rand(n, generator=generator) * left).long().clamp_max(left - 1)
+        anywhere = torch.randint(self.n_rows, (n,), generator=generator)
+        u = torch.rand(n, generator=generator)
+        goals = torch.where(
+            u < cfg.future, future, torch.where(u < cfg.future + cfg.random, anywhere, rows + 1)
+        )
+        ahead = (self.episode[goals] == self.episode[rows]) & (goals > rows)
+        steps = torch.where(ahead, goals - rows, torch.full_like(rows, -1))
+        return GoalBatch(rows, rows + 1, goals, steps)
+
+
+def critic_loss(
+    critic: Critic,
+    target: Critic,
+    z: torch.Tensor,
+    z_next: torch.Tensor,
+    goal_z: torch.Tensor,
+    reached: torch.Tensor,
+    steps: torch.Tensor,
+    cfg: CriticConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Expectile TD loss of ``critic`` on one batch; ``target`` gives the bootstrap values.
+
+    z, z_next, goal_z (B, D) latents (detach them from the world model), ``reached`` (B,) bool:
+    the next state is at the goal (e.g. achieved goals within the task's success radius),
+    ``steps`` (B,) from :class:`GoalBatch`. Each step before the goal costs 1:
+    y = 1 + gamma * (1 - reached) * V_target(z', g), capped by the discounted count of the
+    steps the episode itself took, (1 - gamma^k) / (1 - gamma), so long-range values arrive in
+    one update instead of through many bootstraps.
+    """
+    with torch.no_grad():
+        y = 1.0 + cfg.gamma * (~reached).float() * target(z_next, goal_z)
+        if cfg.bound != "none":
+            k = steps.clamp_min(0).float()
+            bound = (1.0 - cfg.gamma**k) / (1.0 - cfg.gamma)
+            mc = bound if cfg.bound == "mc" else torch.minimum(y, bound)
+            y = torch.where(steps > 0, mc, y)
+    v = critic(z, goal_z)
+    diff = y - v
+    weight = torch.where(diff < 0, 1.0 - cfg.expectile, cfg.expectile)
+    loss = (weight * diff.pow(2)).mean()
+    return loss, {"critic": loss.item(), "value": v.mean().item(), "target": y.mean().item()}
+
+
+@torch.no_grad()
+def update_target(critic: Critic, target: Critic, tau: float) -> None:
+    """Polyak step: target <- (1 - tau) target + tau critic."""
+    for p_t, p in zip(target.parameters(), critic.parameters(), strict=True):
+        p_t.lerp_(p, tau)
