@@ -1,34 +1,45 @@
-"""Receding-horizon control: plan, act on the first action, shift the plan to warm-start."""
+"""Receding-horizon control: plan, execute the first action(s), shift the plan to warm-start."""
 
 from __future__ import annotations
 
 import torch
 
-from wmrobot.planners.mppi import MPPI
+from wmrobot.planners.base import Planner
 
 
 class RecedingHorizon:
-    """Wraps a planner; ``act(z, goal_z)`` (B, D) -> the first actions (B, A).
+    """Wraps a planner; ``act(z, goal_z)`` (B, D) -> the actions to execute now (B, A).
 
-    Between calls the previous plan, shifted by one step (last action repeated), seeds the
-    next optimisation. ``reset()`` forgets it (call it at each new episode).
+    A plan is made every ``replan_every`` calls and its actions executed in turn; the next
+    plan is warm-started from the previous one shifted by the executed steps (last action
+    repeated). ``reset()`` forgets it (call it at each new episode); ``keep(indices)`` keeps
+    the rows of a batch whose episodes go on.
     """
 
-    def __init__(self, planner: MPPI) -> None:
-        self.planner = planner
+    def __init__(self, planner: Planner, replan_every: int = 1) -> None:
+        self.planner, self.replan_every = planner, replan_every
         self.plan: torch.Tensor | None = None
+        self.step = 0  # actions executed from the current plan
 
     def reset(self) -> None:
-        self.plan = None
+        self.plan, self.step = None, 0
+        self.planner.reset()
 
     def keep(self, indices: torch.Tensor) -> None:
         """Keep the warm starts of these batch rows only (the others' episodes ended)."""
         if self.plan is not None:
             self.plan = self.plan[indices]
+        self.planner.keep(indices)
 
     def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
+        same_batch = self.plan is not None and self.plan.shape[0] == z.shape[0]
+        if same_batch and self.step < self.replan_every:
+            self.step += 1
+            return self.plan[:, self.step - 1]
         init = None
-        if self.plan is not None and self.plan.shape[0] == z.shape[0]:
-            init = torch.cat([self.plan[:, 1:], self.plan[:, -1:]], dim=1)
-        self.plan = self.planner.plan(z, goal_z, init)
+        if same_batch:
+            k = self.step
+            init = torch.cat([self.plan[:, k:], self.plan[:, -1:].expand(-1, k, -1)], dim=1)
+            self.planner.shift(k)
+        self.plan, self.step = self.planner.plan(z, goal_z, init), 1
         return self.plan[:, 0]

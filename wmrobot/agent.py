@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from wmrobot.model.world_model import WorldModel
-from wmrobot.planners import MPPI, MPPIConfig, RecedingHorizon
+from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
 
 Obs = dict[str, np.ndarray]
 
@@ -20,22 +20,25 @@ def _batched(obs: Obs) -> tuple[Obs, bool]:
 
 
 class PlanningAgent:
-    """Mode-2: encode the observation and the goal, plan with MPPI in latent space, act.
+    """Mode-2: encode the observation and the goal, plan in latent space, act.
 
-    ``goal_observation`` maps ``desired_goal`` (B, G) to the observation the agent would have
-    at the goal (B, O), e.g. ``env.unwrapped.goal_observation``; the planner sees only latents.
+    ``planner`` names the planner (CEM, iCEM, MPPI or gradient) and its budget; the agent
+    replans every ``planner.replan_every`` steps, warm-started. ``goal_observation`` maps
+    ``desired_goal`` (B, G) to the observation the agent would have at the goal (B, O), e.g.
+    ``env.unwrapped.goal_observation``; the planner sees only latents.
     """
 
     def __init__(
         self,
         model: WorldModel,
-        planner: MPPIConfig,
+        planner: PlannerConfig,
         goal_observation: Callable[[np.ndarray], np.ndarray],
         seed: int = 0,
     ) -> None:
         self.model = model.eval()
         self.goal_observation = goal_observation
-        self.controller = RecedingHorizon(MPPI(model, planner, seed=seed))
+        planner = as_config(planner)
+        self.controller = RecedingHorizon(make_planner(model, planner, seed), planner.replan_every)
 
     def reset(self) -> None:
         self.controller.reset()

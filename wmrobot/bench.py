@@ -23,7 +23,7 @@ from wmrobot.agent import PlanningAgent, RandomAgent  # noqa: E402
 from wmrobot.envs import make_env  # noqa: E402
 from wmrobot.eval.rollout import decision_latency_ms, evaluate  # noqa: E402
 from wmrobot.model.world_model import WorldModel  # noqa: E402
-from wmrobot.planners import MPPIConfig  # noqa: E402
+from wmrobot.planners import PlannerConfig  # noqa: E402
 
 
 @dataclass
@@ -81,18 +81,23 @@ def summarise(
     )
 
 
+DISPLAY_NAMES = {"mppi": "MPPI", "cem": "CEM", "icem": "iCEM", "grad": "gradient"}
+
+
 def evaluate_planner(
     model: WorldModel,
-    planner: MPPIConfig,
+    planner: PlannerConfig,
     env_id: str,
     env_kwargs: dict[str, Any],
     pairs: list[dict[str, Any]],
     budget: int,
     seeds: list[int],
     env_steps: int,
-    name: str = "Mode-2 MPPI",
+    name: str | None = None,
 ) -> MethodResult:
-    """Receding-horizon MPPI through ``model``, one run of the whole set per planner seed."""
+    """Receding-horizon planning through ``model`` (the planner ``planner.name``), one run of
+    the whole set per planner seed; the row is named ``Mode-2 <PLANNER>`` unless ``name``."""
+    name = name or f"Mode-2 {DISPLAY_NAMES.get(planner.name, planner.name)}"
     env = make_env(env_id, env_kwargs)
     goal_obs = env.unwrapped.goal_observation
     per_seed = {}

@@ -21,7 +21,8 @@ Latent (JEPA) world models for MuJoCo robots, on a CPU.
 commands:
   collect   collect episodes from a MuJoCo task into a Zarr dataset
   train     train a JEPA world model on a dataset; writes a checkpoint directory
-  plan      run Mode-2 MPPI with a checkpoint in the real env on the fixed evaluation set
+  plan      run Mode-2 MPC (cem, icem, mppi, grad) with a checkpoint in the real env on the
+            fixed evaluation set
   demo      collect -> train -> plan, plus random and SAC baselines, in one table
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
@@ -41,8 +42,9 @@ DESCRIPTIONS = {
     "train": "Train a JEPA world model (encoder + EMA target, predictor, cost head).\n"
     "Writes model.pt (weights only), meta.json and metrics.csv into the checkpoint directory.\n"
     "example: wmrobot train dataset=data/maze.zarr model.train.steps=5000",
-    "plan": "Evaluate Mode-2 MPPI (and the random floor) in the real env on the fixed, seeded\n"
-    "start/goal set with a fixed step budget; the planner never touches the simulator.\n"
+    "plan": "Evaluate Mode-2 MPC (planner=cem|icem|mppi|grad) and the random floor in the real\n"
+    "env on the fixed, seeded start/goal set with a fixed step budget; the planner never\n"
+    "touches the simulator.\n"
     "example: wmrobot plan checkpoint=runs/train/<ts>/checkpoint planner.samples=256",
     "demo": "Run the whole path on defaults: collect, train, plan, and SAC trained online with\n"
     "as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
@@ -89,7 +91,12 @@ OPTION_HELP = {
     "planner": "planner config group: mppi",
     "planner.horizon": "planning horizon H (steps)",
     "planner.samples": "action sequences sampled per iteration",
-    "planner.iterations": "MPPI iterations per decision",
+    "planner.iterations": "optimisation iterations per decision",
+    "planner.name": "cem | icem | mppi | grad (set by the planner= group)",
+    "planner.backend": "auto (measured at start-up) | torch | numba",
+    "planner.value_weight": "weight of the critic's cost-to-go at the horizon's end (0: off)",
+    "planner.smooth_weight": "cost on squared differences of consecutive actions",
+    "planner.replan_every": "actions executed from each plan before planning again",
     "seeds": "planner seeds; success is reported as mean and std over them",
     "rl_seeds": "SAC training seeds (trained in parallel, one per core)",
     "baseline": "also evaluate the random policy",
@@ -316,7 +323,7 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
 
 
 def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
-    """Random floor (if asked) and Mode-2 MPPI on the evaluation set, plus a GIF (plan, demo)."""
+    """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo)."""
     from wmrobot.bench import evaluate_planner, evaluate_random
 
     pairs, budget = _evaluation_set(c.env), c.env.eval.budget
@@ -393,7 +400,7 @@ def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
     _say("[2/4] world model")
     _train(c, data, ckpt, config_record)
     model, meta = load_checkpoint(ckpt)
-    _say("[3/4] random policy and Mode-2 MPPI")
+    _say(f"[3/4] random policy and Mode-2 {c.planner.name}")
     results, pairs = _evaluate(c, model, c.env.id, c.env.kwargs, res.transitions, run_dir)
     if c.rl_seeds:
         _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")

@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import ModelConfig
-from wmrobot.planners import MPPIConfig
+from wmrobot.planners import PlannerConfig
 from wmrobot.rl.sac import RLConfig
 from wmrobot.train.trainer import TrainConfig
 
@@ -75,7 +75,7 @@ class TrainCommand:
 @dataclass
 class PlanCommand:
     env: EnvConfig
-    planner: MPPIConfig
+    planner: PlannerConfig
     checkpoint: str
     seeds: list[int]
     baseline: bool
@@ -89,7 +89,7 @@ class DemoCommand:
     env: EnvConfig
     policy: PolicyConfig
     model: ModelSection
-    planner: MPPIConfig
+    planner: PlannerConfig
     rl: RLConfig
     episodes: int
     seed: int

@@ -33,6 +33,7 @@ def jepa_loss(
     goal_achieved: torch.Tensor,
     w: LossWeights,
     anticollapse: str = "vicreg",
+    stop_gradient: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """Loss on a batch of windows; returns the total, its parts for logging, and the online
     latents (B, K+1, D) (the critic trains on them, detached).
@@ -42,9 +43,14 @@ def jepa_loss(
     drawn from the dataset, goal_achieved (B, G) theirs. ``anticollapse`` picks the term that
     keeps the online latents spread: VICReg's variance + covariance (PLDM), SIGReg (LeJEPA),
     or none (then only the EMA target and the cost head stand against collapse).
+    ``stop_gradient=False`` takes the targets from the online encoder with their gradient
+    (PLDM's set-up): then only the anti-collapse term keeps the encoder from a constant.
     """
     z = model.encode(inputs)  # (B, K+1, D)
-    targets = model.encode_target({k: v[:, 1:] for k, v in inputs.items()})  # stop-gradient
+    if stop_gradient:
+        targets = model.encode_target({k: v[:, 1:] for k, v in inputs.items()})
+    else:
+        targets = z[:, 1:]
     imagined = model.rollout(z[:, 0], actions)  # autoregressive, K steps
     one_step = model.predict_sequence(z[:, :-1], actions)  # teacher-forced, frame-causal
     prediction = F.mse_loss(imagined, targets) + F.mse_loss(one_step, targets)

@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int
     checkpoint_every: int = 500  # steps between resumable training states (train_state.pt)
     anticollapse: str = "vicreg"  # vicreg | sigreg | none
+    stop_gradient: bool = True  # targets from the EMA encoder, no gradient; false: PLDM-style
     tensorboard: bool = True  # also log to out/tb (TensorBoard event files)
     device: str = "auto"  # auto (cuda when there is one) | cpu | cuda
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
@@ -356,6 +357,7 @@ def train(
                     batch["goal_achieved"],
                     cfg.loss,
                     cfg.anticollapse,
+                    cfg.stop_gradient,
                 )
             if not math.isfinite(parts["loss"]):
                 saved = out / TRAIN_STATE

@@ -1,0 +1,97 @@
+"""What every planner shares: the objective, the action bounds, the warm start, the NaN guard."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from wmrobot.planners.config import PlannerConfig, as_config
+from wmrobot.planners.dynamics import Dynamics
+
+
+class Objective:
+    """J of candidate action sequences: z0 (B, D), goal_z (B, D), actions (B, N, H, A) -> (B, N).
+
+    J = [sum_h w_h cost(z_h, g) + value_weight * value(z_H, g) + smooth_weight *
+    sum_{h>=2} ||a_h - a_{h-1}||^2] / sum_h w_h, with w_h = 1 before the last step and
+    ``terminal_weight`` at it. The value term counts only when the model has a critic
+    (``has_value``) and ``value_weight > 0``; the smoothness term only when its weight is > 0.
+    """
+
+    def __init__(self, dynamics: Dynamics, cfg: PlannerConfig) -> None:
+        self.dynamics = dynamics
+        weights = torch.ones(cfg.horizon, device=torch.as_tensor(dynamics.action_low).device)
+        weights[-1] = cfg.terminal_weight
+        self.norm = float(weights.sum())
+        self.step_weights = weights / self.norm
+        has_value = getattr(dynamics, "has_value", False)
+        self.value_weight = cfg.value_weight / self.norm if has_value else 0.0
+        self.smooth_weight = cfg.smooth_weight / self.norm
+
+    def __call__(self, z0: torch.Tensor, goal_z: torch.Tensor, actions: torch.Tensor):
+        b, n = actions.shape[:2]
+        goal = goal_z.repeat_interleave(n, 0)  # (B*N, D)
+        z = self.dynamics.rollout(z0.repeat_interleave(n, 0), actions.flatten(0, 1))
+        j = (self.dynamics.cost(z, goal[:, None]) * self.step_weights).sum(-1)  # (B*N,)
+        if self.value_weight > 0:
+            j = j + self.value_weight * self.dynamics.value(z[:, -1], goal)
+        if self.smooth_weight > 0:
+            diff = actions.flatten(0, 1).diff(dim=1)
+            j = j + self.smooth_weight * diff.pow(2).sum((-2, -1))
+        return j.view(b, n)
+
+
+class Planner:
+    """Base of the planners: ``plan(z0 (B, D), goal_z (B, D), init_mean (B, H, A) | None)``
+    returns an action sequence (B, H, A), finite and inside the action bounds.
+
+    Randomness comes from ``self.rng`` (NumPy, seeded), so one seed gives one plan. The
+    controller calls ``reset()`` at new episodes, ``keep(indices)`` when some of a batch's
+    episodes end and ``shift(steps)`` after executing steps of a plan; planners that remember
+    nothing between decisions ignore them.
+    """
+
+    def __init__(self, dynamics: Dynamics, cfg: PlannerConfig, seed: int = 0) -> None:
+        self.dynamics, self.cfg = dynamics, as_config(cfg)
+        self.rng = np.random.default_rng(seed)
+        self.objective = Objective(dynamics, self.cfg)
+        self.low = torch.as_tensor(dynamics.action_low, dtype=torch.float32)
+        self.high = torch.as_tensor(dynamics.action_high, dtype=torch.float32)
+        self._warned = False
+
+    def plan(
+        self, z0: torch.Tensor, goal_z: torch.Tensor, init_mean: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget what was remembered from earlier decisions (a new episode starts)."""
+
+    def keep(self, indices: torch.Tensor) -> None:
+        """Keep the memory of these batch rows only (the others' episodes ended)."""
+
+    def shift(self, steps: int) -> None:
+        """The first ``steps`` actions of the last plan were executed."""
+
+    def initial_mean(self, batch: int, init_mean: torch.Tensor | None) -> torch.Tensor:
+        """The warm start clipped to the bounds, or mid-range: (B, H, A)."""
+        if init_mean is not None:
+            return init_mean.to(torch.float32).clamp(self.low, self.high)
+        mid = (self.low + self.high) / 2
+        return mid.expand(batch, self.cfg.horizon, -1).clone()
+
+    def finite_costs(self, cost: torch.Tensor) -> torch.Tensor:
+        """Non-finite costs become +inf (never chosen), with a warning once per planner."""
+        finite = torch.isfinite(cost)
+        if not finite.all():
+            if not self._warned:
+                warnings.warn(
+                    "the model returned NaN/Inf costs: those candidates are ignored, and a batch "
+                    "row with no finite candidate keeps its warm-start plan",
+                    stacklevel=3,
+                )
+                self._warned = True
+            cost = torch.where(finite, cost, torch.inf)
+        return cost
