@@ -60,8 +60,8 @@ def main() -> None:
         )  # fmt: skip
         print(f"{args.steps} steps per run, PointMaze U-maze, {args.episodes} episodes, D=16\n")
         print(
-            f"| run | min std first -> last | effective rank first -> last "
-            f"| prediction loss last | collapsed (flag) | s |"
+            "| run | min std first -> last | effective rank first -> last "
+            "| prediction loss last | collapsed (flag) | s |"
         )
         print("|---|---|---|---|---|---|")
         for label, anticollapse, stop in RUNS:

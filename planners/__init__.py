@@ -26,9 +26,15 @@ TORCH_PLANNERS: dict[str, type[Planner]] = {
 def make_planner(
     dynamics: Dynamics, cfg: PlannerConfig | Mapping[str, Any], seed: int = 0
 ) -> Planner:
-    """The planner ``cfg.name`` on ``cfg.backend`` (torch, numba, or auto: torch for now)."""
+    """The planner ``cfg.name`` on ``cfg.backend``: torch, numba, or auto (the faster of the
+    two on this model, measured now: :func:`~wmrobot.planners.numba_backend.choose_backend`)."""
     cfg = as_config(cfg)
-    if cfg.backend == "numba":
+    backend = cfg.backend
+    if backend == "auto":
+        from wmrobot.planners.numba_backend import choose_backend
+
+        backend = choose_backend(dynamics, cfg, seed)
+    if backend == "numba":
         from wmrobot.planners.numba_backend import make_numba_planner
 
         return make_numba_planner(dynamics, cfg, seed)

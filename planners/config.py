@@ -40,7 +40,7 @@ class PlannerConfig:
     temperature: float = 0.5
     name: str = "mppi"
     backend: str = "auto"
-    value_weight: float = 1.0
+    value_weight: float = 7.0
     smooth_weight: float = 0.0
     alpha: float = 0.1
     beta: float = 0.0

@@ -158,3 +158,14 @@ def test_data_validate_catches_corruption(corrupt, needle, small_dataset, tmp_pa
     corrupt(group, int(group["meta/episode_ends"][0]))
     assert main(["data", "validate", str(copy)]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_an_env_default_spelled_out_names_the_same_env():
+    import wmrobot.envs  # noqa: F401  (registers the ids)
+    from wmrobot.cli import _full_kwargs
+
+    given = _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze"})
+    spelled = _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze", "frame_skip": 5})
+    assert given == spelled and given["frame_skip"] == 5
+    assert given != _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze", "frame_skip": 4})
+    assert given != _full_kwargs("wmrobot/PointMaze-v0", {"layout": "ring"})

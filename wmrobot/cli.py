@@ -351,6 +351,30 @@ def _report(results: list, run_dir: Path, c: Any, env_id: str, meta: dict, pairs
     print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c)))
 
 
+def _full_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the env's defaults filled in, so that spelling a default out (or not)
+    names the same env."""
+    import inspect
+
+    import gymnasium
+
+    try:
+        spec = gymnasium.spec(env_id)
+        creator = gymnasium.envs.registration.load_env_creator(spec.entry_point)
+        classes = creator.__mro__ if inspect.isclass(creator) else (creator,)
+        defaults: dict[str, Any] = {}
+        for cls in reversed(classes):  # a subclass's default wins over its base's
+            init = cls.__init__ if inspect.isclass(cls) else cls
+            if inspect.isclass(cls) and "__init__" not in vars(cls):
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.default is not inspect.Parameter.empty:
+                    defaults[p.name] = p.default
+    except Exception:  # an id gymnasium cannot resolve compares as given
+        return dict(kwargs)
+    return {**defaults, **spec.kwargs, **kwargs}
+
+
 def run_plan(c: Any, run_dir: Path) -> list[Any]:
     import torch
 
@@ -360,7 +384,9 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
-    if env_id != c.env.id or env_kwargs != dict(c.env.kwargs):
+    if env_id != c.env.id or _full_kwargs(env_id, env_kwargs) != _full_kwargs(
+        c.env.id, dict(c.env.kwargs)
+    ):
         raise ConfigError(
             f"the checkpoint was trained on {env_id} {env_kwargs}, not {c.env.id} "
             f"{dict(c.env.kwargs)}: plan on the env it was trained on"

@@ -139,6 +139,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "model.width": _POSITIVE_INT,
     "model.critic_hidden": _POSITIVE_INT,
     "model.critic_depth": _NON_NEGATIVE,
+    "model.critic_embed": _POSITIVE_INT,
     "model.latent_weight": _NON_NEGATIVE,
     "model.cost_weight": _NON_NEGATIVE,
     "model.train.steps": _POSITIVE_INT,

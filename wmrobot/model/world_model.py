@@ -48,6 +48,7 @@ class ModelConfig:
     critic: bool = False
     critic_hidden: int = 128
     critic_depth: int = 2
+    critic_embed: int = 32
     actor: bool = False
 
 
@@ -139,7 +140,9 @@ class WorldModel(nn.Module):
         self.cost_head = mlp(cfg.latent_dim, cfg.hidden, cfg.goal_dim, 1)
         self.critic = self.critic_target = None
         if cfg.critic:  # the target network of its TD updates travels with it
-            self.critic = Critic(cfg.latent_dim, cfg.critic_hidden, cfg.critic_depth)
+            self.critic = Critic(
+                cfg.latent_dim, cfg.critic_hidden, cfg.critic_depth, cfg.critic_embed
+            )
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor = Actor(cfg.latent_dim, action_dim, cfg.hidden, cfg.depth) if cfg.actor else None
 

@@ -15,17 +15,14 @@ from wmrobot.model.heads import Critic
 class CriticConfig:
     """The critic's recipe; the defaults are the ones measured on the PointMaze U-maze."""
 
-    hidden: int = 128
-    depth: int = 2
-    lr: float = 3e-4
+    lr: float = 1e-3
     batch_size: int = 512
     gamma: float = 0.99  # discount per environment step
     expectile: float = 0.1  # < 0.5: an optimistic (lower) estimate of the cost over the data
-    target_tau: float = 0.005  # Polyak step of the target network per update
-    future: float = 0.5  # goal probabilities: a later row of the same episode,
-    random: float = 0.3  # any row of the dataset,
-    next: float = 0.2  # the next row (the rest)
-    bound: str = "mc"  # same-episode goals: "mc" target = steps taken, "cap" = min(TD, steps)
+    target_tau: float = 0.05  # Polyak step of the target network per update
+    future: float = 0.7  # goal probabilities: a later row of the same episode,
+    random: float = 0.1  # any row of the dataset,
+    next: float = 0.2  # the next row
 
     def check(self) -> None:
         for name in ("future", "random", "next"):
@@ -115,22 +112,32 @@ def critic_loss(
     z, z_next, goal_z (B, D) latents (detach them from the world model), ``reached`` (B,) bool:
     the next state is at the goal (e.g. achieved goals within the task's success radius),
     ``steps`` (B,) from :class:`GoalBatch`. Each step before the goal costs 1:
-    y = 1 + gamma * (1 - reached) * V_target(z', g), capped by the discounted count of the
-    steps the episode itself took, (1 - gamma^k) / (1 - gamma), so long-range values arrive in
-    one update instead of through many bootstraps.
+    y = 1 + gamma * (1 - reached) * V_target(z', g). When the episode itself reached the goal
+    in k steps, y is capped by (1 - gamma^k) / (1 - gamma): the data proves the goal that
+    close, which stops bootstrapped over-estimates from spreading. The loss is the expectile
+    regression |expectile - 1(y < V)| (y - V)^2, so V leans to the cheapest outcome seen.
     """
     with torch.no_grad():
         y = 1.0 + cfg.gamma * (~reached).float() * target(z_next, goal_z)
-        if cfg.bound != "none":
-            k = steps.clamp_min(0).float()
-            bound = (1.0 - cfg.gamma**k) / (1.0 - cfg.gamma)
-            mc = bound if cfg.bound == "mc" else torch.minimum(y, bound)
-            y = torch.where(steps > 0, mc, y)
+        k = steps.clamp_min(0).float()
+        bound = (1.0 - cfg.gamma**k) / (1.0 - cfg.gamma)
+        y = torch.where(steps > 0, torch.minimum(y, bound), y)
     v = critic(z, goal_z)
     diff = y - v
     weight = torch.where(diff < 0, 1.0 - cfg.expectile, cfg.expectile)
     loss = (weight * diff.pow(2)).mean()
     return loss, {"critic": loss.item(), "value": v.mean().item(), "target": y.mean().item()}
+
+
+def make_critic(
+    latent_dim: int, hidden: int = 128, depth: int = 2, embed: int = 32
+) -> tuple[Critic, Critic]:
+    """A critic and its target network (a frozen copy, moved only by :func:`update_target`);
+    a world model sizes its own from ``model.critic_hidden/critic_depth/critic_embed``."""
+    critic = Critic(latent_dim, hidden, depth, embed)
+    target = Critic(latent_dim, hidden, depth, embed).requires_grad_(False)
+    target.load_state_dict(critic.state_dict())
+    return critic, target
 
 
 @torch.no_grad()

@@ -168,21 +168,30 @@ class Batches:
         }
 
 
-def success_test(store: EpisodeStore):
-    """The task's vectorised ``is_success(achieved, desired)``, from the env that made
-    ``store`` (the critic's notion of having reached a goal)."""
+def task_functions(store: EpisodeStore):
+    """The task's vectorised ``is_success(achieved, desired)`` (the critic's notion of having
+    reached a goal) and ``goal_observation(desired)`` (the state a planner encodes as its
+    goal; None if the task has none), from the env that made ``store``."""
     from wmrobot.envs import make_env
 
     spec = store.attrs["env"]
     env = make_env(spec["id"], spec.get("kwargs", {}))
     test = getattr(env.unwrapped, "is_success", None)
+    goal_obs = getattr(env.unwrapped, "goal_observation", None)
     env.close()
     if test is None:
         raise DatasetError(
             f"{spec['id']} has no is_success(achieved, desired) test, which the critic needs; "
             f"train with model.critic=false"
         )
-    return test
+    return test, goal_obs
+
+
+def _as_goal_state(goal_observation, achieved: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Goal states as a planner builds them: ``goal_observation`` of the achieved goals."""
+    if goal_observation is None:
+        return like
+    return torch.as_tensor(goal_observation(achieved.numpy()), dtype=like.dtype)
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -200,13 +209,20 @@ def _non_finite(batch: dict[str, Any], keys: dict[str, str]) -> str | None:
     return None
 
 
-def _critic_loss(model, batches, goals, is_success, cfg, gen, device):
-    """One TD batch for the critic on hindsight goals, on the target encoder's latents."""
+def _critic_loss(model, batches, goals, task, cfg, gen, device):
+    """One TD batch for the critic on hindsight goals, on the target encoder's latents; goal
+    states are made as the planner makes them (the task's goal_observation)."""
+    is_success, goal_observation = task
     gb = goals.sample(cfg.critic.batch_size, gen)
     rows = torch.cat([gb.rows, gb.next_rows, gb.goal_rows])
-    inputs = _to(batches.row_inputs(rows), device)
+    inputs = batches.row_inputs(rows)
     achieved = batches.sampler.rows(batches.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
     half = len(gb.rows)
+    if "state" in inputs:
+        state = inputs["state"]
+        goal_state = _as_goal_state(goal_observation, achieved[half:], state[2 * half :])
+        inputs["state"] = torch.cat([state[: 2 * half], goal_state])
+    inputs = _to(inputs, device)
     reached = torch.as_tensor(
         np.asarray(is_success(achieved[:half].numpy(), achieved[half:].numpy()), dtype=bool)
     ).to(device)
@@ -299,7 +315,7 @@ def train(
     optimizers = [opt]
     if model.critic is not None:  # TD on the target encoder's latents, its own optimiser
         goals = HindsightGoals(store.episode_ends, cfg.critic)
-        is_success = success_test(store)
+        is_success, goal_observation = task_functions(store)
         critic_params = list(model.critic.parameters())
         optimizers.append(torch.optim.Adam(critic_params, lr=cfg.critic.lr))
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * rank)
@@ -370,7 +386,9 @@ def train(
                 )
                 raise DatasetError(f"loss became {parts['loss']} at step {step}: {cause}{kept}")
             if model.critic is not None:
-                closs, cparts = _critic_loss(model, batches, goals, is_success, cfg, gen, device)
+                closs, cparts = _critic_loss(
+                    model, batches, goals, (is_success, goal_observation), cfg, gen, device
+                )
                 loss = loss + cfg.loss.critic * closs
                 parts.update(cparts)
             for o in optimizers:
