@@ -278,11 +278,11 @@ def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> No
     start = time.perf_counter()
     resume = getattr(c, "resume", False)  # train only; demo always starts afresh
     train(dataset, out, _model_config(c.model), c.model.train, config_record, resume=resume)
-    last = (out / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
-    _say(
-        f"train: {time.perf_counter() - start:.1f} s, final loss {float(last[1]):.4f}; "
-        f"checkpoint {out}"
-    )
+    import csv
+
+    with open(out / "metrics.csv") as f:  # the critic's fine-tuning rows carry no "loss"
+        loss = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")][-1]
+    _say(f"train: {time.perf_counter() - start:.1f} s, final loss {loss:.4f}; checkpoint {out}")
 
 
 def run_collect(c: Any, run_dir: Path) -> None:

@@ -181,3 +181,21 @@ def test_pixel_models_train_and_round_trip(pixel_dataset, tmp_path, encoder, sta
     assert model.value(z, z.flip(0)).shape == (5,)
     rows = read_metrics(out)
     assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_the_critic_fine_tunes_on_the_frozen_encoder_after_the_joint_run(maze_dataset, tmp_path):
+    from wmrobot.train.critic import CriticConfig
+
+    out = tmp_path / "critic"
+    cfg = tiny_train(steps=4, critic=CriticConfig(batch_size=32, finetune=6))
+    train(str(maze_dataset), out, tiny_model(critic=True, critic_hidden=16), cfg, progress=False)
+    rows = read_metrics(out)
+    tail = [r for r in rows if int(r["step"]) >= 4]
+    assert [int(r["step"]) for r in tail] == [4, 6, 8, 9] and all(r["loss"] == "" for r in tail)
+    assert all(float(r["critic"]) >= 0 for r in rows)
+    model, _ = load_checkpoint(out)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(str(maze_dataset), out, model.cfg, cfg, progress=False, resume=True)  # finished
+    after, _ = load_checkpoint(out)
+    for key, value in after.state_dict().items():
+        assert torch.equal(value, before[key]), key  # a finished run is not fine-tuned twice

@@ -23,6 +23,7 @@ class CriticConfig:
     future: float = 0.7  # goal probabilities: a later row of the same episode,
     random: float = 0.1  # any row of the dataset,
     next: float = 0.2  # the next row
+    finetune: int = 0  # critic-only updates on the final, frozen encoder after the joint run
 
     def check(self) -> None:
         for name in ("future", "random", "next"):

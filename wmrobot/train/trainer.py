@@ -443,6 +443,22 @@ def train(
             if main and (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
                 save_train_state(out / TRAIN_STATE, identity, step, model, optimizers, sched, gen)
         bar.close()
+        if model.critic is not None and cfg.critic.finetune > 0 and first < cfg.steps:
+            task = (is_success, goal_observation)
+            for i in range(cfg.critic.finetune):  # the latents no longer move under it
+                closs, cparts = _critic_loss(model, batches, goals, task, cfg, gen, device)
+                optimizers[-1].zero_grad(set_to_none=True)
+                closs.backward()
+                if world > 1:
+                    _average_gradients(critic_params, world)
+                torch.nn.utils.clip_grad_norm_(critic_params, cfg.grad_clip)
+                optimizers[-1].step()
+                critic_update(model.critic, model.critic_target, cfg.critic.target_tau)
+                last = i == cfg.critic.finetune - 1
+                if main and writer is not None and (i % cfg.log_every == 0 or last):
+                    row = {"step": cfg.steps + i, **{k: round(v, 6) for k, v in cparts.items()}}
+                    writer.writerow({**row, "seconds": round(time.perf_counter() - start, 2)})
+                    log.flush()
     finally:
         if log is not None:
             log.close()
