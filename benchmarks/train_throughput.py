@@ -33,6 +33,7 @@ def configs(name: str, steps: int) -> tuple[ModelConfig, TrainConfig]:
     t = c.pop("train")
     model = ModelConfig(**{f.name: c[f.name] for f in fields(ModelConfig)})
     loss, critic = LossWeights(**t.pop("loss")), CriticConfig(**t.pop("critic", {}))
+    critic.finetune = 0  # the joint step is what is timed
     t.update(seed=0, log_every=max(steps // 4, 1), tensorboard=False, steps=steps)
     return model, TrainConfig(loss=loss, critic=critic, **t)
 
@@ -40,7 +41,7 @@ def configs(name: str, steps: int) -> tuple[ModelConfig, TrainConfig]:
 def measure(data: str, out: Path, model: ModelConfig, cfg: TrainConfig) -> dict[str, float]:
     train(data, out, model, cfg, progress=False)
     with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["loss"]]  # joint steps only
     first, last = rows[1], rows[-1]  # from the first log after warm-up to the end
     steps = int(last["step"]) - int(first["step"])
     seconds = float(last["seconds"]) - float(first["seconds"])

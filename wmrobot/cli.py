@@ -426,7 +426,9 @@ def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
     _say("[2/4] world model")
     _train(c, data, ckpt, config_record)
     model, meta = load_checkpoint(ckpt)
-    _say(f"[3/4] random policy and Mode-2 {c.planner.name}")
+    from wmrobot.bench import DISPLAY_NAMES
+
+    _say(f"[3/4] random policy and Mode-2 {DISPLAY_NAMES.get(c.planner.name, c.planner.name)}")
     results, pairs = _evaluate(c, model, c.env.id, c.env.kwargs, res.transitions, run_dir)
     if c.rl_seeds:
         _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
