@@ -14,28 +14,25 @@ from __future__ import annotations
 import argparse
 import csv
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from wmrobot.cli import compose
+from wmrobot.cli import _model_config, compose
+from wmrobot.config import validate
 from wmrobot.datasets import collect
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.model import ModelConfig
-from wmrobot.train import LossWeights, TrainConfig, train
-from wmrobot.train.critic import CriticConfig
+from wmrobot.train import TrainConfig, train
 
 
 def configs(name: str, steps: int) -> tuple[ModelConfig, TrainConfig]:
-    c = OmegaConf.to_container(compose("train", [f"model={name}", "dataset=x"]).model)
-    t = c.pop("train")
-    model = ModelConfig(**{f.name: c[f.name] for f in fields(ModelConfig)})
-    loss, critic = LossWeights(**t.pop("loss")), CriticConfig(**t.pop("critic", {}))
-    critic.finetune = 0  # the joint step is what is timed
-    t.update(seed=0, log_every=max(steps // 4, 1), tensorboard=False, steps=steps)
-    return model, TrainConfig(loss=loss, critic=critic, **t)
+    """The shipped ``model=name`` config, as `wmrobot train` types and checks it."""
+    typed = validate("train", compose("train", [f"model={name}", "dataset=x"]))
+    cfg = replace(typed.model.train, steps=steps, log_every=max(steps // 4, 1), tensorboard=False)
+    cfg.critic = replace(cfg.critic, finetune=0)  # the joint step is what is timed
+    return _model_config(typed.model), cfg
 
 
 def measure(data: str, out: Path, model: ModelConfig, cfg: TrainConfig) -> dict[str, float]:

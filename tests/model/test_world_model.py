@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -164,3 +166,27 @@ def test_collapse_report_flags_collapsed_embeddings_only():
     assert collapse_report(on_a_line)["collapsed"] == 1.0
     assert collapse_report(dead_dimension)["collapsed"] == 1.0
     assert collapse_report(dead_dimension)["z_std_min"] < 1e-6
+
+
+def test_window_inputs_keep_the_state_and_stack_pixel_frames():
+    batch = {
+        "obs/observation": torch.randn(2, 6, OBS),
+        "pixels": torch.arange(2 * 6 * 16 * 16 * 3)
+        .remainder(256)
+        .to(torch.uint8)
+        .view(2, 6, 16, 16, 3),
+    }
+    state = tiny_model()
+    assert state.frames == 1
+    assert torch.equal(state.window_inputs(batch)["state"], batch["obs/observation"])
+
+    stacked = WorldModel(
+        OBS, ACT, replace(tiny_model().cfg, encoder="cnn", frame_stack=3, width=4),
+        image_shape=(16, 16, 3),
+    )  # fmt: skip
+    assert stacked.frames == 3 and set(stacked.window_inputs(batch)) == {"pixels"}
+    pixels = stacked.window_inputs(batch)["pixels"]
+    assert pixels.shape == (2, 4, 3, 16, 16, 3)  # windows lose the 2 rows that start the stack
+    for t in range(4):
+        for j in range(3):  # frame j of the stack at t is row t + j, the newest last
+            assert torch.equal(pixels[:, t, j], batch["pixels"][:, t + j])

@@ -12,43 +12,10 @@ import torch
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.errors import ConfigError, DatasetError, WmrobotError
 from wmrobot.model.collapse import collapse_report
+from wmrobot.train.trainer import check_compatible
 
 ENCODE_BYTES = 8 * 2**20  # input bytes per encoder call: bounds a pixel encoder's activations
 CONSTANT = 1e-10  # a target dimension with less variance than this is left out of R²
-
-
-# ------------------------------------------------------------------------------ model inputs
-def input_keys(model: torch.nn.Module, obs_key: str = "obs/observation") -> dict[str, str]:
-    """Encoder input name -> dataset key: ``model.input_keys`` (``{"pixels": "pixels"}``, ...)
-    with the state read from ``obs_key``; ``{"state": obs_key}`` for a model without them."""
-    keys = getattr(model, "input_keys", None) or {"state": obs_key}
-    return {name: obs_key if name == "state" else key for name, key in keys.items()}
-
-
-def frame_stack(model: torch.nn.Module) -> int:
-    """Frames per pixel input (1 for state models and models without the setting)."""
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "frame_stack", 1) if "pixels" in input_keys(model) else 1
-
-
-def model_inputs(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], obs_key: str = "obs/observation"
-) -> dict[str, torch.Tensor]:
-    """The encoder's inputs ``{name: raw dataset tensor}`` along sampler windows.
-
-    ``batch`` holds windows of ``S - 1`` more rows than the model sees, S the frame stack:
-    each pixel input becomes the stack of its S latest frames, (B, T, S, H, W, C), and every
-    other input drops its first S - 1 rows, (B, T, ...), as in training.
-    """
-    s = frame_stack(model)
-    inputs = {}
-    for name, key in input_keys(model, obs_key).items():
-        x = batch[key]
-        if name == "pixels" and s > 1:  # (B, T+S-1, H, W, C) -> (B, T, S, H, W, C)
-            inputs[name] = x.unfold(1, s, 1).permute(0, 1, 5, 2, 3, 4)
-        else:
-            inputs[name] = x[:, s - 1 :]
-    return inputs
 
 
 @torch.no_grad()
@@ -66,9 +33,7 @@ def encode_batched(
     out = []
     for i in range(0, n, size):
         chunk = {k: v[i : i + size].to(device) for k, v in inputs.items()}
-        # Models from before input_keys take the state tensor itself.
-        z = fn(chunk) if hasattr(model, "input_keys") else fn(chunk["state"])
-        out.append(z.float().cpu())
+        out.append(fn(chunk).float().cpu())
     return torch.cat(out)
 
 
@@ -193,32 +158,6 @@ def _latent_report(z: torch.Tensor) -> dict[str, float]:
     return {**collapse_report(z), **_std_summary(z)}
 
 
-def _check_spaces(model, store: EpisodeStore, keys: dict[str, str]) -> None:
-    missing = [k for k in keys.values() if k not in store.keys]
-    if missing:
-        raise DatasetError(
-            f"{store.path!r} has no {missing[0]!r}, which the model encodes; audit it on a "
-            f"dataset collected with it (keys here: {', '.join(store.keys)})"
-        )
-    actions = store.array("action").shape[1]
-    if actions != model.action_dim:
-        raise DatasetError(
-            f"{store.path!r} has {actions}-dim actions, the model takes {model.action_dim}; "
-            f"audit it on a dataset of the env it was trained on"
-        )
-    wants = {
-        "state": (getattr(model, "obs_dim", None),),
-        "pixels": getattr(model, "image_shape", None),
-    }
-    for name, key in keys.items():
-        want, got = wants.get(name), store.array(key).shape[1:]
-        if want is not None and None not in want and tuple(want) != got:
-            raise DatasetError(
-                f"{store.path!r} has {key} of shape {got}, the model takes {tuple(want)}; "
-                f"audit it on a dataset of the env it was trained on"
-            )
-
-
 def _split(
     store: EpisodeStore, sampler: WindowSampler, test_fraction: float, max_windows: int, rng
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -271,8 +210,8 @@ def audit(
       velocities, R² on test episodes from encoded latents at t and imagined ones after h steps;
     - collapse diagnostics of encoded latents and of imagined latents at h = H.
 
-    ``obs_key`` is the dataset key of the model's state input. The same seed gives the same
-    report.
+    ``obs_key`` is the dataset key probed when the store holds no physics. The same seed
+    gives the same report.
     """
     if horizon < 1:
         raise ConfigError(f"horizon={horizon} must be >= 1 (steps imagined ahead)")
@@ -280,9 +219,8 @@ def audit(
         raise ConfigError(f"test_fraction={test_fraction} must be in (0, 1)")
     if max_windows < 2:
         raise ConfigError(f"max_windows={max_windows} must be >= 2")
-    keys = input_keys(model, obs_key)
-    _check_spaces(model, store, keys)
-    stack = frame_stack(model)
+    check_compatible(model, store)
+    keys, stack = model.input_keys, model.frames
     span = horizon + stack - 1  # rows before t complete the first frame stack
     lengths = np.diff(store.episode_ends, prepend=0) - 1
     if store.n_episodes == 0 or lengths.max() < span:
@@ -304,8 +242,8 @@ def audit(
     model.eval()
     try:
         with torch.no_grad():
-            z_train = encode_batched(model, model_inputs(model, train, obs_key)).flatten(0, 1)
-            inputs = model_inputs(model, test, obs_key)
+            z_train = encode_batched(model, model.window_inputs(train)).flatten(0, 1)
+            inputs = model.window_inputs(test)
             z_target = encode_batched(model, inputs, target=True)  # (B, H+1, D)
             z0 = encode_batched(model, {k: v[:, 0] for k, v in inputs.items()})  # (B, D)
             actions = test["action"][:, stack - 1 :].float()

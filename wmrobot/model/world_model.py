@@ -4,6 +4,7 @@ critic heads (DESIGN.md section 4)."""
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -147,6 +148,24 @@ class WorldModel(nn.Module):
         self.actor = Actor(cfg.latent_dim, action_dim, cfg.hidden, cfg.depth) if cfg.actor else None
 
     @property
+    def frames(self) -> int:
+        """Frames per pixel input: ``frame_stack``, or 1 for a model without pixels."""
+        return self.cfg.frame_stack if "pixels" in self.input_keys else 1
+
+    def window_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encoder inputs along dataset windows: ``batch[key]`` (B, T + S - 1, ...) for each
+        of :attr:`input_keys`, S = :attr:`frames`. Pixels become the stack of their S latest
+        frames (B, T, S, H, W, C), newest last; other inputs drop their first S - 1 rows."""
+        s, inputs = self.frames, {}
+        for name, key in self.input_keys.items():
+            x = batch[key]
+            if name == "pixels" and s > 1:
+                inputs[name] = x.unfold(1, s, 1).permute(0, 1, 5, 2, 3, 4)
+            else:
+                inputs[name] = x[:, s - 1 :]
+        return inputs
+
+    @property
     def has_value(self) -> bool:
         return self.critic is not None
 
@@ -232,8 +251,6 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------------------- targets
     def momentum(self, step: int, total: int) -> float:
         """The EMA momentum at ``step`` of ``total``: ``ema`` rising to ``ema_end`` (cosine)."""
-        import math
-
         start = self.cfg.ema
         end = start if self.cfg.ema_end is None else max(self.cfg.ema_end, start)
         progress = min(step / max(total - 1, 1), 1.0)

@@ -117,11 +117,8 @@ class Batches:
     (frame stacks built from the rows before it), actions, achieved goals, hindsight goals."""
 
     def __init__(self, store: EpisodeStore, model: WorldModel, horizon: int) -> None:
-        obs_key, self.ag_key = observation_keys(store)
-        self.input_keys = {
-            name: (obs_key if name == "state" else key) for name, key in model.input_keys.items()
-        }
-        self.stack = model.cfg.frame_stack if "pixels" in self.input_keys else 1
+        _, self.ag_key = observation_keys(store)
+        self.model, self.input_keys, self.stack = model, dict(model.input_keys), model.frames
         self.horizon = horizon
         keys = [*self.input_keys.values(), "action", self.ag_key]
         self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1)
@@ -144,14 +141,7 @@ class Batches:
     def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Any]:
         s, sampler = self.stack, self.sampler
         batch = sampler.sample(batch_size, gen)
-        inputs = {}
-        for name, key in self.input_keys.items():
-            x = batch[key]
-            if name == "pixels" and s > 1:  # (B, K+S, H, W, C) -> (B, K+1, S, H, W, C)
-                x = x.unfold(1, s, 1).permute(0, 1, 5, 2, 3, 4)
-            else:
-                x = x[:, s - 1 :]
-            inputs[name] = x
+        inputs = self.model.window_inputs(batch)  # (B, K+1, ...), frame stacks built
         goal_rows = torch.randint(sampler.n_rows, (batch_size,), generator=gen)
         goal_inputs = {}
         for name, key in self.input_keys.items():
@@ -475,7 +465,7 @@ def train(
             "transitions": store.n_transitions,
         },
         "env": store.attrs["env"],
-        "obs_key": batches.input_keys.get("state", observation_keys(store)[0]),
+        "obs_key": observation_keys(store)[0],
         "input_keys": batches.input_keys,
         "steps": cfg.steps,
         "seed": cfg.seed,
