@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from wmrobot.planners.base import Planner
@@ -14,10 +16,20 @@ class RecedingHorizon:
     plan is warm-started from the previous one shifted by the executed steps (last action
     repeated). ``reset()`` forgets it (call it at each new episode); ``keep(indices)`` keeps
     the rows of a batch whose episodes go on.
+
+    ``prior(z, goal_z)`` (B, D) -> (B, H, A), if given, proposes a starting mean for each
+    new plan (e.g. the Mode-1 actor rolled out through the model: the hybrid agent); each
+    batch row starts from whichever of the proposal and the shifted plan the planner's
+    objective scores lower.
     """
 
-    def __init__(self, planner: Planner, replan_every: int = 1) -> None:
-        self.planner, self.replan_every = planner, replan_every
+    def __init__(
+        self,
+        planner: Planner,
+        replan_every: int = 1,
+        prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.planner, self.replan_every, self.prior = planner, replan_every, prior
         self.plan: torch.Tensor | None = None
         self.step = 0  # actions executed from the current plan
 
@@ -31,6 +43,16 @@ class RecedingHorizon:
             self.plan = self.plan[indices]
         self.planner.keep(indices)
 
+    @torch.no_grad()
+    def _seed(self, z: torch.Tensor, goal_z: torch.Tensor, shifted: torch.Tensor | None):
+        proposal = self.prior(z, goal_z).to(torch.float32)
+        if shifted is None:
+            return proposal
+        both = torch.stack([shifted.to(torch.float32), proposal], dim=1)  # (B, 2, H, A)
+        cost = self.planner.objective(z, goal_z, both)
+        better = (cost[:, 1] < cost[:, 0]) | ~torch.isfinite(cost[:, 0])
+        return torch.where(better[:, None, None], proposal, both[:, 0])
+
     def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         same_batch = self.plan is not None and self.plan.shape[0] == z.shape[0]
         if same_batch and self.step < self.replan_every:
@@ -41,5 +63,7 @@ class RecedingHorizon:
             k = self.step
             init = torch.cat([self.plan[:, k:], self.plan[:, -1:].expand(-1, k, -1)], dim=1)
             self.planner.shift(k)
+        if self.prior is not None:
+            init = self._seed(z, goal_z, init)
         self.plan, self.step = self.planner.plan(z, goal_z, init), 1
         return self.plan[:, 0]

@@ -8,7 +8,13 @@ from wmrobot.cli import compose
 from wmrobot.config import RANGES, SCHEMAS, CollectCommand, DemoCommand, validate
 from wmrobot.errors import ConfigError
 
-REQUIRED = {"collect": [], "train": ["dataset=d.zarr"], "plan": ["checkpoint=ckpt"], "demo": []}
+REQUIRED = {
+    "collect": [],
+    "train": ["dataset=d.zarr"],
+    "plan": ["checkpoint=ckpt"],
+    "demo": [],
+    "distill": ["checkpoint=ckpt"],
+}
 
 
 def checked(command: str, *overrides: str):
@@ -33,6 +39,20 @@ def test_defaults_are_typed_values():
     assert demo.policy.beta == 1.0  # demo collects with colored noise
     assert demo.model.train.seed == demo.seed
     assert demo.planner.elites <= demo.planner.samples
+
+
+@pytest.mark.parametrize(
+    "command, override, needle",
+    [
+        ("plan", "agent.mode=3", "agent.mode='3'"),
+        ("train", "+model.actor=true", "wmrobot distill"),
+        ("distill", "actor.future=2", "actor.future=2"),
+        ("distill", "actor.states=0", "actor.states=0"),
+    ],
+)
+def test_agent_and_actor_settings_are_checked(command, override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        checked(command, override)
 
 
 def test_every_range_names_a_key_some_command_has():

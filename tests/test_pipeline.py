@@ -53,3 +53,32 @@ def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypat
     mppi, random = results["Mode-2 MPPI"], results["random"]
     assert mppi["env_steps"] == store.n_transitions
     assert sum(mppi["success"]) > sum(random["success"]) + 0.25, (mppi, random)
+
+    # Mode-1: distil the planner into an actor, then plan with it and with the hybrid.
+    assert main(["plan", *args, "agent.mode=1", f"out={tmp_path / 'no-actor'}"]) == 2
+    actor_ckpt = tmp_path / "actor-ckpt"
+    distill = [
+        "distill",
+        f"checkpoint={ckpt}",
+        f"out={actor_ckpt}",
+        "planner.backend=torch",
+        "actor.states=512",
+        "actor.rounds=1",
+        "actor.episodes=8",
+        "actor.budget=40",
+        "actor.steps=400",
+        "actor.hidden=64",
+    ]
+    assert main(distill) == 0
+    _, actor_meta = load_checkpoint(actor_ckpt)
+    record = actor_meta["distill"]
+    assert record["dataset"]["fingerprint"] == store.fingerprint()
+    assert [h["stage"] for h in record["history"]] == ["imitation", "dagger 1"]
+    assert record["env_steps"] > 0
+    for mode in ("1", "hybrid"):
+        out = tmp_path / f"mode-{mode}"
+        plan = [f"checkpoint={actor_ckpt}", "seeds=[0]", "video=false", f"out={out}", *easy]
+        assert main(["plan", *plan, f"agent.mode={mode}", "planner.backend=torch"]) == 0
+        rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+        agent = rows["Mode-1 actor" if mode == "1" else "Hybrid MPPI (actor-seeded)"]
+        assert sum(agent["success"]) > sum(rows["random"]["success"]) + 0.25, rows

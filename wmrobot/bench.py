@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from wmrobot.agent import PlanningAgent, RandomAgent  # noqa: E402
+from wmrobot.agent import ActorAgent, PlanningAgent, RandomAgent  # noqa: E402
 from wmrobot.envs import make_env  # noqa: E402
 from wmrobot.eval.rollout import decision_latency_ms, evaluate  # noqa: E402
 from wmrobot.model.world_model import WorldModel  # noqa: E402
@@ -94,22 +94,45 @@ def evaluate_planner(
     seeds: list[int],
     env_steps: int,
     name: str | None = None,
+    hybrid: bool = False,
 ) -> MethodResult:
     """Receding-horizon planning through ``model`` (the planner ``planner.name``), one run of
-    the whole set per planner seed; the row is named ``Mode-2 <PLANNER>`` unless ``name``."""
-    name = name or f"Mode-2 {DISPLAY_NAMES.get(planner.name, planner.name)}"
+    the whole set per planner seed; the row is named ``Mode-2 <PLANNER>`` (``hybrid``: the
+    planner seeded by the actor, ``Hybrid <PLANNER>``) unless ``name``."""
+    display = DISPLAY_NAMES.get(planner.name, planner.name)
+    name = name or (f"Hybrid {display} (actor-seeded)" if hybrid else f"Mode-2 {display}")
     env = make_env(env_id, env_kwargs)
     goal_obs = env.unwrapped.goal_observation
     per_seed = {}
     for seed in seeds:
         torch.manual_seed(seed)
-        agent = PlanningAgent(model, planner, goal_obs, seed=seed)
+        agent = PlanningAgent(model, planner, goal_obs, seed=seed, hybrid=hybrid)
         per_seed[seed] = [r.as_dict() for r in evaluate(agent, env_id, env_kwargs, pairs, budget)]
     obs, _ = env.reset(seed=0, options=pairs[0])
-    latency = decision_latency_ms(PlanningAgent(model, planner, goal_obs, seed=0), obs)
+    agent = PlanningAgent(model, planner, goal_obs, seed=0, hybrid=hybrid)
+    latency = decision_latency_ms(agent, obs)
     env.close()
     # One world model: the spread is over the planner's sampling seeds only.
     return summarise(name, env_steps, per_seed, latency, "planner")
+
+
+def evaluate_actor(
+    model: WorldModel,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    budget: int,
+    env_steps: int,
+) -> MethodResult:
+    """Mode-1: the actor head, one forward pass per action. It is deterministic, so one run
+    of the set (seed 0) is its whole result."""
+    env = make_env(env_id, env_kwargs)
+    agent = ActorAgent(model, env.unwrapped.goal_observation)
+    records = [r.as_dict() for r in evaluate(agent, env_id, env_kwargs, pairs, budget)]
+    obs, _ = env.reset(seed=0, options=pairs[0])
+    latency = decision_latency_ms(agent, obs, calls=200)
+    env.close()
+    return summarise("Mode-1 actor", env_steps, {0: records}, latency, "deterministic")
 
 
 def evaluate_random(

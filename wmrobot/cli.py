@@ -21,8 +21,9 @@ Latent (JEPA) world models for MuJoCo robots, on a CPU.
 commands:
   collect   collect episodes from a MuJoCo task into a Zarr dataset
   train     train a JEPA world model on a dataset; writes a checkpoint directory
-  plan      run Mode-2 MPC (cem, icem, mppi, grad) with a checkpoint in the real env on the
-            fixed evaluation set
+  plan      run Mode-2 MPC (cem, icem, mppi, grad), the Mode-1 actor or the hybrid with a
+            checkpoint in the real env on the fixed evaluation set
+  distill   train a Mode-1 actor head from a checkpoint's planner (imitation, then DAgger)
   demo      collect -> train -> plan, plus random and SAC baselines, in one table
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
@@ -42,10 +43,15 @@ DESCRIPTIONS = {
     "train": "Train a JEPA world model (encoder + EMA target, predictor, cost head).\n"
     "Writes model.pt (weights only), meta.json and metrics.csv into the checkpoint directory.\n"
     "example: wmrobot train dataset=data/maze.zarr model.train.steps=5000",
-    "plan": "Evaluate Mode-2 MPC (planner=cem|icem|mppi|grad) and the random floor in the real\n"
-    "env on the fixed, seeded start/goal set with a fixed step budget; the planner never\n"
+    "plan": "Evaluate Mode-2 MPC (planner=cem|icem|mppi|grad), the Mode-1 actor (agent.mode=1)\n"
+    "or the actor-seeded planner (agent.mode=hybrid), and the random floor, in the real env\n"
+    "on the fixed, seeded start/goal set with a fixed step budget; the planner never\n"
     "touches the simulator.\n"
     "example: wmrobot plan checkpoint=runs/train/<ts>/checkpoint planner.samples=256",
+    "distill": "Distil the Mode-2 planner into a Mode-1 actor head: imitate the planner's\n"
+    "actions on dataset states, then DAgger rounds (the actor acts from random starts, the\n"
+    "planner labels what it visits). Writes a new checkpoint with the actor.\n"
+    "example: wmrobot distill checkpoint=runs/train/<ts>/checkpoint actor.rounds=4",
     "demo": "Run the whole path on defaults: collect, train, plan, and SAC trained online with\n"
     "as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
     "example: wmrobot demo episodes=50 rl_seeds=[0]",
@@ -97,6 +103,10 @@ OPTION_HELP = {
     "planner.value_weight": "weight of the critic's cost-to-go at the horizon's end (0: off)",
     "planner.smooth_weight": "cost on squared differences of consecutive actions",
     "planner.replan_every": "actions executed from each plan before planning again",
+    "agent.mode": "1: Mode-1 actor (from `wmrobot distill`), 2: planner, hybrid: actor-seeded",
+    "actor.states": "dataset states the planner labels for the actor to imitate",
+    "actor.rounds": "DAgger rounds (the actor acts, the planner labels its states)",
+    "actor.episodes": "actor episodes per DAgger round (random starts/goals, not the eval set)",
     "seeds": "planner seeds; success is reported as mean and std over them",
     "rl_seeds": "SAC training seeds (trained in parallel, one per core)",
     "baseline": "also evaluate the random policy",
@@ -324,7 +334,7 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
 
 def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
     """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo)."""
-    from wmrobot.bench import evaluate_planner, evaluate_random
+    from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
 
     pairs, budget = _evaluation_set(c.env), c.env.eval.budget
     _say(f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget")
@@ -332,13 +342,25 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
     results = []
     if c.baseline:
         results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds))
-    results.append(
-        evaluate_planner(
-            model, c.planner, env_id, env_kwargs, pairs, budget, c.seeds, env_steps=env_steps
+    mode = getattr(getattr(c, "agent", None), "mode", "2")
+    if mode == "1":
+        results.append(evaluate_actor(model, env_id, env_kwargs, pairs, budget, env_steps))
+    else:
+        results.append(
+            evaluate_planner(
+                model,
+                c.planner,
+                env_id,
+                env_kwargs,
+                pairs,
+                budget,
+                c.seeds,
+                env_steps=env_steps,
+                hybrid=mode == "hybrid",
+            )
         )
-    )
     if c.video:
-        _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir)
+        _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir, mode)
     _say(f"evaluate: {time.perf_counter() - start:.1f} s")
     return results, pairs
 
@@ -398,14 +420,89 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
     return results
 
 
-def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path) -> None:
-    from wmrobot.agent import PlanningAgent
+def run_distill(c: Any, run_dir: Path) -> None:
+    import csv
+    import dataclasses
+
+    import torch
+
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.datasets.collector import git_revision, versions
+    from wmrobot.envs import make_env
+    from wmrobot.errors import ConfigError
+    from wmrobot.train import load_checkpoint, save_checkpoint
+    from wmrobot.train.actor import distill
+    from wmrobot.train.trainer import check_compatible
+
+    torch.set_num_threads(c.threads)
+    model, meta = load_checkpoint(c.checkpoint)
+    dataset = c.dataset or meta.get("dataset", {}).get("path")
+    if not dataset:
+        raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
+    store = EpisodeStore.open(dataset)
+    check_compatible(model, store)
+    env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
+    probe = make_env(env_id, env_kwargs)
+    goal_obs = getattr(probe.unwrapped, "goal_observation", None)
+    limit = probe.spec.max_episode_steps if probe.spec else None
+    probe.close()
+    if goal_obs is None:
+        raise ConfigError(f"{env_id} has no goal_observation(desired_goal): it has no goals")
+    budget = c.actor.budget or limit or 100
+    out = Path(c.out) if c.out else run_dir / "checkpoint"
+    _say(
+        f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "
+        f"({c.actor.states} dataset states, {c.actor.rounds} DAgger rounds x "
+        f"{c.actor.episodes} episodes of <= {budget} steps)"
+    )
+    start = time.perf_counter()
+    history = distill(
+        model,
+        c.planner,
+        store,
+        lambda: make_env(env_id, env_kwargs, max_episode_steps=budget),
+        goal_obs,
+        budget,
+        c.actor,
+        c.seed,
+        say=_say,
+    )
+    record = {
+        "source_checkpoint": str(c.checkpoint),
+        "dataset": {"path": dataset, "fingerprint": store.fingerprint()},
+        "planner": dataclasses.asdict(c.planner),
+        "actor": dataclasses.asdict(c.actor),
+        "seed": c.seed,
+        "history": history,
+        "env_steps": sum(h["env_steps"] for h in history),
+        "seconds": round(time.perf_counter() - start, 1),
+        "versions": versions(),
+        "git_revision": git_revision(),
+    }
+    kept = {k: v for k, v in meta.items() if k != "model"}  # save_checkpoint writes the model's
+    save_checkpoint(model, out, {**kept, "distill": record})
+    with open(run_dir / "distill.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    _say(
+        f"distill: {record['seconds']:.0f} s, {record['env_steps']:,} env steps; checkpoint "
+        f"{out} (plan with agent.mode=1 or agent.mode=hybrid)"
+    )
+
+
+def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mode="2") -> None:
+    from wmrobot.agent import ActorAgent, PlanningAgent
     from wmrobot.envs import make_env
     from wmrobot.eval import record_video
 
     goal_env = make_env(env_id, env_kwargs)
-    agent = PlanningAgent(model, planner, goal_env.unwrapped.goal_observation, seed=0)
-    path = run_dir / "mpc_episode.gif"
+    goal_obs = goal_env.unwrapped.goal_observation
+    if mode == "1":
+        agent, path = ActorAgent(model, goal_obs), run_dir / "actor_episode.gif"
+    else:
+        agent = PlanningAgent(model, planner, goal_obs, seed=0, hybrid=mode == "hybrid")
+        path = run_dir / "mpc_episode.gif"
     ok = record_video(agent, env_id, env_kwargs, pairs[0], budget, str(path))
     goal_env.close()
     _say(f"video: {path} ({'success' if ok else 'failure'})")
@@ -475,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "plan": run_plan,
         "demo": run_demo,
+        "distill": run_distill,
     }
     if command not in runners:
         choices = ", ".join([*runners, "data", "envs", "eval"])

@@ -12,6 +12,7 @@ from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
 from wmrobot.rl.sac import RLConfig
+from wmrobot.train.actor import DistillConfig
 from wmrobot.train.trainer import TrainConfig
 
 
@@ -73,10 +74,16 @@ class TrainCommand:
 
 
 @dataclass
+class AgentConfig:
+    mode: str = "2"  # 1 (actor), 2 (planner), hybrid (actor-seeded planner)
+
+
+@dataclass
 class PlanCommand:
     env: EnvConfig
     planner: PlannerConfig
     checkpoint: str
+    agent: AgentConfig
     seeds: list[int]
     baseline: bool
     video: bool
@@ -102,14 +109,27 @@ class DemoCommand:
     out: Optional[str]  # noqa: UP045
 
 
+@dataclass
+class DistillCommand:
+    planner: PlannerConfig
+    checkpoint: str
+    dataset: Optional[str]  # noqa: UP045
+    seed: int
+    threads: int
+    out: Optional[str]  # noqa: UP045
+    actor: DistillConfig
+
+
 SCHEMAS = {
     "collect": CollectCommand,
     "train": TrainCommand,
     "plan": PlanCommand,
     "demo": DemoCommand,
+    "distill": DistillCommand,
 }
 
 RL_ALGOS = ["sac"]
+AGENT_MODES = ["1", "2", "hybrid"]
 
 # Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
 _POSITIVE_INT = (1, None, True)
@@ -169,6 +189,17 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "planner.min_std": _NON_NEGATIVE,
     "planner.max_std": _POSITIVE,
     "planner.terminal_weight": _NON_NEGATIVE,
+    "actor.states": _POSITIVE_INT,
+    "actor.rounds": _NON_NEGATIVE,
+    "actor.episodes": _POSITIVE_INT,
+    "actor.budget": _POSITIVE_INT,
+    "actor.steps": _POSITIVE_INT,
+    "actor.batch_size": _POSITIVE_INT,
+    "actor.lr": _POSITIVE,
+    "actor.hidden": _POSITIVE_INT,
+    "actor.depth": _NON_NEGATIVE,
+    "actor.future": (0, 1, True),
+    "actor.label_iterations": _POSITIVE_INT,
     "rl.learning_starts": _NON_NEGATIVE,
     "rl.batch_size": _POSITIVE_INT,
     "rl.learning_rate": _POSITIVE,
@@ -204,6 +235,14 @@ def validate(command: str, cfg: DictConfig) -> Any:
             seeds = OmegaConf.select(typed, key, default=None)
             if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
                 raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
+        mode = OmegaConf.select(typed, "agent.mode", default=None)
+        if mode is not None and mode not in AGENT_MODES:
+            raise ConfigError(f"agent.mode={mode!r} is not a mode; choose one of {AGENT_MODES}")
+        if OmegaConf.select(typed, "model.actor", default=False):
+            raise ConfigError(
+                "model.actor=true: the actor head is trained after the world model, by "
+                "`wmrobot distill checkpoint=DIR`; drop model.actor"
+            )
         algo = OmegaConf.select(typed, "rl.algo", default=None)
         if algo is not None and algo not in RL_ALGOS:
             raise ConfigError(f"rl.algo={algo!r} is not available; choose one of {RL_ALGOS}")

@@ -113,3 +113,24 @@ def test_replanning_every_two_steps_still_reaches_the_goal():
         z = model.step(z, controller.act(z, goal))
         closest = min(closest, float(torch.linalg.vector_norm(z - goal)))
     assert closest < 0.35
+
+
+def test_a_prior_seeds_each_plan_where_the_objective_prefers_it():
+    planner = make_planner(PointMass(), planner_config("mppi"), 0)
+    spy = Spy(planner)
+    spy.objective = planner.objective
+    horizon = planner.cfg.horizon
+    z, goal = torch.zeros(2, 2), torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
+    # Both rows' proposal: two full steps to +x, then stay. Exactly right for row 0's goal
+    # (better than any sampled plan), away from row 1's.
+    proposal = torch.zeros(2, horizon, 2)
+    proposal[:, :2, 0] = 1.0
+    controller = RecedingHorizon(spy, prior=lambda z, g: proposal)
+    controller.act(z, goal)
+    assert torch.equal(spy.inits[0], proposal)  # no plan yet: the proposal alone
+    first = controller.plan
+    controller.act(z, goal)
+    expected = shifted(first, 1)
+    expected[0] = proposal[0]
+    assert torch.equal(spy.inits[1][1], expected[1])  # the shifted plan wins on row 1
+    assert torch.equal(spy.inits[1][0], expected[0])  # the proposal wins on row 0

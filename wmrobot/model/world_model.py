@@ -51,6 +51,8 @@ class ModelConfig:
     critic_depth: int = 2
     critic_embed: int = 32
     actor: bool = False
+    actor_hidden: int = 256
+    actor_depth: int = 2
 
 
 def mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:
@@ -145,7 +147,9 @@ class WorldModel(nn.Module):
                 cfg.latent_dim, cfg.critic_hidden, cfg.critic_depth, cfg.critic_embed
             )
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor = Actor(cfg.latent_dim, action_dim, cfg.hidden, cfg.depth) if cfg.actor else None
+        self.actor = None
+        if cfg.actor:  # trained by `wmrobot distill` (wmrobot.train.actor)
+            self.actor = Actor(cfg.latent_dim, action_dim, cfg.actor_hidden, cfg.actor_depth)
 
     @property
     def frames(self) -> int:
@@ -243,7 +247,7 @@ class WorldModel(nn.Module):
     def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         """Mode-1: the actor head's action, inside the action bounds: (..., D) -> (..., A)."""
         if self.actor is None:
-            raise RuntimeError("this model has no actor head; train one with model.actor=true")
+            raise RuntimeError("this model has no actor head; make one with `wmrobot distill`")
         unit = self.actor(z, goal_z)  # in [-1, 1]
         mid = (self.action_high + self.action_low) / 2
         return mid + unit * (self.action_high - self.action_low) / 2
