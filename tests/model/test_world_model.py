@@ -168,6 +168,18 @@ def test_collapse_report_flags_collapsed_embeddings_only():
     assert collapse_report(dead_dimension)["z_std_min"] < 1e-6
 
 
+def test_collapse_report_flags_latents_shrinking_towards_a_point():
+    from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
+
+    healthy = torch.randn(2048, 16, generator=torch.Generator().manual_seed(0))
+    peak = collapse_report(healthy)["z_std_mean"]
+    # A uniform shrink keeps the rank (and every probe) but heads for the constant solution.
+    shrunk = collapse_report(healthy * 0.5 * SHRINK_FRACTION, peak_std=peak)
+    assert shrunk["effective_rank"] > 12 and shrunk["shrunk"] == shrunk["collapsed"] == 1.0
+    assert collapse_report(healthy * 2 * SHRINK_FRACTION, peak_std=peak)["collapsed"] == 0.0
+    assert collapse_report(healthy * 0.01)["collapsed"] == 0.0  # no history: scale is free
+
+
 def test_window_inputs_keep_the_state_and_stack_pixel_frames():
     batch = {
         "obs/observation": torch.randn(2, 6, OBS),

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -207,3 +208,35 @@ def test_the_critic_fine_tunes_on_the_frozen_encoder_after_the_joint_run(maze_da
     after, _ = load_checkpoint(out)
     for key, value in after.state_dict().items():
         assert torch.equal(value, before[key]), key  # a finished run is not fine-tuned twice
+
+
+@pytest.mark.parametrize("anticollapse", ["none", "vicreg"])
+def test_the_collapse_flag_fires_without_an_anti_collapse_term_only(
+    maze_dataset, tmp_path, anticollapse
+):
+    """PLDM's set-up (targets from the online encoder, with gradient, no cost head): without a
+    term against it the latents shrink towards a point, and the log says so."""
+    out = tmp_path / anticollapse
+    cfg = tiny_train(
+        400,
+        batch_size=128,
+        lr=3e-3,
+        warmup=20,
+        log_every=50,
+        checkpoint_every=400,
+        anticollapse=anticollapse,
+        stop_gradient=False,
+        loss=LossWeights(1.0, 1.0, 0.04, cost=0.0),
+    )
+    model = ModelConfig(16, 64, 2, 8, ema=0.99, latent_weight=0.0, cost_weight=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(str(maze_dataset), out, model, cfg, progress=False)
+    rows = read_metrics(out)
+    flags = [int(r["collapsed"]) for r in rows]
+    said = [w for w in caught if "latents look collapsed" in str(w.message)]
+    if anticollapse == "none":
+        assert flags[-1] == 1 and len(said) == 1, [r["z_std"] for r in rows]
+        assert float(rows[-1]["z_std"]) < 0.2 * max(float(r["z_std"]) for r in rows)
+    else:
+        assert not any(flags) and not said

@@ -78,17 +78,30 @@ def effective_rank(z: torch.Tensor) -> float:
     return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
 
 
+# Latents whose mean std fell below this fraction of its largest value in the run are
+# shrinking to a point. Without an anti-collapse term and with targets that carry gradient,
+# the U-maze ablation's std fell 0.235 -> 0.046 in 400 steps (5x) and 16x by 2,800 steps;
+# every run with VICReg, SIGReg or EMA targets stayed above 0.85 of its peak.
+SHRINK_FRACTION = 0.2
+
+
 @torch.no_grad()
-def collapse_report(z: torch.Tensor) -> dict[str, float]:
+def collapse_report(z: torch.Tensor, peak_std: float | None = None) -> dict[str, float]:
     """Diagnostics of (N, D) embeddings: the smallest and mean per-dimension std, the effective
-    rank, and ``collapsed`` (1.0 when the embeddings span under a tenth of their dimensions, at
-    least 1.5, or some dimension carries no variance at all; else 0.0)."""
+    rank, and ``collapsed`` (1.0 or 0.0). Collapsed means any of: the embeddings span under a
+    tenth of their dimensions (at least 1.5: dimensional collapse); some dimension carries no
+    variance; or, given the largest mean std seen earlier in the run (``peak_std``), the mean
+    std fell below ``SHRINK_FRACTION`` of it (``shrunk``: every dimension shrinking towards a
+    point, which keeps the rank and lets the prediction loss go to 0)."""
     std = z.std(dim=0)
     rank = effective_rank(z)
-    collapsed = rank < max(1.5, 0.1 * z.shape[1]) or float(std.min()) < 1e-4
+    mean_std = float(std.mean())
+    shrunk = peak_std is not None and mean_std < SHRINK_FRACTION * peak_std
+    collapsed = rank < max(1.5, 0.1 * z.shape[1]) or float(std.min()) < 1e-4 or shrunk
     return {
         "z_std_min": float(std.min()),
-        "z_std_mean": float(std.mean()),
+        "z_std_mean": mean_std,
         "effective_rank": rank,
+        "shrunk": float(shrunk),
         "collapsed": float(collapsed),
     }

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.datasets.collector import git_revision, versions
 from wmrobot.errors import CheckpointError, ConfigError, DatasetError
-from wmrobot.model.collapse import collapse_report
+from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.critic import CriticConfig, HindsightGoals, critic_loss
@@ -320,13 +320,14 @@ def train(
             {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}, sort_keys=True
         ),
     }
-    first = 0
+    first, peak_std = 0, None  # the largest latent std logged so far (collapse_report)
     if resume and (out / TRAIN_STATE).exists():
         first = load_train_state(out / TRAIN_STATE, identity, model, optimizers, sched, gen) + 1
         if world > 1:  # the saved generator is rank 0's; the others derive theirs
             gen.manual_seed(cfg.seed + 1_000_003 * rank + first)
         if main:
             _keep_metrics_up_to(out / "metrics.csv", first - 1)
+            peak_std = _largest_logged(out / "metrics.csv", "z_std")
     elif main and (out / "metrics.csv").exists():
         (out / "metrics.csv").unlink()
     start = time.perf_counter()
@@ -398,14 +399,22 @@ def train(
             waited += tock - tick
             busy += time.perf_counter() - tick
             if main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-                report = collapse_report(z.detach().reshape(-1, z.shape[-1]).float().cpu())
+                flat = z.detach().reshape(-1, z.shape[-1]).float().cpu()
+                report = collapse_report(flat, peak_std)
+                # as logged (z_std, 6 decimals), so that a resumed run reads back the same peak
+                peak_std = max(peak_std or 0.0, round(report["z_std_mean"], 6))
                 if report["collapsed"] and not warned:
                     warned = True
+                    why = (
+                        f"mean std {report['z_std_mean']:.2g}, under "
+                        f"{SHRINK_FRACTION:g} x its peak {peak_std:.2g}"
+                        if report["shrunk"]
+                        else f"effective rank {report['effective_rank']:.2f} of {z.shape[-1]}, "
+                        f"smallest std {report['z_std_min']:.2g}"
+                    )
                     warnings.warn(
-                        f"the latents look collapsed at step {step} (effective rank "
-                        f"{report['effective_rank']:.2f} of {z.shape[-1]}, smallest std "
-                        f"{report['z_std_min']:.2g}); use model.train.anticollapse=vicreg or "
-                        f"sigreg, or raise its weight",
+                        f"the latents look collapsed at step {step} ({why}); use "
+                        f"model.train.anticollapse=vicreg or sigreg, or raise its weight",
                         stacklevel=2,
                     )
                 row = {
@@ -483,6 +492,15 @@ def train(
 
 
 TRAIN_STATE = "train_state.pt"
+
+
+def _largest_logged(path: Path, column: str) -> float | None:
+    """The largest value of ``column`` in a metrics CSV, if it has any."""
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        values = [float(r[column]) for r in csv.DictReader(f) if r.get(column)]
+    return max(values) if values else None
 
 
 def save_train_state(
