@@ -82,3 +82,4 @@ def test_miniature_pipeline_beats_random_on_an_easy_goal_set(tmp_path, monkeypat
         rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
         agent = rows["Mode-1 actor" if mode == "1" else "Hybrid MPPI (actor-seeded)"]
         assert sum(agent["success"]) > sum(rows["random"]["success"]) + 0.25, rows
+        assert agent["env_steps"] == store.n_transitions + record["env_steps"]

@@ -18,20 +18,74 @@ Obs = dict[str, np.ndarray]
 
 
 def _batched(obs: Obs) -> tuple[Obs, bool]:
-    single = np.asarray(obs["observation"]).ndim == 1
-    return ({k: np.atleast_2d(v) for k, v in obs.items()} if single else obs), single
+    """A batch of observations (B, ...) from one or many; every goal env has desired_goal."""
+    single = np.asarray(obs["desired_goal"]).ndim == 1
+    return ({k: np.asarray(v)[None] for k, v in obs.items()} if single else obs), single
 
 
 MODES = ("1", "2", "hybrid")
 
 
-def encode_goal(
-    model: WorldModel, obs: Obs, goal_observation: Callable[[np.ndarray], np.ndarray]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latents of a batch of observations and of their goals: (B, D), (B, D)."""
-    z = model.encode(torch.as_tensor(obs["observation"], dtype=torch.float32))
-    goal = goal_observation(obs["desired_goal"])
-    return z, model.encode(torch.as_tensor(goal, dtype=torch.float32))
+class Observer:
+    """The encoder inputs of a batch of env observations, and of their goals.
+
+    State: ``observation``, and ``goal_observation(desired_goal)`` for the goal. Pixels:
+    ``pixels`` and the env's ``goal_pixels`` (an env made with ``obs_mode="state+pixels"``);
+    with ``frame_stack`` S > 1 the last S frames of each episode, the first repeated until
+    there are S (as the training windows at an episode's start), the goal frame S times.
+    ``reset()`` at new episodes, ``keep(indices)`` when some of a batch's episodes end.
+    """
+
+    def __init__(
+        self, model: WorldModel, goal_observation: Callable[[np.ndarray], np.ndarray] | None
+    ) -> None:
+        self.model, self.goal_observation = model, goal_observation
+        self.names, self.frames = tuple(model.input_keys), model.frames
+        self.stack: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.stack = None
+
+    def keep(self, indices: np.ndarray | torch.Tensor) -> None:
+        if self.stack is not None:
+            self.stack = self.stack[torch.as_tensor(indices, dtype=torch.long)]
+
+    def __call__(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents of the observations and of their goals: (B, D), (B, D)."""
+        inputs: dict[str, torch.Tensor] = {}
+        goal: dict[str, torch.Tensor] = {}
+        if "state" in self.names:
+            inputs["state"] = torch.as_tensor(obs["observation"], dtype=torch.float32)
+            if self.goal_observation is None:
+                raise ConfigError("this task has no goal_observation(desired_goal) for a goal")
+            goal_state = self.goal_observation(obs["desired_goal"])
+            goal["state"] = torch.as_tensor(goal_state, dtype=torch.float32)
+        if "pixels" in self.names:
+            if "pixels" not in obs or "goal_pixels" not in obs:
+                raise ConfigError(
+                    "this model reads pixels: make the env with obs_mode='state+pixels' "
+                    "(wmrobot plan does so for pixel checkpoints)"
+                )
+            frame = torch.as_tensor(np.asarray(obs["pixels"]))
+            goal_frame = torch.as_tensor(np.asarray(obs["goal_pixels"]))
+            if self.frames > 1:
+                if self.stack is None or len(self.stack) != len(frame):
+                    self.stack = frame[:, None].repeat(1, self.frames, 1, 1, 1)
+                else:
+                    self.stack = torch.cat([self.stack[:, 1:], frame[:, None]], dim=1)
+                frame = self.stack
+                goal_frame = goal_frame[:, None].repeat(1, self.frames, 1, 1, 1)
+            inputs["pixels"], goal["pixels"] = frame, goal_frame
+        return self.model.encode(inputs), self.model.encode(goal)
+
+
+def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` for an env whose observations carry what ``model`` reads: a pixel model
+    gets ``obs_mode="state+pixels"`` at its image size (frames and goal frames)."""
+    if "pixels" not in model.input_keys or model.image_shape is None:
+        return dict(env_kwargs)
+    height, width = model.image_shape[:2]
+    return {**env_kwargs, "obs_mode": "state+pixels", "width": width, "height": height}
 
 
 @torch.no_grad()
@@ -66,10 +120,14 @@ class ActorAgent:
             )
         self.model = model.eval()
         self.goal_observation = goal_observation
+        self.observer = Observer(model, goal_observation)
         self.fast = FastActor.build(model) if fast else None
 
     def reset(self) -> None:
-        pass
+        self.observer.reset()
+
+    def keep(self, indices: np.ndarray) -> None:
+        self.observer.keep(indices)
 
     @torch.no_grad()
     def predict(
@@ -80,8 +138,7 @@ class ActorAgent:
             goal = self.goal_observation(obs["desired_goal"])
             action = self.fast(obs["observation"], goal)
         else:
-            z, goal_z = encode_goal(self.model, obs, self.goal_observation)
-            action = self.model.act(z, goal_z).numpy()
+            action = self.model.act(*self.observer(obs)).numpy()
         return (action[0] if single else action), None
 
 
@@ -119,21 +176,23 @@ class PlanningAgent:
         self.controller = RecedingHorizon(
             make_planner(model, planner, seed), planner.replan_every, prior
         )
+        self.observer = Observer(model, goal_observation)
 
     def reset(self) -> None:
         self.controller.reset()
+        self.observer.reset()
 
     def keep(self, indices: np.ndarray) -> None:
         """Continue with these rows of the batch only (the other episodes ended)."""
         self.controller.keep(torch.as_tensor(indices, dtype=torch.long))
+        self.observer.keep(indices)
 
     @torch.no_grad()
     def predict(
         self, obs: Obs, state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, None]:
         obs, single = _batched(obs)
-        z, goal_z = encode_goal(self.model, obs, self.goal_observation)
-        action = self.controller.act(z, goal_z).numpy()
+        action = self.controller.act(*self.observer(obs)).numpy()
         return (action[0] if single else action), None
 
 
@@ -151,6 +210,6 @@ class RandomAgent:
         self, obs: Obs, state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, None]:
         obs, single = _batched(obs)
-        n = len(obs["observation"])
+        n = len(obs["desired_goal"])
         action = self.rng.uniform(self.low, self.high, size=(n, len(self.low))).astype(np.float32)
         return (action[0] if single else action), None

@@ -397,16 +397,27 @@ def _full_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **spec.kwargs, **kwargs}
 
 
+# How an env is observed and rendered, not which task it is: a checkpoint trained on frames
+# (collected with pixels=N) plans on the same task as the env config without them.
+VIEW_KWARGS = ("render_mode", "width", "height", "obs_mode", "camera")
+
+
+def _task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    full = _full_kwargs(env_id, kwargs)
+    return {k: v for k, v in full.items() if k not in VIEW_KWARGS}
+
+
 def run_plan(c: Any, run_dir: Path) -> list[Any]:
     import torch
 
+    from wmrobot.agent import observation_kwargs
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint
 
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
-    if env_id != c.env.id or _full_kwargs(env_id, env_kwargs) != _full_kwargs(
+    if env_id != c.env.id or _task_kwargs(env_id, env_kwargs) != _task_kwargs(
         c.env.id, dict(c.env.kwargs)
     ):
         raise ConfigError(
@@ -414,6 +425,9 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
             f"{dict(c.env.kwargs)}: plan on the env it was trained on"
         )
     steps = meta["dataset"].get("transitions", 0)
+    if c.agent.mode != "2" and "distill" in meta:  # the actor's DAgger episodes count too
+        steps += meta["distill"]["env_steps"]
+    env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
     results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
     _report(results, run_dir, c, env_id, meta, pairs)
     _say(f"plan: results in {run_dir}/")

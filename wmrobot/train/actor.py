@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from wmrobot.agent import Observer
 from wmrobot.errors import ConfigError
 from wmrobot.model.heads import Actor
 from wmrobot.model.world_model import WorldModel
@@ -175,12 +176,11 @@ def dagger_round(
     done = np.zeros(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
     labels, steps = LabelBuffer(), 0
+    observer = Observer(model, goal_observation)
     for t in range(budget):
         active = np.flatnonzero(~done)
         batch = [obs[i] for i in active]
-        z = model.encode(torch.as_tensor(_stack(batch, "observation"), dtype=torch.float32))
-        goal = goal_observation(_stack(batch, "desired_goal"))
-        goal_z = model.encode(torch.as_tensor(goal, dtype=torch.float32))
+        z, goal_z = observer({k: _stack(batch, k) for k in batch[0]})
         labels.add(z, goal_z, to_unit(model, controller.act(z, goal_z)))
         actions = model.act(z, goal_z).numpy()
         for i, action in zip(active, actions, strict=True):
@@ -193,6 +193,7 @@ def dagger_round(
             break
         if done[active].any():
             controller.keep(torch.as_tensor(np.flatnonzero(~done[active])))
+            observer.keep(np.flatnonzero(~done[active]))
     for env in envs:
         env.close()
     return labels, float(success.mean()), steps
@@ -217,6 +218,11 @@ def distill(
     on that round's own episodes (DAgger rounds) and the env steps they took.
     """
     cfg.check()
+    if tuple(model.input_keys) != ("state",):
+        raise ConfigError(
+            f"distill imitates on dataset states and runs state models only for now; this "
+            f"model reads {sorted(model.input_keys)} (model.encoder={model.cfg.encoder})"
+        )
     planner_cfg = as_config(planner_cfg)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
