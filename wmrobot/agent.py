@@ -89,8 +89,19 @@ def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[st
 
 
 @torch.no_grad()
-def actor_plan(model: WorldModel, z: torch.Tensor, goal_z: torch.Tensor, horizon: int):
-    """The actor's proposal: its actions along its own imagined rollout, (B, H, A)."""
+def actor_plan(
+    model: WorldModel,
+    z: torch.Tensor,
+    goal_z: torch.Tensor,
+    horizon: int,
+    fast: FastActor | None = None,
+):
+    """The actor's proposal: its actions along its own imagined rollout, (B, H, A); compiled
+    (``fast``, a :class:`FastActor` of ``model``) where the model allows it."""
+    if fast is not None:
+        actions = fast.proposal(z.numpy(), goal_z.numpy(), horizon)
+        if actions is not None:
+            return torch.from_numpy(actions)
     state = model.predictor.init_state(z)
     actions = []
     for _ in range(horizon):
@@ -171,8 +182,8 @@ class PlanningAgent:
                     "agent.mode=hybrid needs a model with an actor head; make one with "
                     "`wmrobot distill checkpoint=DIR` and plan with the checkpoint it writes"
                 )
-            horizon = planner.horizon
-            prior = lambda z, goal_z: actor_plan(model, z, goal_z, horizon)  # noqa: E731
+            horizon, fast = planner.horizon, FastActor.build(model)
+            prior = lambda z, goal_z: actor_plan(model, z, goal_z, horizon, fast)  # noqa: E731
         self.controller = RecedingHorizon(
             make_planner(model, planner, seed), planner.replan_every, prior
         )

@@ -163,6 +163,8 @@ def test_actor_plan_is_the_actors_own_imagined_rollout():
         z1 = model.predict(z, plan[:, 0])
         assert torch.allclose(plan[:, 0], model.act(z, goal))
         assert torch.allclose(plan[:, 1], model.act(z1, goal), atol=1e-6)
+    compiled = actor_plan(model, z, goal, horizon=4, fast=FastActor.build(model))
+    assert torch.allclose(compiled, plan, atol=1e-5)
 
 
 def test_modes_that_need_an_actor_refuse_a_model_without_one():

@@ -122,6 +122,9 @@ class FastActor:
         low = model.action_low.detach().cpu().numpy().astype(np.float32)
         high = model.action_high.detach().cpu().numpy().astype(np.float32)
         self.mid, self.half = (high + low) / 2, (high - low) / 2
+        self.predictor = None
+        if getattr(model.cfg, "predictor", "mlp") == "mlp":  # z' = z + net([z, a])
+            self.predictor = NumpyMLP(model.predictor.net)
 
     @classmethod
     def build(cls, model) -> FastActor | None:
@@ -133,6 +136,20 @@ class FastActor:
             return cls(model)
         except TypeError:  # not an mlp() pattern
             return None
+
+    def proposal(self, z: np.ndarray, goal_z: np.ndarray, horizon: int) -> np.ndarray | None:
+        """The actor's actions along its own imagined rollout (B, H, A), from latents (B, D);
+        None if the predictor is not a residual MLP (use the torch rollout then)."""
+        if self.predictor is None:
+            return None
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        goal_z = np.asarray(goal_z, dtype=np.float32)
+        actions = np.empty((len(z), horizon, len(self.mid)), np.float32)
+        for h in range(horizon):
+            a = self.mid + np.tanh(self.actor(np.concatenate([z, goal_z], -1))) * self.half
+            actions[:, h] = a
+            z = z + self.predictor(np.concatenate([z, a], -1))
+        return actions
 
     def encode(self, obs: np.ndarray) -> np.ndarray:
         return self.encoder((np.asarray(obs, np.float32) - self.mean) / self.std)
