@@ -41,10 +41,10 @@ class DistillConfig:
     """
 
     states: int = 4096
-    rounds: int = 4
+    rounds: int = 8
     episodes: int = 32
     budget: Optional[int] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
     hidden: int = 256
