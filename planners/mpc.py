@@ -17,10 +17,12 @@ class RecedingHorizon:
     repeated). ``reset()`` forgets it (call it at each new episode); ``keep(indices)`` keeps
     the rows of a batch whose episodes go on.
 
-    ``prior(z, goal_z)`` (B, D) -> (B, H, A), if given, proposes a starting mean for each
-    new plan (e.g. the Mode-1 actor rolled out through the model: the hybrid agent); each
-    batch row starts from whichever of the proposal and the shifted plan the planner's
-    objective scores lower.
+    ``prior(z, goal_z)`` (B, D) -> (B, H, A), if given, proposes the starting mean of each
+    new plan instead of the shifted plan (e.g. the Mode-1 actor rolled out through the model:
+    the hybrid agent). The planner scores its starting mean among its first candidates, so
+    a poor proposal costs samples, not the plan. (Choosing per row between the proposal and
+    the shifted plan by the objective scored the same on the U-maze and took longer than the
+    planning itself, in torch.)
     """
 
     def __init__(
@@ -43,16 +45,6 @@ class RecedingHorizon:
             self.plan = self.plan[indices]
         self.planner.keep(indices)
 
-    @torch.no_grad()
-    def _seed(self, z: torch.Tensor, goal_z: torch.Tensor, shifted: torch.Tensor | None):
-        proposal = self.prior(z, goal_z).to(torch.float32)
-        if shifted is None:
-            return proposal
-        both = torch.stack([shifted.to(torch.float32), proposal], dim=1)  # (B, 2, H, A)
-        cost = self.planner.objective(z, goal_z, both)
-        better = (cost[:, 1] < cost[:, 0]) | ~torch.isfinite(cost[:, 0])
-        return torch.where(better[:, None, None], proposal, both[:, 0])
-
     def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         same_batch = self.plan is not None and self.plan.shape[0] == z.shape[0]
         if same_batch and self.step < self.replan_every:
@@ -64,6 +56,6 @@ class RecedingHorizon:
             init = torch.cat([self.plan[:, k:], self.plan[:, -1:].expand(-1, k, -1)], dim=1)
             self.planner.shift(k)
         if self.prior is not None:
-            init = self._seed(z, goal_z, init)
+            init = self.prior(z, goal_z).to(torch.float32)
         self.plan, self.step = self.planner.plan(z, goal_z, init), 1
         return self.plan[:, 0]

@@ -84,7 +84,7 @@ OPTION_HELP = {
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
     "threads": "torch CPU threads",
-    "model": "model config group: state_mlp",
+    "model": "model config group (state_mlp, pixels_cnn, reacher_state)",
     "model.latent_dim": "latent size D",
     "model.train.steps": "optimisation steps",
     "model.train.batch_size": "windows per batch",

@@ -115,22 +115,21 @@ def test_replanning_every_two_steps_still_reaches_the_goal():
     assert closest < 0.35
 
 
-def test_a_prior_seeds_each_plan_where_the_objective_prefers_it():
+def test_a_prior_proposes_the_starting_mean_of_every_plan():
     planner = make_planner(PointMass(), planner_config("mppi"), 0)
     spy = Spy(planner)
-    spy.objective = planner.objective
     horizon = planner.cfg.horizon
     z, goal = torch.zeros(2, 2), torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
-    # Both rows' proposal: two full steps to +x, then stay. Exactly right for row 0's goal
-    # (better than any sampled plan), away from row 1's.
-    proposal = torch.zeros(2, horizon, 2)
-    proposal[:, :2, 0] = 1.0
-    controller = RecedingHorizon(spy, prior=lambda z, g: proposal)
-    controller.act(z, goal)
-    assert torch.equal(spy.inits[0], proposal)  # no plan yet: the proposal alone
-    first = controller.plan
-    controller.act(z, goal)
-    expected = shifted(first, 1)
-    expected[0] = proposal[0]
-    assert torch.equal(spy.inits[1][1], expected[1])  # the shifted plan wins on row 1
-    assert torch.equal(spy.inits[1][0], expected[0])  # the proposal wins on row 0
+    proposals = []
+
+    def prior(z, goal_z):
+        proposals.append(torch.rand(z.shape[0], horizon, 2) - 0.5)
+        return proposals[-1]
+
+    controller = RecedingHorizon(spy, replan_every=2, prior=prior)
+    for _ in range(4):
+        controller.act(z, goal)
+    assert len(spy.inits) == len(proposals) == 2  # one proposal per plan, none in between
+    for init, proposal in zip(spy.inits, proposals, strict=True):
+        assert torch.equal(init, proposal)
+    assert spy.calls == [("shift", 2)]

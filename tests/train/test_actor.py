@@ -182,3 +182,23 @@ def test_modes_that_need_an_actor_refuse_a_model_without_one():
 def test_distill_config_names_the_bad_value(field, value):
     with pytest.raises(ConfigError, match=f"actor.{field}={value}"):
         DistillConfig(**{field: value}).check()
+
+
+def test_evaluation_rows_say_what_their_seeds_vary():
+    from wmrobot.bench import evaluate_actor, evaluate_planner
+
+    model = maze_model()
+    pairs, budget = [{}, {}], 3
+    grad = small_planner(name="grad", grad_steps=2)
+    rows = {
+        "grad": evaluate_planner(model, grad, ENV_ID, ENV_KWARGS, pairs, budget, [0, 1], 0),
+        "mppi": evaluate_planner(
+            model, small_planner(), ENV_ID, ENV_KWARGS, pairs, budget, [0, 1], 0
+        ),
+    }
+    attach_actor(model, hidden=8, depth=1)
+    rows["actor"] = evaluate_actor(model, ENV_ID, ENV_KWARGS, pairs, budget, 0)
+    assert (rows["grad"].spread_over, len(rows["grad"].success)) == ("deterministic", 1)
+    assert (rows["mppi"].spread_over, len(rows["mppi"].success)) == ("planner", 2)
+    assert (rows["actor"].spread_over, len(rows["actor"].success)) == ("deterministic", 1)
+    assert rows["actor"].method == "Mode-1 actor"
