@@ -2,9 +2,10 @@
 
 :func:`export_model` walks the world model's ``nn.Sequential`` layer lists (predictor net, cost
 head, critic embedding) into flat NumPy arrays; one compiled kernel then runs a whole decision
-of MPPI, CEM or iCEM (sampling, rollout, cost, elite refit), each candidate's H predictor steps
-fused into one pass of matrix-vector loops and the candidates spread over Numba's threads (as
-many as torch's: ``torch.set_num_threads``) by a ``prange``. Both backends consume the same
+of MPPI, CEM or iCEM (sampling, rollout, cost, elite refit). Candidates go through their H
+predictor steps in blocks of :data:`BLOCK`, each layer one small register-blocked matrix product
+over the block, and the blocks are spread over Numba's threads (as many as torch's:
+``torch.set_num_threads``) by a ``prange``. Both backends consume the same
 :func:`~wmrobot.planners.noise.draw_noise` array and the same planner classes' bookkeeping, so
 one seed gives one plan on both (up to float32 rounding). :func:`choose_backend` times both on
 the model at hand and picks the faster (``backend=auto``). Compiled code is cached on disk by
@@ -35,17 +36,17 @@ from wmrobot.planners.noise import draw_noise
 log = logging.getLogger(__name__)
 
 LINEAR, LINEAR_T, LAYERNORM, RELU, LAYERNORM_RELU = 0, 1, 2, 3, 4  # the last: LayerNorm, then ReLU
-# A Linear with at least this many inputs runs as dot products, 8 outputs at a time, from its
-# (out, in) weight; a narrower one as rows of (in, out) added in turn. Each is the faster
-# form on its side of the line (measured on AVX2: 2x on 64 -> 64 and 64 -> 8, 2x the other
-# way on 18 -> 64).
+# A Linear with at least this many inputs runs as dot products of each (out, in) weight row with
+# 8 candidates; a narrower one as rows of its (in, out) weight added to 4 candidates. Each is the
+# faster form on its side of the line (AVX2, per candidate: 64 -> 64 in 154 vs 240 ns, 64 -> 16
+# in 40 vs 130 ns; 16 -> 64 in 56 vs 81 ns, 16 -> 128 in 78 vs 163 ns).
 DOT_MIN_INPUTS = 32
 MPPI_KIND, CEM_KIND, ICEM_KIND = 0, 1, 2
 # Reassociation lets LLVM vectorise the reductions; no "nnan"/"ninf": a NaN cost must stay NaN.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # With 2 threads, a default-budget MPPI decision took 32 ms on Numba's OpenMP layer (its default
-# where TBB is missing) and 16 ms on the workqueue layer (benchmarks/planner_latency.py's model,
-# 2-core machine). A layer the user chose (NUMBA_THREADING_LAYER) is kept.
+# where TBB is missing) and 10 ms on the workqueue layer (benchmarks/planner_latency.py's model,
+# 2-core machine at load 3). A layer the user chose (NUMBA_THREADING_LAYER) is kept.
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 # The exported model must reproduce the torch one within this (relative) on a random probe.
@@ -243,75 +244,133 @@ def _check_export(model, exported: ExportedModel) -> None:
 
 
 # ----------------------------------------------------------------------------------- kernels
+# Candidates are scored BLOCK at a time (a multiple of 8), each layer as one small matrix product
+# over the block: every weight load then serves 4 or 8 candidates, where a matrix-vector product
+# per candidate loads every weight once per candidate (2x faster on the default model).
+BLOCK = 16
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _four(x, k, width):
+    """x[k : k + 4], as four scalars, with 0 past ``width``."""
+    zero = np.float32(0.0)
+    return (
+        x[k],
+        x[k + 1] if k + 1 < width else zero,
+        x[k + 2] if k + 2 < width else zero,
+        x[k + 3] if k + 3 < width else zero,
+    )
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _linear_rows(w, bias, x, y, width, out):
+    """y[:, :out] = x[:, :width] @ w + bias for w (width, out): four rows of w at a time are
+    added to four candidates, vectorised along the outputs (the fast form for narrow inputs),
+    so each output is loaded and stored once per four rows."""
+    last = width - 1
+    for c in range(0, x.shape[0], 4):
+        x0, x1, x2, x3 = x[c], x[c + 1], x[c + 2], x[c + 3]
+        y0, y1, y2, y3 = y[c], y[c + 1], y[c + 2], y[c + 3]
+        for j in range(out):
+            y0[j] = y1[j] = y2[j] = y3[j] = bias[j]
+        for k in range(0, width, 4):
+            # a last group of fewer than four rows repeats the last row, times 0
+            r0, r1, r2, r3 = w[k], w[min(k + 1, last)], w[min(k + 2, last)], w[min(k + 3, last)]
+            a0, a1, a2, a3 = _four(x0, k, width)
+            b0, b1, b2, b3 = _four(x1, k, width)
+            c0, c1, c2, c3 = _four(x2, k, width)
+            d0, d1, d2, d3 = _four(x3, k, width)
+            for j in range(out):
+                w0, w1, w2, w3 = r0[j], r1[j], r2[j], r3[j]
+                y0[j] += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3
+                y1[j] += b0 * w0 + b1 * w1 + b2 * w2 + b3 * w3
+                y2[j] += c0 * w0 + c1 * w1 + c2 * w2 + c3 * w3
+                y3[j] += d0 * w0 + d1 * w1 + d2 * w2 + d3 * w3
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _linear_dots(w, bias, x, y, width, out):
+    """y[:, :out] = x[:, :width] @ w.T + bias for w (out, width): one output's dot products
+    with eight candidates at once (eight vector accumulators), so each weight load feeds 8."""
+    for c in range(0, x.shape[0], 8):
+        x0, x1, x2, x3 = x[c], x[c + 1], x[c + 2], x[c + 3]
+        x4, x5, x6, x7 = x[c + 4], x[c + 5], x[c + 6], x[c + 7]
+        for j in range(out):
+            u = w[j]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+            for k in range(width):
+                uk = u[k]
+                s0 += uk * x0[k]
+                s1 += uk * x1[k]
+                s2 += uk * x2[k]
+                s3 += uk * x3[k]
+                s4 += uk * x4[k]
+                s5 += uk * x5[k]
+                s6 += uk * x6[k]
+                s7 += uk * x7[k]
+            b = bias[j]
+            y[c, j], y[c + 1, j], y[c + 2, j], y[c + 3, j] = s0 + b, s1 + b, s2 + b, s3 + b
+            y[c + 4, j], y[c + 5, j], y[c + 6, j], y[c + 7, j] = s4 + b, s5 + b, s6 + b, s7 + b
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _layer_norm(x, gamma, beta, width, eps, floor):
+    """LayerNorm of each row x[c, :width] in place, then max(., floor) (-inf: none; 0: ReLU);
+    four rows at a time, so their reductions overlap."""
+    scale = np.float32(1.0) / np.float32(width)
+    for c in range(0, x.shape[0], 4):
+        r0, r1, r2, r3 = x[c], x[c + 1], x[c + 2], x[c + 3]
+        m0 = m1 = m2 = m3 = np.float32(0.0)
+        for j in range(width):
+            m0 += r0[j]
+            m1 += r1[j]
+            m2 += r2[j]
+            m3 += r3[j]
+        m0, m1, m2, m3 = m0 * scale, m1 * scale, m2 * scale, m3 * scale
+        v0 = v1 = v2 = v3 = np.float32(0.0)
+        for j in range(width):
+            v0 += (r0[j] - m0) * (r0[j] - m0)
+            v1 += (r1[j] - m1) * (r1[j] - m1)
+            v2 += (r2[j] - m2) * (r2[j] - m2)
+            v3 += (r3[j] - m3) * (r3[j] - m3)
+        one = np.float32(1.0)
+        v0, v1 = one / np.sqrt(v0 * scale + eps), one / np.sqrt(v1 * scale + eps)
+        v2, v3 = one / np.sqrt(v2 * scale + eps), one / np.sqrt(v3 * scale + eps)
+        for j in range(width):
+            g, b = gamma[j], beta[j]
+            r0[j] = max((r0[j] - m0) * v0 * g + b, floor)
+            r1[j] = max((r1[j] - m1) * v1 * g + b, floor)
+            r2[j] = max((r2[j] - m2) * v2 * g + b, floor)
+            r3[j] = max((r3[j] - m3) * v3 * g + b, floor)
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _mlp(net, first, end, buf, width):
-    """Run layers [first, end) of ``net`` on buf[0, :width] in place, ping-ponging between
-    buf's two rows (2, W); returns the row that holds the output (width: the last ``dims``)."""
+    """Run layers [first, end) of ``net`` on a block of candidates buf[0, :, :width],
+    ping-ponging between buf's halves (2, BLOCK, W); returns the half that holds the output
+    (width: the last ``dims``)."""
     ops, dims, offsets, eps, params = net
     cur = 0
     for layer in range(first, end):
-        x = buf[cur]
+        op, out = ops[layer], dims[layer]
         start, stop = offsets[layer, 0], offsets[layer, 1]
-        if ops[layer] == LINEAR:
-            # Slices (not offset arithmetic) let LLVM vectorise the inner loop.
-            out = dims[layer]
-            y = buf[1 - cur]
-            bias = params[stop : stop + out]
-            for j in range(out):
-                y[j] = bias[j]
-            for k in range(width):
-                xk = x[k]
-                row = params[start + k * out : start + (k + 1) * out]
-                for j in range(out):
-                    y[j] += xk * row[j]
+        if op == LINEAR:
+            w = params[start : start + width * out].reshape((width, out))
+            _linear_rows(w, params[stop : stop + out], buf[cur], buf[1 - cur], width, out)
             cur, width = 1 - cur, out
-        elif ops[layer] == LINEAR_T:
-            out = dims[layer]
-            y = buf[1 - cur]
+        elif op == LINEAR_T:
             w = params[start : start + out * width].reshape((out, width))
-            bias = params[stop : stop + out]
-            j = 0
-            while j + 8 <= out:  # 8 dot products at once share each load of x
-                w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
-                w4, w5, w6, w7 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
-                s0, s1, s2, s3 = bias[j], bias[j + 1], bias[j + 2], bias[j + 3]
-                s4, s5, s6, s7 = bias[j + 4], bias[j + 5], bias[j + 6], bias[j + 7]
-                for k in range(width):
-                    xk = x[k]
-                    s0 += w0[k] * xk
-                    s1 += w1[k] * xk
-                    s2 += w2[k] * xk
-                    s3 += w3[k] * xk
-                    s4 += w4[k] * xk
-                    s5 += w5[k] * xk
-                    s6 += w6[k] * xk
-                    s7 += w7[k] * xk
-                y[j], y[j + 1], y[j + 2], y[j + 3] = s0, s1, s2, s3
-                y[j + 4], y[j + 5], y[j + 6], y[j + 7] = s4, s5, s6, s7
-                j += 8
-            for rest in range(j, out):
-                total = bias[rest]
-                for k in range(width):
-                    total += w[rest, k] * x[k]
-                y[rest] = total
+            _linear_dots(w, params[stop : stop + out], buf[cur], buf[1 - cur], width, out)
             cur, width = 1 - cur, out
-        elif ops[layer] == LAYERNORM or ops[layer] == LAYERNORM_RELU:
-            total = np.float32(0.0)
-            for j in range(width):
-                total += x[j]
-            mu = total / np.float32(width)
-            var = np.float32(0.0)
-            for j in range(width):
-                var += (x[j] - mu) * (x[j] - mu)
-            inv = np.float32(1.0) / np.sqrt(var / np.float32(width) + eps[layer])
-            gamma = params[start : start + width]
-            beta = params[stop : stop + width]
-            floor = np.float32(0.0 if ops[layer] == LAYERNORM_RELU else -np.inf)
-            for j in range(width):
-                x[j] = max((x[j] - mu) * inv * gamma[j] + beta[j], floor)
+        elif op == RELU:
+            x = buf[cur]
+            for c in range(x.shape[0]):
+                for j in range(width):
+                    x[c, j] = max(x[c, j], np.float32(0.0))  # max(NaN, 0) stays NaN
         else:
-            for j in range(width):
-                x[j] = max(x[j], np.float32(0.0))
+            floor = np.float32(0.0 if op == LAYERNORM_RELU else -np.inf)
+            gamma, beta = params[start : start + width], params[stop : stop + width]
+            _layer_norm(buf[cur], gamma, beta, width, eps[layer], floor)
     return cur
 
 
@@ -325,66 +384,105 @@ def _root_distance(x, emb, eps):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _sequence_cost(i, count, net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
-    """cost[b, n] = J of candidate i = b * count + n, the sequence cand[b, n] (H, A) from
-    z0[b] to goal[b], or +inf if J is not finite; returns whether it was not.
+def _score_block(first, count, net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
+    """cost[b, n] = J of the candidates i = b * count + n in [first, first + BLOCK) of cand
+    (B, >= count, H, A), each the sequence cand[b, n] (H, A) from z0[b] to goal[b], or +inf if
+    J is not finite; returns whether any was not. Past the last candidate, the block repeats it
+    (computed, not stored).
 
     ``coef`` is (latent_weight, cost_weight, value_weight, smooth_weight); ``embs`` the goals'
     cost-head and critic embeddings, (B, E1) and (B, E2).
     """
-    b, n = i // count, i % count
-    z, actions = z0[b].copy(), cand[b, n]
-    cost_emb, value_emb = embs[0][b], embs[1][b]
-    d, horizon, a_dim = z.shape[0], actions.shape[0], actions.shape[1]
-    buf = np.empty((2, max(d + a_dim, np.max(net[1]))), np.float32)  # the widest activation
-    total = np.float32(0.0)
+    horizon, a_dim = cand.shape[2], cand.shape[3]
+    last, d = cand.shape[0] * count - 1, z0.shape[1]
+    rows = np.minimum(np.arange(first, first + BLOCK), last)
+    bs, ns = rows // count, rows % count
+    buf = np.empty((2, BLOCK, max(d + a_dim, np.max(net[1]))), np.float32)  # widest activation
+    z = np.empty((BLOCK, d), np.float32)
+    total = np.zeros(BLOCK, np.float32)
+    x, cost_emb, value_emb = buf[0], embs[0], embs[1]
+    for r in range(BLOCK):
+        for j in range(d):  # element loops: a slice assignment costs more than 16 copies
+            z[r, j] = z0[bs[r], j]
     for t in range(horizon):
-        buf[0, :d] = z
-        buf[0, d : d + a_dim] = actions[t]
-        out = _mlp(net, layers[PREDICTOR, 0], layers[PREDICTOR, 1], buf, d + a_dim)
-        distance = np.float32(0.0)
-        for j in range(d):
-            z[j] += buf[out, j]
-            distance += (z[j] - goal[b, j]) * (z[j] - goal[b, j])
-        buf[0, :d] = z
-        out = _mlp(net, layers[COST_HEAD, 0], layers[COST_HEAD, 1], buf, d)
-        task = _root_distance(buf[out], cost_emb, np.float32(COST_EPS))
-        total += step_w[t] * (coef[0] * distance / np.float32(d) + coef[1] * task)
-    if has_value and coef[2] > 0:
-        buf[0, :d] = z
-        out = _mlp(net, layers[CRITIC, 0], layers[CRITIC, 1], buf, d)
-        total += coef[2] * _root_distance(buf[out], value_emb, np.float32(VALUE_EPS))
-    if coef[3] > 0:
-        rough = np.float32(0.0)
-        for t in range(1, horizon):
+        for r in range(BLOCK):
+            for j in range(d):
+                x[r, j] = z[r, j]
             for j in range(a_dim):
-                rough += (actions[t, j] - actions[t - 1, j]) * (actions[t, j] - actions[t - 1, j])
-        total += coef[3] * rough
-    finite = np.isfinite(total)
-    cost[b, n] = total if finite else np.inf
-    return not finite
+                x[r, d + j] = cand[bs[r], ns[r], t, j]
+        out = _mlp(net, layers[PREDICTOR, 0], layers[PREDICTOR, 1], buf, d + a_dim)
+        for r in range(BLOCK):
+            zr, g, delta = z[r], goal[bs[r]], buf[out, r]
+            distance = np.float32(0.0)
+            for j in range(d):
+                zr[j] += delta[j]
+                distance += (zr[j] - g[j]) * (zr[j] - g[j])
+                x[r, j] = zr[j]
+            total[r] += step_w[t] * coef[0] * distance / np.float32(d)
+        out = _mlp(net, layers[COST_HEAD, 0], layers[COST_HEAD, 1], buf, d)
+        for r in range(BLOCK):
+            task = _root_distance(buf[out, r], cost_emb[bs[r]], np.float32(COST_EPS))
+            total[r] += step_w[t] * coef[1] * task
+    if has_value and coef[2] > 0:
+        for r in range(BLOCK):
+            for j in range(d):
+                x[r, j] = z[r, j]
+        out = _mlp(net, layers[CRITIC, 0], layers[CRITIC, 1], buf, d)
+        for r in range(BLOCK):
+            value = _root_distance(buf[out, r], value_emb[bs[r]], np.float32(VALUE_EPS))
+            total[r] += coef[2] * value
+    bad = False
+    for r in range(min(BLOCK, last + 1 - first)):
+        actions = cand[bs[r], ns[r]]
+        if coef[3] > 0:
+            rough = np.float32(0.0)
+            for t in range(1, horizon):
+                for j in range(a_dim):
+                    step = actions[t, j] - actions[t - 1, j]
+                    rough += step * step
+            total[r] += coef[3] * rough
+        finite = np.isfinite(total[r])
+        cost[bs[r], ns[r]] = total[r] if finite else np.inf
+        bad |= not finite
+    return bad
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _score(net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
     """cost = J of every candidate in cand (B, N, H, A), on one thread."""
-    for i in range(cand.shape[0] * cand.shape[1]):
-        _sequence_cost(
-            i, cand.shape[1], net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost
+    for first in range(0, cand.shape[0] * cand.shape[1], BLOCK):
+        _score_block(
+            first, cand.shape[1], net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost
         )
+
+
+def _forward(net: MLPWeights, first: int, end: int, x: np.ndarray) -> np.ndarray:
+    """Layers [first, end) of ``net`` on the rows of x (M, D), in NumPy: the goals' embeddings,
+    once per decision (compiled, they would add seconds to the first JIT compile)."""
+    for layer in range(first, end):
+        op, out, eps = net.ops[layer], net.dims[layer], net.eps[layer]
+        start, stop = net.offsets[layer]
+        if op == LINEAR or op == LINEAR_T:
+            w = net.params[start : start + x.shape[1] * out]
+            w = w.reshape(x.shape[1], out) if op == LINEAR else w.reshape(out, x.shape[1]).T
+            x = x @ w + net.params[stop : stop + out]
+        elif op != RELU:
+            x = x - x.mean(1, keepdims=True)
+            x = x / np.sqrt((x * x).mean(1, keepdims=True) + eps)
+            x = x * net.params[start : start + out] + net.params[stop : stop + out]
+        if op == RELU or op == LAYERNORM_RELU:
+            x = np.maximum(x, np.float32(0.0))  # NaN stays NaN
+    return x
 
 
 def _goal_embeddings(model: ExportedModel, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cost head's and the critic's embeddings of each goal (B, D): (B, E1), (B, E2)."""
-    net, layers = tuple(model.net), model.layers
-    buf = np.empty((2, max(goal.shape[1], model.net.dims.max())), np.float32)
     embs = []
-    for first, end in layers[[COST_HEAD, CRITIC]]:
-        emb = np.zeros((goal.shape[0], model.net.dims[end - 1] if end > first else 0), np.float32)
-        for b in range(goal.shape[0] if end > first else 0):
-            buf[0, : goal.shape[1]] = goal[b]
-            emb[b] = buf[_mlp(net, first, end, buf, goal.shape[1]), : emb.shape[1]]
-        embs.append(emb)
+    for first, end in model.layers[[COST_HEAD, CRITIC]]:
+        if end > first:
+            embs.append(np.ascontiguousarray(_forward(model.net, first, end, goal), np.float32))
+        else:
+            embs.append(np.zeros((goal.shape[0], 0), np.float32))
     return embs[0], embs[1]
 
 
@@ -472,14 +570,15 @@ def _decide(
                     cand[b, s, t, j] = min(max(x, low[j]), high[j])
         total = n + n_carried
         cand[:, n:total] = carry[:, :n_carried]
-        scored = np.zeros(batch * total, np.bool_)
-        for i in prange(batch * total):
+        blocks = (batch * total + BLOCK - 1) // BLOCK
+        scored = np.zeros(blocks, np.bool_)
+        for block in prange(blocks):
             # a prange body cannot capture tuples, so they are built inside; prange counts
-            # in uint64, and the cast keeps one compiled _sequence_cost
+            # in uint64, and the cast keeps one compiled _score_block
             net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
-            scored[i] = _sequence_cost(
-                np.int64(i), total, net, layers, coef, has_value, z0, goal, embs, cand,
-                step_w, cost,
+            scored[block] = _score_block(
+                np.int64(block) * BLOCK, total, net, layers, coef, has_value, z0, goal, embs,
+                cand, step_w, cost,
             )  # fmt: skip
         bad |= scored.any()
         for b in range(batch):

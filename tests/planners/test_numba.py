@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import warnings
 from pathlib import Path
 
@@ -177,4 +178,7 @@ def test_the_latency_benchmark_quick_run(capsys):
         torch.set_num_threads(threads)
     (row,) = rows.values()
     assert row["numba"] > 0 and row["torch"] > 0
-    assert "torch/numba" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "torch/numba" in out
+    assert re.search(r"10 ms goal on one core, [^:]*: (met|NOT met)\)", out)
+    assert "load average" in out
