@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from wmrobot.cli import compose
+from wmrobot.cli import _config_dir, compose
 from wmrobot.config import RANGES, SCHEMAS, CollectCommand, DemoCommand, validate
 from wmrobot.errors import ConfigError
 
@@ -134,3 +136,22 @@ def test_a_frozen_set_of_another_env_is_refused():
     typed = checked("plan", "env=pointmaze", "env.eval.file=tworoom")
     with pytest.raises(ConfigError, match="is a set for wmrobot/TwoRoom-v0"):
         _evaluation_set(typed.env)
+
+
+@pytest.mark.parametrize(
+    "env", sorted(p.stem for p in (Path(_config_dir()) / "env").glob("*.yaml"))
+)
+@pytest.mark.parametrize("command", ["collect", "plan", "demo"])
+def test_every_task_config_composes_for_every_command_that_takes_one(env, command):
+    typed = checked(command, f"env={env}")
+    assert typed.env.id.startswith(("wmrobot/", "HalfCheetah"))
+
+
+def test_a_task_may_set_its_planner_defaults_and_the_command_line_still_wins():
+    assert checked("plan").planner.value_weight == 7.0
+    assert checked("plan", "env=reacher").planner.value_weight == 0.0
+    assert checked("demo", "env=reacher").planner.value_weight == 0.0
+    assert checked("plan", "env=reacher", "planner=cem").planner.name == "cem"
+    assert checked("plan", "env=reacher", "planner=cem").planner.value_weight == 0.0
+    assert checked("plan", "env=reacher", "planner.value_weight=3").planner.value_weight == 3.0
+    assert not hasattr(checked("collect", "env=reacher"), "planner")

@@ -130,6 +130,22 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+def _without_foreign_sections(command: str, cfg: Any) -> Any:
+    """Drop the sections a task config sets for other commands (``env=reacher`` carries the
+    planner settings that suit the task; ``collect`` has no planner)."""
+    from omegaconf import open_dict
+
+    from wmrobot.config import SCHEMAS
+
+    schema = SCHEMAS.get(command)
+    if schema is not None:
+        known = {f.name for f in fields(schema)}
+        with open_dict(cfg):
+            for key in [k for k in ("planner",) if k in cfg and k not in known]:
+                del cfg[key]
+    return cfg
+
+
 def compose(command: str, overrides: list[str]) -> Any:
     """The command's config with ``overrides`` applied (Hydra's compose API)."""
     from hydra import compose as hydra_compose
@@ -143,7 +159,8 @@ def compose(command: str, overrides: list[str]) -> Any:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=_config_dir(), version_base=None):
-            return hydra_compose(config_name=command, overrides=overrides)
+            cfg = hydra_compose(config_name=command, overrides=overrides)
+        return _without_foreign_sections(command, cfg)
     except (HydraException, OmegaConfBaseException) as e:
         text = str(e)
         missing = re.search(r"Could not find '([\w-]+)/([^']+)'", text)
