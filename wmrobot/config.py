@@ -8,6 +8,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wmrobot.agent import MODES
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
@@ -129,7 +130,7 @@ SCHEMAS = {
 }
 
 RL_ALGOS = ["sac"]
-AGENT_MODES = ["1", "2", "hybrid"]
+AGENT_MODES = list(MODES)
 
 # Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
 _POSITIVE_INT = (1, None, True)
