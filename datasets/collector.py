@@ -125,6 +125,9 @@ class _Writer:
         self.worker.start()
         self.error: str | None = None
         self.closed = False
+        # (episodes, transitions) once the writer has committed everything and the quantiles
+        # too: then the collector need not open the dataset again to learn its counts.
+        self.final: tuple[int, int] | None = None
 
     def _drain(self, block: bool = False) -> None:
         while True:
@@ -139,7 +142,7 @@ class _Writer:
                 self.bar.update(n_steps if self.count_steps else n_episodes)
                 self.bar.set_postfix(episodes=episodes, steps=transitions)
             else:  # "closed": the writer is done
-                self.closed = True
+                self.closed, self.final = True, value
                 return
 
     def _raise(self) -> None:
@@ -199,10 +202,12 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
             kept = kept if size <= KEEP_BYTES else None
         n = sum(len(e["action"]) - 1 for e in batch)
         done.put(("committed", (store.n_episodes, store.n_transitions, len(batch), n)))
+    final = None
     if error is None and store is not None and kept:
         rows = {k: np.concatenate([part[k] for part in kept]) for k in store.stat_keys}
         store.finalize_stats(rows)
-    done.put(("closed", None))
+        final = (store.n_episodes, store.n_transitions)
+    done.put(("closed", final))
 
 
 def collect(
@@ -356,14 +361,18 @@ def collect(
             bar.close()
             env.close()
     assert store is not None
-    if writer is not None:  # this handle has not seen the writer's commits
-        store = EpisodeStore.open(path, mode="a")
-    stats = store.attrs["stats"]
-    if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
-        store.finalize_stats()
+    if writer is not None and writer.final is not None:
+        episodes, transitions = writer.final
+    else:
+        if writer is not None:  # this handle has not seen the writer's commits
+            store = EpisodeStore.open(path, mode="a")
+        stats = store.attrs["stats"]
+        if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
+            store.finalize_stats()
+        episodes, transitions = store.n_episodes, store.n_transitions
     return CollectResult(
         path=path,
-        episodes=store.n_episodes,
-        transitions=store.n_transitions,
+        episodes=episodes,
+        transitions=transitions,
         seconds=time.perf_counter() - start,
     )

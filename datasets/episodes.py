@@ -9,17 +9,18 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from wmrobot.datasets.policies import Policy, PolicySpec, make_policy
 from wmrobot.envs import has_physics, make_env
-from wmrobot.envs.physics import physics_reader
+from wmrobot.envs.physics import FULL
 from wmrobot.errors import DatasetError
 
 
@@ -30,9 +31,35 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
+    # np.array of a list of equal-shape arrays gives np.stack's result at about half its cost.
     if isinstance(obs_list[0], dict):
-        return {f"obs/{k}": np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
-    return {"obs": np.stack(obs_list)}
+        return {f"obs/{k}": np.array([o[k] for o in obs_list]) for k in obs_list[0]}
+    return {"obs": np.array(obs_list)}
+
+
+def _physics_recorder(
+    env: gym.Env, rows: int
+) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
+    """``(record, recorded)``: ``record()`` writes the env's full physics state (as
+    :func:`wmrobot.envs.get_physics_state`) into the next row of one preallocated float64
+    array, grown by doubling past ``rows``; ``recorded()`` returns the rows written.
+
+    ``mj_getState`` writes straight into a row: no array is made per step, and none is
+    stacked at the end."""
+    model, data = env.unwrapped.model, env.unwrapped.data
+    buffer = np.empty((rows, mujoco.mj_stateSize(model, FULL)))
+    views = list(buffer)  # every row's view made at once, cheaper than indexing each step
+    n = 0
+
+    def record() -> None:
+        nonlocal buffer, views, n
+        if n == len(views):  # longer than its time limit said (or it has none)
+            buffer = np.concatenate([buffer, np.empty_like(buffer)])
+            views = list(buffer)
+        mujoco.mj_getState(model, data, views[n], FULL)
+        n += 1
+
+    return record, lambda: buffer[:n]
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
@@ -40,8 +67,11 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     obs, info = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    read_physics = physics_reader(env) if has_physics(env) else None
-    physics = [read_physics()] if read_physics else None
+    physics = None
+    if has_physics(env):
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        record_physics, physics = _physics_recorder(env, (limit or 1000) + 1)
+        record_physics()
     frames = [env.render()] if env.render_mode == "rgb_array" else None
     success = False
     while True:
@@ -52,8 +82,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         rewards.append(reward)
         terms.append(terminated)
         truncs.append(truncated)
-        if read_physics is not None:
-            physics.append(read_physics())
+        if physics is not None:
+            record_physics()
         if frames is not None:
             frames.append(env.render())
         success = success or bool(info.get("is_success", False))
@@ -62,13 +92,13 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     return episode_rows(
         env,
         _obs_rows(observations),
-        np.stack(actions),
+        np.array(actions),
         rewards,
         terms,
         truncs,
         seed,
         success,
-        physics=np.stack(physics) if physics is not None else None,
+        physics=physics() if physics is not None else None,
         pixels=np.stack(frames).astype(np.uint8) if frames is not None else None,  # (T+1,H,W,C)
         factors=info.get("factors"),
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -30,20 +28,6 @@ def get_physics_state(env: gym.Env) -> np.ndarray:
     state = np.empty(mujoco.mj_stateSize(model, FULL))
     mujoco.mj_getState(model, data, state, FULL)
     return state
-
-
-def physics_reader(env: gym.Env) -> Callable[[], np.ndarray]:
-    """A function that returns :func:`get_physics_state` of ``env`` each time it is called,
-    with the model, data and state size looked up once (the collector calls it every step)."""
-    model, data = _model_data(env)
-    size = mujoco.mj_stateSize(model, FULL)
-
-    def read() -> np.ndarray:
-        state = np.empty(size)
-        mujoco.mj_getState(model, data, state, FULL)
-        return state
-
-    return read
 
 
 def set_physics_state(env: gym.Env, state: np.ndarray) -> None:
