@@ -82,7 +82,7 @@ OPTION_HELP = {
     "fast": "random actions simulated in batches by mujoco.rollout, same rows (null: if possible)",
     "flush_every": "episodes per commit (a crash loses at most this many); null: every ~2 s",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
-    "dataset": "path of a Zarr dataset made by `wmrobot collect` (required)",
+    "dataset": "a Zarr dataset made by `wmrobot collect` (distill: null = the checkpoint's)",
     "threads": "torch CPU threads",
     "model": "model config group (state_mlp, pixels_cnn, reacher_state)",
     "model.latent_dim": "latent size D",
@@ -440,6 +440,11 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
         raise ConfigError(
             f"the checkpoint was trained on {env_id} {env_kwargs}, not {c.env.id} "
             f"{dict(c.env.kwargs)}: plan on the env it was trained on"
+        )
+    if c.agent.mode != "2" and model.actor is None:  # before any evaluation runs
+        raise ConfigError(
+            f"agent.mode={c.agent.mode} needs a model with an actor head; make one with "
+            f"`wmrobot distill checkpoint={c.checkpoint}` and plan with the checkpoint it writes"
         )
     steps = meta["dataset"].get("transitions", 0)
     if c.agent.mode != "2" and "distill" in meta:  # the actor's DAgger episodes count too
