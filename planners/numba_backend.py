@@ -22,6 +22,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+from numpy.typing import ArrayLike
 from torch import nn
 
 from wmrobot.errors import ConfigError
@@ -221,15 +222,7 @@ def _check_export(model, exported: ExportedModel) -> None:
     with torch.no_grad():
         expect = objective(z0, goal, actions).numpy()
     expect = np.where(np.isfinite(expect), expect, np.inf)  # as the planners count them
-    got = score(
-        exported,
-        z0.numpy(),
-        goal.numpy(),
-        actions.numpy(),
-        objective.step_weights.numpy(),
-        objective.value_weight,
-        objective.smooth_weight,
-    )
+    got = score(exported, objective, z0, goal, actions)
     finite = np.isfinite(expect)
     error = np.inf  # unless both are finite at the same candidates
     if np.array_equal(finite, np.isfinite(got)):
@@ -493,29 +486,23 @@ def _coefficients(model: ExportedModel, value_weight: float, smooth_weight: floa
 
 
 def score(
-    model: ExportedModel,
-    z0: np.ndarray,
-    goal: np.ndarray,
-    actions: np.ndarray,
-    step_weights: np.ndarray,
-    value_weight: float,
-    smooth_weight: float,
+    model: ExportedModel, objective: Objective, z0: ArrayLike, goal: ArrayLike, actions: ArrayLike
 ) -> np.ndarray:
-    """J of candidates (the torch :class:`~wmrobot.planners.base.Objective`, non-finite as
-    +inf), on one thread: z0 (B, D), goal (B, D), actions (B, N, H, A) -> (B, N) float32."""
+    """``objective``'s J of candidates (non-finite as +inf) on the exported model, one thread:
+    z0 (B, D), goal (B, D), actions (B, N, H, A) (arrays or tensors) -> (B, N) float32."""
     z0, goal = np.ascontiguousarray(z0, np.float32), np.ascontiguousarray(goal, np.float32)
     actions = np.ascontiguousarray(actions, np.float32)
     cost = np.empty(actions.shape[:2], np.float32)
     _score(
         tuple(model.net),
         model.layers,
-        _coefficients(model, value_weight, smooth_weight),
+        _coefficients(model, objective.value_weight, objective.smooth_weight),
         model.has_value,
         z0,
         goal,
         _goal_embeddings(model, goal),
         actions,
-        np.ascontiguousarray(step_weights, np.float32),
+        np.ascontiguousarray(objective.step_weights, np.float32),
         cost,
     )
     return cost

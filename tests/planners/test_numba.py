@@ -48,15 +48,7 @@ def test_the_exported_model_scores_as_the_torch_objective():
     objective = Objective(model, cfg)
     with torch.no_grad():
         expect = objective(z0, goal, actions).numpy()
-    got = score(
-        export_model(model),
-        z0.numpy(),
-        goal.numpy(),
-        actions.numpy(),
-        objective.step_weights.numpy(),
-        objective.value_weight,
-        objective.smooth_weight,
-    )
+    got = score(export_model(model), objective, z0, goal, actions)
     assert objective.value_weight > 0 and objective.smooth_weight > 0
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from toys import planner_config, tiny_world_model
 
-from wmrobot.model.world_model import ModelConfig, WorldModel
+from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import Objective
 from wmrobot.planners.numba_backend import BLOCK, LINEAR, LINEAR_T, export_model, score
 
@@ -15,21 +15,16 @@ from wmrobot.planners.numba_backend import BLOCK, LINEAR, LINEAR_T, export_model
 def odd_world_model() -> WorldModel:
     """Widths that are multiples of nothing the kernels group by: 5 + 3 inputs, hidden 13 (rows
     of 4 with a remainder), a critic 37 wide (dot products over an odd width) into 7."""
-    torch.manual_seed(3)
-    cfg = ModelConfig(
+    return tiny_world_model(
+        seed=3,
+        action_dim=3,
         latent_dim=5,
         hidden=13,
-        depth=2,
         goal_dim=3,
-        ema=0.99,
         latent_weight=0.3,
-        cost_weight=1.0,
-        critic=True,
         critic_hidden=37,
-        critic_depth=2,
         critic_embed=7,
     )
-    return WorldModel(4, 3, cfg).eval()
 
 
 def scores(model, z0, goal, actions, smooth_weight=0.05):
@@ -38,15 +33,7 @@ def scores(model, z0, goal, actions, smooth_weight=0.05):
     objective = Objective(model, cfg)
     with torch.no_grad():
         expect = objective(z0, goal, actions).numpy()
-    got = score(
-        export_model(model),
-        z0.numpy(),
-        goal.numpy(),
-        actions.numpy(),
-        objective.step_weights.numpy(),
-        objective.value_weight,
-        objective.smooth_weight,
-    )
+    got = score(export_model(model), objective, z0, goal, actions)
     return got, expect
 
 

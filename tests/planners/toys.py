@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -40,8 +42,11 @@ class Broken(PointMass):
         return torch.full((*actions.shape[:-1], self.latent_dim), self.bad) + 0 * actions.sum()
 
 
-def tiny_world_model(critic: bool = True, seed: int = 0) -> WorldModel:
-    """An untrained world model (D=16, hidden 64, 2 actions in [-1, 1]), with a critic."""
+def tiny_world_model(
+    critic: bool = True, seed: int = 0, action_dim: int = 2, **changes
+) -> WorldModel:
+    """An untrained world model (D=16, hidden 64, actions in [-1, 1]), with a critic;
+    ``changes`` replace :class:`ModelConfig` fields."""
     torch.manual_seed(seed)
     cfg = ModelConfig(
         latent_dim=16,
@@ -53,7 +58,7 @@ def tiny_world_model(critic: bool = True, seed: int = 0) -> WorldModel:
         cost_weight=1.0,
         critic=critic,
     )
-    return WorldModel(4, 2, cfg).eval()
+    return WorldModel(4, action_dim, replace(cfg, **changes)).eval()
 
 
 def planner_config(name: str, **overrides) -> PlannerConfig:
