@@ -464,7 +464,6 @@ def run_distill(c: Any, run_dir: Path) -> None:
 
     from wmrobot.datasets import EpisodeStore
     from wmrobot.datasets.collector import git_revision, versions
-    from wmrobot.envs import make_env
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint, save_checkpoint
     from wmrobot.train.actor import distill
@@ -478,31 +477,14 @@ def run_distill(c: Any, run_dir: Path) -> None:
     store = EpisodeStore.open(dataset)
     check_compatible(model, store)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
-    probe = make_env(env_id, env_kwargs)
-    goal_obs = getattr(probe.unwrapped, "goal_observation", None)
-    limit = probe.spec.max_episode_steps if probe.spec else None
-    probe.close()
-    if goal_obs is None:
-        raise ConfigError(f"{env_id} has no goal_observation(desired_goal): it has no goals")
-    budget = c.actor.budget or limit or 100
     out = Path(c.out) if c.out else run_dir / "checkpoint"
     _say(
         f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "
         f"({c.actor.states} dataset states, {c.actor.rounds} DAgger rounds x "
-        f"{c.actor.episodes} episodes of <= {budget} steps)"
+        f"{c.actor.episodes} episodes)"
     )
     start = time.perf_counter()
-    history = distill(
-        model,
-        c.planner,
-        store,
-        lambda: make_env(env_id, env_kwargs, max_episode_steps=budget),
-        goal_obs,
-        budget,
-        c.actor,
-        c.seed,
-        say=_say,
-    )
+    history = distill(model, c.planner, store, env_id, env_kwargs, c.actor, c.seed, say=_say)
     record = {
         "source_checkpoint": str(c.checkpoint),
         "dataset": {"path": dataset, "fingerprint": store.fingerprint()},

@@ -101,15 +101,7 @@ def test_distill_imitates_then_runs_dagger_rounds_and_the_checkpoint_keeps_the_a
     env = make_env(ENV_ID, ENV_KWARGS)
     cfg = DistillConfig(states=64, rounds=2, episodes=3, budget=8, steps=30, hidden=32)
     history = distill(
-        model,
-        small_planner(),
-        store,
-        lambda: make_env(ENV_ID, ENV_KWARGS, max_episode_steps=8),
-        env.unwrapped.goal_observation,
-        8,
-        cfg,
-        seed=0,
-        say=lambda _: None,
+        model, small_planner(), store, ENV_ID, ENV_KWARGS, cfg, seed=0, say=lambda _: None
     )
     assert [h["stage"] for h in history] == ["imitation", "dagger 1", "dagger 2"]
     labels = [h["labels"] for h in history]
@@ -135,19 +127,9 @@ def test_distill_leaves_the_world_model_unchanged(maze_dataset):
 
     model = maze_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    env = make_env(ENV_ID, ENV_KWARGS)
     cfg = DistillConfig(states=32, rounds=1, episodes=2, budget=5, steps=10, hidden=16)
-    distill(
-        model,
-        small_planner(),
-        EpisodeStore.open(maze_dataset),
-        lambda: make_env(ENV_ID, ENV_KWARGS, max_episode_steps=5),
-        env.unwrapped.goal_observation,
-        5,
-        cfg,
-        seed=1,
-        say=lambda _: None,
-    )
+    store = EpisodeStore.open(maze_dataset)
+    distill(model, small_planner(), store, ENV_ID, ENV_KWARGS, cfg, seed=1, say=lambda _: None)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(k.startswith("actor.") for k in after)
@@ -202,3 +184,28 @@ def test_evaluation_rows_say_what_their_seeds_vary():
     assert (rows["mppi"].spread_over, len(rows["mppi"].success)) == ("planner", 2)
     assert (rows["actor"].spread_over, len(rows["actor"].success)) == ("deterministic", 1)
     assert rows["actor"].method == "Mode-1 actor"
+
+
+def test_evaluate_resets_each_episode_with_its_seed():
+    """DAgger episodes draw their starts and goals from reset seeds of their own."""
+    from wmrobot.eval.rollout import evaluate
+
+    class Recorder:
+        def __init__(self):
+            self.first = None
+
+        def predict(self, obs, deterministic=True):
+            if self.first is None:
+                self.first = {k: v.copy() for k, v in obs.items()}
+            return np.zeros((len(obs["desired_goal"]), 2), np.float32), None
+
+    policy = Recorder()
+    records = evaluate(policy, ENV_ID, ENV_KWARGS, [{}, {}], budget=2, seeds=[5, 9])
+    assert [r.steps for r in records] == [2, 2]
+    for row, seed in enumerate([5, 9]):
+        env = make_env(ENV_ID, ENV_KWARGS)
+        obs, _ = env.reset(seed=seed)
+        env.close()
+        np.testing.assert_array_equal(policy.first["desired_goal"][row], obs["desired_goal"])
+        np.testing.assert_array_equal(policy.first["observation"][row], obs["observation"])
+    assert not np.array_equal(policy.first["desired_goal"][0], policy.first["desired_goal"][1])

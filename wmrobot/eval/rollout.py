@@ -39,17 +39,22 @@ def evaluate(
     env_kwargs: dict[str, Any],
     pairs: list[dict[str, Any]],
     budget: int,
+    seeds: list[int] | None = None,
 ) -> list[EpisodeRecord]:
     """Run one episode per start/goal pair, all in lock-step so the policy acts in batches.
+
+    Episode i resets with seed ``seeds[i]`` (default i) and ``options=pairs[i]``; an empty
+    pair lets the seed draw the start and the goal.
 
     An episode ends on success (the env terminates) or after ``budget`` steps. The policy
     sees only observations; it never reaches the simulator. Finished episodes leave the batch;
     a policy with per-episode state is told which remain through ``keep(indices)``.
     """
     envs = [make_env(env_id, env_kwargs, max_episode_steps=budget) for _ in pairs]
+    seeds = list(range(len(pairs))) if seeds is None else list(seeds)
     obs = [
-        env.reset(seed=i, options=pair)[0]
-        for i, (env, pair) in enumerate(zip(envs, pairs, strict=True))
+        env.reset(seed=seed, options=pair)[0]
+        for env, pair, seed in zip(envs, pairs, seeds, strict=True)
     ]
     if hasattr(policy, "reset"):
         policy.reset()

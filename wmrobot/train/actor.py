@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from wmrobot.agent import Observer
+from wmrobot.envs import make_env
 from wmrobot.errors import ConfigError
+from wmrobot.eval.rollout import evaluate
 from wmrobot.model.heads import Actor
 from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
@@ -35,8 +37,8 @@ class DistillConfig:
 
     ``states`` dataset rows labelled by the planner for imitation, each aiming at the goal of
     a later row of its episode (share ``future``) or of any row; ``rounds`` DAgger rounds of
-    ``episodes`` actor episodes each (``budget`` steps at most; null: the env's evaluation
-    budget); ``steps`` Adam updates (``lr``, ``batch_size``) after the imitation labels and
+    ``episodes`` actor episodes each (``budget`` steps at most; null: the env's episode
+    limit); ``steps`` Adam updates (``lr``, ``batch_size``) after the imitation labels and
     after each round's; the actor is ``depth`` layers of ``hidden`` units.
     """
 
@@ -152,70 +154,92 @@ def fit_actor(
     return float(np.mean(losses[-max(1, steps // 10) :]))
 
 
-def _stack(obs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
-    return np.stack([o[key] for o in obs])
+class _Dagger:
+    """A policy for :func:`~wmrobot.eval.rollout.evaluate`: acts with the actor while a
+    receding-horizon planner, warm-started along the way, labels every state it is shown."""
+
+    def __init__(self, model: WorldModel, planner_cfg: PlannerConfig, goal_observation, seed):
+        self.model = model
+        self.observer = Observer(model, goal_observation)
+        self.controller = RecedingHorizon(make_planner(model, planner_cfg, seed), 1)
+        self.labels = LabelBuffer()
+
+    def reset(self) -> None:
+        self.observer.reset()
+        self.controller.reset()
+
+    def keep(self, indices: np.ndarray) -> None:
+        self.observer.keep(indices)
+        self.controller.keep(torch.as_tensor(indices, dtype=torch.long))
+
+    @torch.no_grad()
+    def predict(self, obs: dict[str, np.ndarray], deterministic: bool = True):
+        z, goal_z = self.observer(obs)
+        self.labels.add(z, goal_z, to_unit(self.model, self.controller.act(z, goal_z)))
+        return self.model.act(z, goal_z).numpy(), None
 
 
-@torch.no_grad()
 def dagger_round(
     model: WorldModel,
     planner_cfg: PlannerConfig,
-    make_env: Callable[[], Any],
+    env_id: str,
+    env_kwargs: dict[str, Any],
     goal_observation: Callable[[np.ndarray], np.ndarray],
     episodes: int,
     budget: int,
     reset_seed: int,
     plan_seed: int,
 ) -> tuple[LabelBuffer, float, int]:
-    """Run the actor in ``episodes`` envs at once (random starts and goals from ``reset_seed``
-    on); a receding-horizon planner labels each visited state. -> labels, the actor's success
-    rate, env steps taken."""
-    envs = [make_env() for _ in range(episodes)]
-    obs = [env.reset(seed=reset_seed + i)[0] for i, env in enumerate(envs)]
-    controller = RecedingHorizon(make_planner(model, planner_cfg, plan_seed), 1)
-    done = np.zeros(episodes, dtype=bool)
-    success = np.zeros(episodes, dtype=bool)
-    labels, steps = LabelBuffer(), 0
-    observer = Observer(model, goal_observation)
-    for t in range(budget):
-        active = np.flatnonzero(~done)
-        batch = [obs[i] for i in active]
-        z, goal_z = observer({k: _stack(batch, k) for k in batch[0]})
-        labels.add(z, goal_z, to_unit(model, controller.act(z, goal_z)))
-        actions = model.act(z, goal_z).numpy()
-        for i, action in zip(active, actions, strict=True):
-            obs[i], _, terminated, truncated, info = envs[i].step(action)
-            steps += 1
-            if terminated or truncated or t == budget - 1:
-                done[i] = True
-                success[i] = bool(info.get("is_success", False))
-        if done.all():
-            break
-        if done[active].any():
-            controller.keep(torch.as_tensor(np.flatnonzero(~done[active])))
-            observer.keep(np.flatnonzero(~done[active]))
-    for env in envs:
-        env.close()
-    return labels, float(success.mean()), steps
+    """Run the actor in ``episodes`` envs at once (random starts and goals from the reset
+    seeds ``reset_seed`` on); a receding-horizon planner labels each visited state. ->
+    labels, the actor's success rate, env steps taken."""
+    policy = _Dagger(model, planner_cfg, goal_observation, plan_seed)
+    seeds = list(range(reset_seed, reset_seed + episodes))
+    records = evaluate(policy, env_id, env_kwargs, [{}] * episodes, budget, seeds)
+    success = float(np.mean([r.success for r in records]))
+    return policy.labels, success, sum(r.steps for r in records)
+
+
+def task_facts(env_id: str, env_kwargs: dict[str, Any]) -> tuple[Callable, int | None]:
+    """The env's ``goal_observation`` (the planner's goal states) and its episode limit."""
+    probe = make_env(env_id, env_kwargs)
+    goal_observation = getattr(probe.unwrapped, "goal_observation", None)
+    limit = probe.spec.max_episode_steps if probe.spec is not None else None
+    probe.close()
+    if goal_observation is None:
+        raise ConfigError(f"{env_id} has no goal_observation(desired_goal): it has no goals")
+    return goal_observation, limit
+
+
+def _read_rows(store: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Observations and achieved goals of dataset ``rows`` (in their order), read without
+    loading the columns (Zarr's orthogonal reads take sorted indices)."""
+    order = np.argsort(rows)
+    out = []
+    for key in ("obs/observation", "obs/achieved_goal"):
+        column = store.array(key)
+        values = np.empty((len(rows), *column.shape[1:]), np.float32)
+        values[order] = column.get_orthogonal_selection((rows[order],))
+        out.append(values)
+    return out[0], out[1]
 
 
 def distill(
     model: WorldModel,
     planner_cfg: PlannerConfig,
     store: Any,
-    make_env: Callable[[], Any],
-    goal_observation: Callable[[np.ndarray], np.ndarray],
-    budget: int,
+    env_id: str,
+    env_kwargs: dict[str, Any],
     cfg: DistillConfig,
     seed: int,
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train ``model``'s actor head (attached fresh) to act like ``planner_cfg``'s planner.
 
-    ``store`` is the dataset whose states are imitated; ``make_env()`` builds the env of the
-    DAgger rounds; ``goal_observation`` maps desired goals to goal states (the planner's
-    goals). Returns one record per stage: labels so far, training loss, the actor's success
-    on that round's own episodes (DAgger rounds) and the env steps they took.
+    ``store`` is the dataset whose states are imitated; the DAgger rounds run in ``env_id``
+    (``env_kwargs``), ``cfg.budget`` steps at most (null: the env's episode limit, else 100).
+    Returns one record per stage: labels so far, training loss, the actor's success on that
+    round's own episodes (DAgger rounds) and the env steps they took.
     """
     cfg.check()
     if tuple(model.input_keys) != ("state",):
@@ -224,6 +248,8 @@ def distill(
             f"model reads {sorted(model.input_keys)} (model.encoder={model.cfg.encoder})"
         )
     planner_cfg = as_config(planner_cfg)
+    goal_observation, limit = task_facts(env_id, env_kwargs)
+    budget = cfg.budget or limit or 100
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -235,15 +261,10 @@ def distill(
 
     start = time.perf_counter()
     rows, goal_rows = hindsight_rows(store.episode_ends, cfg.states, cfg.future, rng)
-    order = np.argsort(np.concatenate([rows, goal_rows]))  # zarr reads want sorted indices
-    wanted = np.concatenate([rows, goal_rows])[order]
-    obs_all = np.empty((len(wanted), *store.array("obs/observation").shape[1:]), np.float32)
-    obs_all[order] = store.array("obs/observation").get_orthogonal_selection((wanted,))
-    ach = np.empty((len(wanted), *store.array("obs/achieved_goal").shape[1:]), np.float32)
-    ach[order] = store.array("obs/achieved_goal").get_orthogonal_selection((wanted,))
+    obs, achieved = _read_rows(store, np.concatenate([rows, goal_rows]))
     with torch.no_grad():
-        z = model.encode(torch.as_tensor(obs_all[: cfg.states]))
-        goal_state = goal_observation(ach[cfg.states :])
+        z = model.encode(torch.as_tensor(obs[: cfg.states]))
+        goal_state = goal_observation(achieved[cfg.states :])
         goal_z = model.encode(torch.as_tensor(goal_state, dtype=torch.float32))
     iterations = cfg.label_iterations or 2 * planner_cfg.iterations
     label_cfg = replace(planner_cfg, iterations=iterations)
@@ -262,10 +283,11 @@ def distill(
         labels, rate, steps = dagger_round(
             model,
             planner_cfg,
-            make_env,
+            env_id,
+            env_kwargs,
             goal_observation,
             cfg.episodes,
-            cfg.budget or budget,
+            budget,
             DAGGER_SEED_BASE + seed * 10_000 + r * cfg.episodes,
             seed + 1 + r,
         )
@@ -282,7 +304,8 @@ def distill(
         )
         say(
             f"distill: DAgger round {r + 1}/{cfg.rounds}: actor success {100 * rate:.0f}% on "
-            f"{cfg.episodes} own episodes, {len(data):,} labels, loss {loss:.4f} "
+            f"{cfg.episodes} own episodes of <= {budget} steps, {len(data):,} labels, "
+            f"loss {loss:.4f} "
             f"({time.perf_counter() - start:.0f} s)"
         )
     for name, p in model.named_parameters():
