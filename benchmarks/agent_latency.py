@@ -22,10 +22,10 @@ import torch
 from wmrobot.agent import ActorAgent, PlanningAgent
 from wmrobot.cli import compose
 from wmrobot.config import validate
+from wmrobot.distill import attach_actor
 from wmrobot.envs import make_env
 from wmrobot.eval.rollout import decision_latency_ms
 from wmrobot.model import ModelConfig, WorldModel
-from wmrobot.train.actor import attach_actor
 
 
 def main() -> None:

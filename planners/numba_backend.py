@@ -449,6 +449,22 @@ def _score(net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
         )
 
 
+@njit(cache=True)
+def _run_rows(net, x, width):
+    rows = (x.shape[0] + 7) // 8 * 8  # the kernels take rows in groups of 8; pad with zeros
+    buf = np.zeros((2, rows, width), np.float32)
+    buf[0, : x.shape[0], : x.shape[1]] = x
+    cur = _mlp(net, 0, len(net[0]), buf, x.shape[1])
+    return buf[cur, : x.shape[0], : net[1][-1]].copy()
+
+
+def run_mlp(net: MLPWeights, x: ArrayLike) -> np.ndarray:
+    """An exported MLP (:func:`export_mlp`) on the rows of x (M, I), compiled: one call for
+    the whole network (a batch of one pays no per-layer Python) -> (M, O) float32."""
+    x = np.ascontiguousarray(x, np.float32)
+    return _run_rows(tuple(net), x, max(int(net.dims.max()), x.shape[1]))
+
+
 def _forward(net: MLPWeights, first: int, end: int, x: np.ndarray) -> np.ndarray:
     """Layers [first, end) of ``net`` on the rows of x (M, D), in NumPy: the goals' embeddings,
     once per decision (compiled, they would add seconds to the first JIT compile)."""

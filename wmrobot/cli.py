@@ -464,9 +464,9 @@ def run_distill(c: Any, run_dir: Path) -> None:
 
     from wmrobot.datasets import EpisodeStore
     from wmrobot.datasets.collector import git_revision, versions
+    from wmrobot.distill import distill
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint, save_checkpoint
-    from wmrobot.train.actor import distill
     from wmrobot.train.trainer import check_compatible
 
     torch.set_num_threads(c.threads)

@@ -9,11 +9,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from wmrobot.agent import MODES
+from wmrobot.distill import DistillConfig
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
 from wmrobot.rl.sac import RLConfig
-from wmrobot.train.actor import DistillConfig
 from wmrobot.train.trainer import TrainConfig
 
 

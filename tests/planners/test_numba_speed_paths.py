@@ -77,3 +77,18 @@ def test_a_nan_candidate_costs_inf_and_leaves_its_block_mates_alone():
     keep[1, 4] = False
     np.testing.assert_array_equal(dirty[keep], clean[keep])
     assert np.isfinite(dirty[keep]).all()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 9])
+def test_run_mlp_is_the_torch_mlp_on_any_number_of_rows(rows):
+    from wmrobot.model.world_model import mlp
+    from wmrobot.planners.numba_backend import export_mlp, run_mlp
+
+    torch.manual_seed(rows)
+    net = mlp(32, 48, 3, 2)  # 32 inputs: the dot-product form; 48: rows of 4 with the rest
+    x = torch.randn(rows, 32)
+    with torch.no_grad():
+        expect = net(x).numpy()
+    got = run_mlp(export_mlp(net, 32, "test"), x)
+    assert got.shape == (rows, 3)
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)

@@ -148,7 +148,7 @@ class WorldModel(nn.Module):
             )
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor = None
-        if cfg.actor:  # trained by `wmrobot distill` (wmrobot.train.actor)
+        if cfg.actor:  # trained by `wmrobot distill` (wmrobot.distill)
             self.actor = Actor(cfg.latent_dim, action_dim, cfg.actor_hidden, cfg.actor_depth)
 
     @property
