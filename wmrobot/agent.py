@@ -88,6 +88,15 @@ def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[st
     return {**env_kwargs, "obs_mode": "state+pixels", "width": width, "height": height}
 
 
+def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None:
+    """Refuse, in one line, an agent ``mode`` that needs the actor head ``model`` lacks."""
+    if model.actor is None:
+        raise ConfigError(
+            f"agent.mode={mode} needs a model with an actor head; make one with "
+            f"`wmrobot distill checkpoint={checkpoint}` and plan with the checkpoint it writes"
+        )
+
+
 class FastActor:
     """Mode-1 of a state MLP world model, compiled: normalise, encode the observation and the
     goal state, run the actor, rescale to the action bounds; each network one call of the
@@ -183,11 +192,7 @@ class ActorAgent:
         goal_observation: Callable[[np.ndarray], np.ndarray],
         fast: bool = True,
     ) -> None:
-        if model.actor is None:
-            raise ConfigError(
-                "agent.mode=1 needs a model with an actor head; make one with "
-                "`wmrobot distill checkpoint=DIR` and plan with the checkpoint it writes"
-            )
+        require_actor(model, "1")
         self.model = model.eval()
         self.goal_observation = goal_observation
         self.observer = Observer(model, goal_observation)
@@ -236,11 +241,7 @@ class PlanningAgent:
         planner = as_config(planner)
         prior = None
         if hybrid:
-            if model.actor is None:
-                raise ConfigError(
-                    "agent.mode=hybrid needs a model with an actor head; make one with "
-                    "`wmrobot distill checkpoint=DIR` and plan with the checkpoint it writes"
-                )
+            require_actor(model, "hybrid")
             horizon, fast = planner.horizon, FastActor.build(model)
             prior = lambda z, goal_z: actor_plan(model, z, goal_z, horizon, fast)  # noqa: E731
         self.controller = RecedingHorizon(

@@ -137,12 +137,10 @@ def _without_foreign_sections(command: str, cfg: Any) -> Any:
 
     from wmrobot.config import SCHEMAS
 
-    schema = SCHEMAS.get(command)
-    if schema is not None:
-        known = {f.name for f in fields(schema)}
+    known = {f.name for f in fields(SCHEMAS[command])} if command in SCHEMAS else {"planner"}
+    if "planner" in cfg and "planner" not in known:
         with open_dict(cfg):
-            for key in [k for k in ("planner",) if k in cfg and k not in known]:
-                del cfg[key]
+            del cfg["planner"]
     return cfg
 
 
@@ -427,7 +425,7 @@ def _task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 def run_plan(c: Any, run_dir: Path) -> list[Any]:
     import torch
 
-    from wmrobot.agent import observation_kwargs
+    from wmrobot.agent import observation_kwargs, require_actor
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint
 
@@ -441,11 +439,8 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
             f"the checkpoint was trained on {env_id} {env_kwargs}, not {c.env.id} "
             f"{dict(c.env.kwargs)}: plan on the env it was trained on"
         )
-    if c.agent.mode != "2" and model.actor is None:  # before any evaluation runs
-        raise ConfigError(
-            f"agent.mode={c.agent.mode} needs a model with an actor head; make one with "
-            f"`wmrobot distill checkpoint={c.checkpoint}` and plan with the checkpoint it writes"
-        )
+    if c.agent.mode != "2":  # refused before any evaluation runs
+        require_actor(model, c.agent.mode, c.checkpoint)
     steps = meta["dataset"].get("transitions", 0)
     if c.agent.mode != "2" and "distill" in meta:  # the actor's DAgger episodes count too
         steps += meta["distill"]["env_steps"]
