@@ -130,7 +130,6 @@ SCHEMAS = {
 }
 
 RL_ALGOS = ["sac"]
-AGENT_MODES = list(MODES)
 
 # Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
 _POSITIVE_INT = (1, None, True)
@@ -190,17 +189,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "planner.min_std": _NON_NEGATIVE,
     "planner.max_std": _POSITIVE,
     "planner.terminal_weight": _NON_NEGATIVE,
-    "actor.states": _POSITIVE_INT,
-    "actor.rounds": _NON_NEGATIVE,
-    "actor.episodes": _POSITIVE_INT,
-    "actor.budget": _POSITIVE_INT,
-    "actor.steps": _POSITIVE_INT,
-    "actor.batch_size": _POSITIVE_INT,
-    "actor.lr": _POSITIVE,
-    "actor.hidden": _POSITIVE_INT,
-    "actor.depth": _NON_NEGATIVE,
-    "actor.future": (0, 1, True),
-    "actor.label_iterations": _POSITIVE_INT,
     "rl.learning_starts": _NON_NEGATIVE,
     "rl.batch_size": _POSITIVE_INT,
     "rl.learning_rate": _POSITIVE,
@@ -237,8 +225,8 @@ def validate(command: str, cfg: DictConfig) -> Any:
             if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
                 raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
         mode = OmegaConf.select(typed, "agent.mode", default=None)
-        if mode is not None and mode not in AGENT_MODES:
-            raise ConfigError(f"agent.mode={mode!r} is not a mode; choose one of {AGENT_MODES}")
+        if mode is not None and mode not in MODES:
+            raise ConfigError(f"agent.mode={mode!r} is not a mode; choose one of {list(MODES)}")
         if OmegaConf.select(typed, "model.actor", default=False):
             raise ConfigError(
                 "model.actor=true: the actor head is trained after the world model, by "

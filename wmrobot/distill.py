@@ -54,6 +54,9 @@ class DistillConfig:
     future: float = 0.5
     label_iterations: Optional[int] = None  # noqa: UP045 (null: twice planner.iterations)
 
+    def __post_init__(self) -> None:
+        self.check()  # so the CLI's typed config is checked when it is built
+
     def check(self) -> None:
         for key in ("states", "episodes", "steps", "batch_size", "hidden"):
             if getattr(self, key) < 1:
