@@ -15,12 +15,11 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
 from wmrobot.datasets.policies import Policy, PolicySpec, make_policy
 from wmrobot.envs import has_physics, make_env
-from wmrobot.envs.physics import FULL
+from wmrobot.envs.physics import physics_reader
 from wmrobot.errors import DatasetError
 
 
@@ -44,10 +43,10 @@ def _physics_recorder(
     :func:`wmrobot.envs.get_physics_state`) into the next row of one preallocated float64
     array, grown by doubling past ``rows``; ``recorded()`` returns the rows written.
 
-    ``mj_getState`` writes straight into a row: no array is made per step, and none is
-    stacked at the end."""
-    model, data = env.unwrapped.model, env.unwrapped.data
-    buffer = np.empty((rows, mujoco.mj_stateSize(model, FULL)))
+    The state goes straight into a row: no array is made per step, and none is stacked at
+    the end."""
+    read = physics_reader(env)
+    buffer = np.empty((rows, read().size))
     views = list(buffer)  # every row's view made at once, cheaper than indexing each step
     n = 0
 
@@ -56,7 +55,7 @@ def _physics_recorder(
         if n == len(views):  # longer than its time limit said (or it has none)
             buffer = np.concatenate([buffer, np.empty_like(buffer)])
             views = list(buffer)
-        mujoco.mj_getState(model, data, views[n], FULL)
+        read(views[n])
         n += 1
 
     return record, lambda: buffer[:n]
