@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -139,9 +140,29 @@ def test_refuses_a_model_whose_export_does_not_reproduce_it():
         export_model(model)
 
 
-def test_auto_picks_a_backend_and_torch_where_numba_cannot_run():
+def slowed(planner_class: type) -> type:
+    """``planner_class`` 200 ms slower per decision (more than any decision here takes)."""
+
+    class Slow(planner_class):
+        def plan(self, *args, **kwargs):
+            time.sleep(0.2)
+            return super().plan(*args, **kwargs)
+
+    return Slow
+
+
+@pytest.mark.parametrize("slow", ["torch", "numba"])
+def test_auto_picks_the_backend_that_decides_faster(slow, monkeypatch):
+    from wmrobot.planners import numba_backend
+
+    table = TORCH_PLANNERS if slow == "torch" else numba_backend.NUMBA_PLANNERS
+    monkeypatch.setitem(table, "mppi", slowed(table["mppi"]))
+    faster = "numba" if slow == "torch" else "torch"
+    assert choose_backend(tiny_world_model(critic=False), config("mppi")) == faster
+
+
+def test_auto_keeps_torch_where_numba_cannot_run():
     model = tiny_world_model(critic=False)
-    assert choose_backend(model, config("mppi")) in ("numba", "torch")
     assert choose_backend(model, planner_config("grad")) == "torch"
     assert choose_backend(PointMass(), config("mppi")) == "torch"
 
