@@ -9,17 +9,18 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from wmrobot.datasets.policies import Policy, PolicySpec, make_policy
 from wmrobot.envs import has_physics, make_env
-from wmrobot.envs.physics import physics_reader
+from wmrobot.envs.physics import FULL_SIGNATURE
 from wmrobot.errors import DatasetError
 
 
@@ -36,56 +37,50 @@ def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
     return {"obs": np.array(obs_list)}
 
 
-def _physics_recorder(
-    env: gym.Env, rows: int
-) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
-    """``(record, recorded)``: ``record()`` writes the env's full physics state (as
-    :func:`wmrobot.envs.get_physics_state`) into the next row of one preallocated float64
-    array, grown by doubling past ``rows``; ``recorded()`` returns the rows written.
+def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None) -> dict[str, Any]:
+    """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0.
 
-    The state goes straight into a row: no array is made per step, and none is stacked at
-    the end."""
-    read = physics_reader(env)
-    buffer = np.empty((rows, read().size))
-    views = list(buffer)  # every row's view made at once, cheaper than indexing each step
-    n = 0
-
-    def record() -> None:
-        nonlocal buffer, views, n
-        if n == len(views):  # longer than its time limit said (or it has none)
-            buffer = np.concatenate([buffer, np.empty_like(buffer)])
-            views = list(buffer)
-        read(views[n])
-        n += 1
-
-    return record, lambda: buffer[:n]
-
-
-def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
-    """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0."""
+    The full physics state (as :func:`wmrobot.envs.get_physics_state`) of every row is
+    written straight into one preallocated float64 array of ``rows`` rows (by default the
+    time limit + 1), doubled if the episode runs past it. The loop is this module's hot path:
+    it calls ``mj_getState`` itself, with an int signature, rather than through a reader
+    function (measured: about half the per-step cost over a bare gymnasium loop).
+    """
     obs, info = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    physics = None
+    physics = views = None
     if has_physics(env):
-        limit = env.spec.max_episode_steps if env.spec is not None else None
-        record_physics, physics = _physics_recorder(env, (limit or 1000) + 1)
-        record_physics()
+        if rows is None:
+            limit = env.spec.max_episode_steps if env.spec is not None else None
+            rows = (limit or 1000) + 1
+        model, data = env.unwrapped.model, env.unwrapped.data
+        get_state = mujoco.mj_getState
+        physics = np.empty((rows, mujoco.mj_stateSize(model, FULL_SIGNATURE)))
+        views = list(physics)  # every row's view made at once, cheaper than indexing each step
+        get_state(model, data, views[0], FULL_SIGNATURE)
+    n = 1
     frames = [env.render()] if env.render_mode == "rgb_array" else None
+    step, act = env.step, policy.act
     success = False
     while True:
-        action = np.asarray(policy.act(obs), dtype=np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
+        action = np.asarray(act(obs), dtype=np.float32)
+        obs, reward, terminated, truncated, info = step(action)
         observations.append(obs)
         actions.append(action)
         rewards.append(reward)
         terms.append(terminated)
         truncs.append(truncated)
-        if physics is not None:
-            record_physics()
+        if views is not None:
+            if n == len(views):  # longer than its time limit said (or it has none)
+                physics = np.concatenate([physics, np.empty_like(physics)])
+                views = list(physics)
+            get_state(model, data, views[n], FULL_SIGNATURE)
+        n += 1
         if frames is not None:
             frames.append(env.render())
-        success = success or bool(info.get("is_success", False))
+        if not success and info.get("is_success", False):
+            success = True
         if terminated or truncated:
             break
     return episode_rows(
@@ -97,7 +92,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         truncs,
         seed,
         success,
-        physics=physics() if physics is not None else None,
+        physics=physics[:n] if physics is not None else None,
         pixels=np.stack(frames).astype(np.uint8) if frames is not None else None,  # (T+1,H,W,C)
         factors=info.get("factors"),
     )

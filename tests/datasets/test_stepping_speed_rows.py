@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmrobot.datasets.episodes import _physics_recorder, make_env_and_policy, run_episode
+from wmrobot.datasets.episodes import make_env_and_policy, run_episode
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.envs import get_physics_state
 
@@ -51,16 +51,12 @@ def test_run_episode_rows_equal_a_plain_loop_over_several_episodes(env_id, kwarg
         assert np.isnan(episode["action"][-1]).all()
 
 
-def test_physics_recorder_grows_past_its_first_capacity():
-    env, policy = make_env_and_policy("HalfCheetah-v5", {}, PolicySpec("random"))
-    env.reset(seed=0)
-    policy.reset(np.random.default_rng(0))
-    record, recorded = _physics_recorder(env, rows=2)
-    expected = []
-    for _ in range(7):  # past 2 rows, then past 4
-        record()
-        expected.append(get_physics_state(env))
-        env.step(policy.act())
+def test_physics_rows_grow_past_their_first_capacity():
+    """An episode longer than the rows set aside (an env without a time limit) still records
+    every physics state: the array doubles, 2 -> 4 -> ... -> 64 rows for 50 steps."""
+    env, policy = make_env_and_policy("HalfCheetah-v5", {"max_episode_steps": 50}, PolicySpec())
+    episode = run_episode(env, policy, seed=3, rows=2)
     env.close()
-    assert recorded().shape == (7, len(expected[0]))
-    np.testing.assert_array_equal(recorded(), np.stack(expected))
+    expected = plain_episode("HalfCheetah-v5", {"max_episode_steps": 50}, seed=3)
+    assert episode["physics"].shape == expected["physics"].shape == (51, 19)
+    np.testing.assert_array_equal(episode["physics"], expected["physics"])
