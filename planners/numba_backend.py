@@ -3,9 +3,10 @@
 :func:`export_model` walks the world model's ``nn.Sequential`` layer lists (predictor net, cost
 head, critic embedding) into flat NumPy arrays; one compiled kernel then runs a whole decision
 of MPPI, CEM or iCEM (sampling, rollout, cost, elite refit). Candidates go through their H
-predictor steps in blocks of :data:`BLOCK`, each layer one small register-blocked matrix product
-over the block, and the blocks are spread over Numba's threads (as many as torch's:
-``torch.set_num_threads``) by a ``prange``. Both backends consume the same
+predictor steps in blocks of :data:`BLOCK`, one candidate per SIMD lane, each Linear an
+outer-product micro-kernel over the block, and the blocks are spread over Numba's threads (as
+many as torch's: ``torch.set_num_threads``) by a ``prange``, or run in the calling thread on
+one. Both backends consume the same
 :func:`~wmrobot.planners.noise.draw_noise` array and the same planner classes' bookkeeping, so
 one seed gives one plan on both (up to float32 rounding). :func:`choose_backend` times both on
 the model at hand and picks the faster (``backend=auto``). Compiled code is cached on disk by
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numba
@@ -36,12 +38,7 @@ from wmrobot.planners.noise import draw_noise
 
 log = logging.getLogger(__name__)
 
-LINEAR, LINEAR_T, LAYERNORM, RELU, LAYERNORM_RELU = 0, 1, 2, 3, 4  # the last: LayerNorm, then ReLU
-# A Linear with at least this many inputs runs as dot products of each (out, in) weight row with
-# 8 candidates; a narrower one as rows of its (in, out) weight added to 4 candidates. Each is the
-# faster form on its side of the line (AVX2, per candidate: 64 -> 64 in 154 vs 240 ns, 64 -> 16
-# in 40 vs 130 ns; 16 -> 64 in 56 vs 81 ns, 16 -> 128 in 78 vs 163 ns).
-DOT_MIN_INPUTS = 32
+LINEAR, LAYERNORM, RELU, LAYERNORM_RELU = 0, 1, 2, 3  # the last: LayerNorm, then ReLU
 MPPI_KIND, CEM_KIND, ICEM_KIND = 0, 1, 2
 # Reassociation lets LLVM vectorise the reductions; no "nnan"/"ninf": a NaN cost must stay NaN.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -58,7 +55,7 @@ class MLPWeights(NamedTuple):
     """One ``nn.Sequential`` of Linear / LayerNorm / ReLU as flat arrays (layer l of L).
 
     ``ops`` (L,) layer kinds; ``dims`` (L,) output widths; ``offsets`` (L, 2) where the
-    weight (LINEAR: (in, out), LINEAR_T: (out, in); LayerNorm: gamma) and the bias
+    weight (LINEAR: (in, out); LayerNorm: gamma) and the bias
     (LayerNorm: beta) start in ``params``; ``eps`` (L,) LayerNorm eps.
     """
 
@@ -104,9 +101,7 @@ def export_mlp(net: nn.Module, in_dim: int, what: str) -> MLPWeights:
         if isinstance(layer, nn.Linear):
             if layer.in_features != width:
                 raise ConfigError(f"the {what}'s {layer} does not take width {width}")
-            kind = LINEAR_T if width >= DOT_MIN_INPUTS else LINEAR
-            weight = layer.weight.detach().cpu()
-            weight = (weight if kind == LINEAR_T else weight.T).reshape(-1)
+            kind, weight = LINEAR, layer.weight.detach().cpu().T.reshape(-1)  # (in, out)
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
             width, blocks = layer.out_features, [weight, bias.detach().cpu()]
         elif isinstance(layer, nn.LayerNorm):
@@ -116,7 +111,7 @@ def export_mlp(net: nn.Module, in_dim: int, what: str) -> MLPWeights:
             beta = layer.bias if layer.bias is not None else torch.zeros(width)
             kind, blocks = LAYERNORM, [gamma.detach().cpu(), beta.detach().cpu()]
         elif isinstance(layer, nn.ReLU):
-            if ops and ops[-1] == LAYERNORM:  # fused: one pass instead of two (1.7x faster)
+            if ops and ops[-1] == LAYERNORM:  # fused: one pass instead of two (1.3x faster)
                 ops[-1] = LAYERNORM_RELU
                 continue
             kind, blocks = RELU, []
@@ -237,143 +232,249 @@ def _check_export(model, exported: ExportedModel) -> None:
 
 
 # ----------------------------------------------------------------------------------- kernels
-# Candidates are scored BLOCK at a time (a multiple of 8), each layer as one small matrix product
-# over the block: every weight load then serves 4 or 8 candidates, where a matrix-vector product
-# per candidate loads every weight once per candidate (2x faster on the default model).
-BLOCK = 16
+# Candidates are scored BLOCK at a time, each activation held feature-major, (width, BLOCK): a
+# row holds one feature of the block's 16 candidates, two AVX2 vectors. Every layer is then
+# lane-wise over the candidates: a Linear is a sum of outer products (one weight times one input
+# row, added to an output row), LayerNorm's reductions are row additions, and no step ever mixes
+# two candidates' lanes (a NaN candidate leaves its block mates alone).
+BLOCK = 16  # the lane helpers (_splat, _load, _fma, ...) are written out for 16
+# The lane kernels below hold a row of the block as a tuple of 16 float32 (SSA values, not
+# memory); LLVM's SLP vectoriser, off in Numba by default, packs each tuple into two ymm
+# registers (see _slp_vectorised). No "reassoc" there: it would let the loop vectoriser turn
+# each lane's sum over k into a reduction of its own (64 spilled accumulators, 25x slower), and
+# a lane's sum then runs in one fixed order, so a candidate scores the same in any lane.
+_LANES = {"contract", "nsz", "arcp"}
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _four(x, k, width):
-    """x[k : k + 4], as four scalars, with 0 past ``width``."""
+@contextmanager
+def _slp_vectorised():
+    """Compile (on a first call, if Numba's disk cache has no copy) with LLVM's SLP vectoriser,
+    which the lane kernels need (64 -> 64 at ~90 vs ~2000 ns per candidate without it); Numba
+    reads the flag when it builds a function's pass pipeline, so it is set only around calls
+    of this module's kernels. It changes nothing for a kernel already compiled or cached."""
+    saved = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = saved
+
+
+@njit(cache=True, fastmath=_LANES)
+def _splat(v):
+    """(v,) * 16."""
+    return (v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v)
+
+
+@njit(cache=True, fastmath=_LANES)
+def _load(x):
+    """x[:16] as a tuple."""
+    return (
+        x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+        x[8], x[9], x[10], x[11], x[12], x[13], x[14], x[15],
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _store(y, a):
+    """y[:16] = a."""
+    y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7] = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    y[8], y[9], y[10], y[11] = a[8], a[9], a[10], a[11]
+    y[12], y[13], y[14], y[15] = a[12], a[13], a[14], a[15]
+
+
+@njit(cache=True, fastmath=_LANES)
+def _fma(a, w, x):
+    """a + w * x, lane-wise (w a scalar)."""
+    return (
+        a[0] + w * x[0], a[1] + w * x[1], a[2] + w * x[2], a[3] + w * x[3],
+        a[4] + w * x[4], a[5] + w * x[5], a[6] + w * x[6], a[7] + w * x[7],
+        a[8] + w * x[8], a[9] + w * x[9], a[10] + w * x[10], a[11] + w * x[11],
+        a[12] + w * x[12], a[13] + w * x[13], a[14] + w * x[14], a[15] + w * x[15],
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _add(a, x):
+    """a + x, lane-wise."""
+    return (
+        a[0] + x[0], a[1] + x[1], a[2] + x[2], a[3] + x[3],
+        a[4] + x[4], a[5] + x[5], a[6] + x[6], a[7] + x[7],
+        a[8] + x[8], a[9] + x[9], a[10] + x[10], a[11] + x[11],
+        a[12] + x[12], a[13] + x[13], a[14] + x[14], a[15] + x[15],
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _add_squared_difference(a, x, m):
+    """a + (x - m)^2, lane-wise."""
+    return (
+        a[0] + (x[0] - m[0]) * (x[0] - m[0]), a[1] + (x[1] - m[1]) * (x[1] - m[1]),
+        a[2] + (x[2] - m[2]) * (x[2] - m[2]), a[3] + (x[3] - m[3]) * (x[3] - m[3]),
+        a[4] + (x[4] - m[4]) * (x[4] - m[4]), a[5] + (x[5] - m[5]) * (x[5] - m[5]),
+        a[6] + (x[6] - m[6]) * (x[6] - m[6]), a[7] + (x[7] - m[7]) * (x[7] - m[7]),
+        a[8] + (x[8] - m[8]) * (x[8] - m[8]), a[9] + (x[9] - m[9]) * (x[9] - m[9]),
+        a[10] + (x[10] - m[10]) * (x[10] - m[10]), a[11] + (x[11] - m[11]) * (x[11] - m[11]),
+        a[12] + (x[12] - m[12]) * (x[12] - m[12]), a[13] + (x[13] - m[13]) * (x[13] - m[13]),
+        a[14] + (x[14] - m[14]) * (x[14] - m[14]), a[15] + (x[15] - m[15]) * (x[15] - m[15]),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _scale(a, f):
+    """a * f, lane-wise (f a scalar)."""
+    return (
+        a[0] * f, a[1] * f, a[2] * f, a[3] * f, a[4] * f, a[5] * f, a[6] * f, a[7] * f,
+        a[8] * f, a[9] * f, a[10] * f, a[11] * f, a[12] * f, a[13] * f, a[14] * f, a[15] * f,
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES, error_model="numpy")  # 1 / 0: inf, no check
+def _inverse_root(a, f, eps):
+    """1 / sqrt(a * f + eps), lane-wise: LayerNorm's 1 / std from the summed squares."""
+    one = np.float32(1.0)
+    return (
+        one / np.sqrt(a[0] * f + eps), one / np.sqrt(a[1] * f + eps),
+        one / np.sqrt(a[2] * f + eps), one / np.sqrt(a[3] * f + eps),
+        one / np.sqrt(a[4] * f + eps), one / np.sqrt(a[5] * f + eps),
+        one / np.sqrt(a[6] * f + eps), one / np.sqrt(a[7] * f + eps),
+        one / np.sqrt(a[8] * f + eps), one / np.sqrt(a[9] * f + eps),
+        one / np.sqrt(a[10] * f + eps), one / np.sqrt(a[11] * f + eps),
+        one / np.sqrt(a[12] * f + eps), one / np.sqrt(a[13] * f + eps),
+        one / np.sqrt(a[14] * f + eps), one / np.sqrt(a[15] * f + eps),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _root(a, eps):
+    """sqrt(a + eps), lane-wise."""
+    return (
+        np.sqrt(a[0] + eps), np.sqrt(a[1] + eps), np.sqrt(a[2] + eps), np.sqrt(a[3] + eps),
+        np.sqrt(a[4] + eps), np.sqrt(a[5] + eps), np.sqrt(a[6] + eps), np.sqrt(a[7] + eps),
+        np.sqrt(a[8] + eps), np.sqrt(a[9] + eps), np.sqrt(a[10] + eps), np.sqrt(a[11] + eps),
+        np.sqrt(a[12] + eps), np.sqrt(a[13] + eps), np.sqrt(a[14] + eps), np.sqrt(a[15] + eps),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _normalise(x, m, r, g, b, floor):
+    """max((x - m) * r * g + b, floor), lane-wise (g, b, floor scalars): max(NaN, .) is NaN."""
+    return (
+        max((x[0] - m[0]) * r[0] * g + b, floor), max((x[1] - m[1]) * r[1] * g + b, floor),
+        max((x[2] - m[2]) * r[2] * g + b, floor), max((x[3] - m[3]) * r[3] * g + b, floor),
+        max((x[4] - m[4]) * r[4] * g + b, floor), max((x[5] - m[5]) * r[5] * g + b, floor),
+        max((x[6] - m[6]) * r[6] * g + b, floor), max((x[7] - m[7]) * r[7] * g + b, floor),
+        max((x[8] - m[8]) * r[8] * g + b, floor), max((x[9] - m[9]) * r[9] * g + b, floor),
+        max((x[10] - m[10]) * r[10] * g + b, floor), max((x[11] - m[11]) * r[11] * g + b, floor),
+        max((x[12] - m[12]) * r[12] * g + b, floor), max((x[13] - m[13]) * r[13] * g + b, floor),
+        max((x[14] - m[14]) * r[14] * g + b, floor), max((x[15] - m[15]) * r[15] * g + b, floor),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=_LANES)
+def _relu(x):
+    """max(x, 0), lane-wise: max(NaN, 0) is NaN."""
     zero = np.float32(0.0)
     return (
-        x[k],
-        x[k + 1] if k + 1 < width else zero,
-        x[k + 2] if k + 2 < width else zero,
-        x[k + 3] if k + 3 < width else zero,
-    )
+        max(x[0], zero), max(x[1], zero), max(x[2], zero), max(x[3], zero),
+        max(x[4], zero), max(x[5], zero), max(x[6], zero), max(x[7], zero),
+        max(x[8], zero), max(x[9], zero), max(x[10], zero), max(x[11], zero),
+        max(x[12], zero), max(x[13], zero), max(x[14], zero), max(x[15], zero),
+    )  # fmt: skip
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _linear_rows(w, bias, x, y, width, out):
-    """y[:, :out] = x[:, :width] @ w + bias for w (width, out): four rows of w at a time are
-    added to four candidates, vectorised along the outputs (the fast form for narrow inputs),
-    so each output is loaded and stored once per four rows."""
-    last = width - 1
-    for c in range(0, x.shape[0], 4):
-        x0, x1, x2, x3 = x[c], x[c + 1], x[c + 2], x[c + 3]
-        y0, y1, y2, y3 = y[c], y[c + 1], y[c + 2], y[c + 3]
-        for j in range(out):
-            y0[j] = y1[j] = y2[j] = y3[j] = bias[j]
-        for k in range(0, width, 4):
-            # a last group of fewer than four rows repeats the last row, times 0
-            r0, r1, r2, r3 = w[k], w[min(k + 1, last)], w[min(k + 2, last)], w[min(k + 3, last)]
-            a0, a1, a2, a3 = _four(x0, k, width)
-            b0, b1, b2, b3 = _four(x1, k, width)
-            c0, c1, c2, c3 = _four(x2, k, width)
-            d0, d1, d2, d3 = _four(x3, k, width)
-            for j in range(out):
-                w0, w1, w2, w3 = r0[j], r1[j], r2[j], r3[j]
-                y0[j] += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3
-                y1[j] += b0 * w0 + b1 * w1 + b2 * w2 + b3 * w3
-                y2[j] += c0 * w0 + c1 * w1 + c2 * w2 + c3 * w3
-                y3[j] += d0 * w0 + d1 * w1 + d2 * w2 + d3 * w3
+@njit(cache=True, fastmath=_LANES)
+def _linear(params, start, stop, x, y, width, out):
+    """y[:out] = w.T @ x[:width] + bias for the weight w (width, out) at params[start:] and the
+    bias at params[stop:], on rows of BLOCK lanes: four outputs at a time, their 4 x 16 sums in
+    eight ymm registers over the whole k loop, each input row loaded once for the four (an
+    outer-product micro-kernel); then single outputs. Indexes params, where a reshaped view
+    would cost a library call and reference counts on every layer of every step."""
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    for j in range(0, out - 3, 4):
+        a0, a1 = _splat(params[stop + j]), _splat(params[stop + j + 1])
+        a2, a3 = _splat(params[stop + j + 2]), _splat(params[stop + j + 3])
+        for k in range(width):
+            # an unsigned index: no wrap-around check for negative ones (4 per row)
+            xk, wk = _load(x[k]), np.uint64(start + k * out + j)
+            a0 = _fma(a0, params[wk], xk)
+            a1 = _fma(a1, params[wk + one], xk)
+            a2 = _fma(a2, params[wk + two], xk)
+            a3 = _fma(a3, params[wk + three], xk)
+        _store(y[j], a0)
+        _store(y[j + 1], a1)
+        _store(y[j + 2], a2)
+        _store(y[j + 3], a3)
+    for j in range(out - out % 4, out):
+        a0 = _splat(params[stop + j])
+        for k in range(width):
+            a0 = _fma(a0, params[np.uint64(start + k * out + j)], _load(x[k]))
+        _store(y[j], a0)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _linear_dots(w, bias, x, y, width, out):
-    """y[:, :out] = x[:, :width] @ w.T + bias for w (out, width): one output's dot products
-    with eight candidates at once (eight vector accumulators), so each weight load feeds 8."""
-    for c in range(0, x.shape[0], 8):
-        x0, x1, x2, x3 = x[c], x[c + 1], x[c + 2], x[c + 3]
-        x4, x5, x6, x7 = x[c + 4], x[c + 5], x[c + 6], x[c + 7]
-        for j in range(out):
-            u = w[j]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-            for k in range(width):
-                uk = u[k]
-                s0 += uk * x0[k]
-                s1 += uk * x1[k]
-                s2 += uk * x2[k]
-                s3 += uk * x3[k]
-                s4 += uk * x4[k]
-                s5 += uk * x5[k]
-                s6 += uk * x6[k]
-                s7 += uk * x7[k]
-            b = bias[j]
-            y[c, j], y[c + 1, j], y[c + 2, j], y[c + 3, j] = s0 + b, s1 + b, s2 + b, s3 + b
-            y[c + 4, j], y[c + 5, j], y[c + 6, j], y[c + 7, j] = s4 + b, s5 + b, s6 + b, s7 + b
+@njit(cache=True, fastmath=_LANES)
+def _row_sum(x, width):
+    """Each lane's sum over x[:width] (even and odd rows apart: two dependency chains)."""
+    odd = width - width % 2
+    s0, s1 = _splat(np.float32(0.0)), _splat(np.float32(0.0))
+    for j in range(0, odd, 2):
+        s0, s1 = _add(s0, _load(x[j])), _add(s1, _load(x[j + 1]))
+    if odd < width:
+        s0 = _add(s0, _load(x[odd]))
+    return _add(s0, s1)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _layer_norm(x, gamma, beta, width, eps, floor):
-    """LayerNorm of each row x[c, :width] in place, then max(., floor) (-inf: none; 0: ReLU);
-    four rows at a time, so their reductions overlap."""
+@njit(cache=True, fastmath=_LANES)
+def _layer_norm(x, y, params, start, stop, width, eps, floor):
+    """y[:width] = LayerNorm of each lane of x[:width] (gamma at params[start:], beta at
+    params[stop:]), then max(., floor) (-inf: none; 0: ReLU); the mean, then the variance
+    in a second pass, as torch."""
     scale = np.float32(1.0) / np.float32(width)
-    for c in range(0, x.shape[0], 4):
-        r0, r1, r2, r3 = x[c], x[c + 1], x[c + 2], x[c + 3]
-        m0 = m1 = m2 = m3 = np.float32(0.0)
-        for j in range(width):
-            m0 += r0[j]
-            m1 += r1[j]
-            m2 += r2[j]
-            m3 += r3[j]
-        m0, m1, m2, m3 = m0 * scale, m1 * scale, m2 * scale, m3 * scale
-        v0 = v1 = v2 = v3 = np.float32(0.0)
-        for j in range(width):
-            v0 += (r0[j] - m0) * (r0[j] - m0)
-            v1 += (r1[j] - m1) * (r1[j] - m1)
-            v2 += (r2[j] - m2) * (r2[j] - m2)
-            v3 += (r3[j] - m3) * (r3[j] - m3)
-        one = np.float32(1.0)
-        v0, v1 = one / np.sqrt(v0 * scale + eps), one / np.sqrt(v1 * scale + eps)
-        v2, v3 = one / np.sqrt(v2 * scale + eps), one / np.sqrt(v3 * scale + eps)
-        for j in range(width):
-            g, b = gamma[j], beta[j]
-            r0[j] = max((r0[j] - m0) * v0 * g + b, floor)
-            r1[j] = max((r1[j] - m1) * v1 * g + b, floor)
-            r2[j] = max((r2[j] - m2) * v2 * g + b, floor)
-            r3[j] = max((r3[j] - m3) * v3 * g + b, floor)
+    mean = _scale(_row_sum(x, width), scale)
+    odd = width - width % 2
+    s0, s1 = _splat(np.float32(0.0)), _splat(np.float32(0.0))
+    for j in range(0, odd, 2):
+        s0 = _add_squared_difference(s0, _load(x[j]), mean)
+        s1 = _add_squared_difference(s1, _load(x[j + 1]), mean)
+    if odd < width:
+        s0 = _add_squared_difference(s0, _load(x[odd]), mean)
+    inv_std = _inverse_root(_add(s0, s1), scale, eps)
+    for j in range(width):
+        g, b = params[start + j], params[stop + j]
+        _store(y[j], _normalise(_load(x[j]), mean, inv_std, g, b, floor))
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _mlp(net, first, end, buf, width):
-    """Run layers [first, end) of ``net`` on a block of candidates buf[0, :, :width],
-    ping-ponging between buf's halves (2, BLOCK, W); returns the half that holds the output
-    (width: the last ``dims``)."""
+@njit(cache=True, fastmath=_LANES)
+def _mlp(net, first, end, x, buf):
+    """Layers [first, end) of ``net`` on a block of candidates x (width, BLOCK), writing into
+    buf's halves (2, >= widest layer, BLOCK) in turn (x is left alone); returns the half that
+    holds the output (its first ``dims[end - 1]`` rows)."""
     ops, dims, offsets, eps, params = net
-    cur = 0
+    width, src, half = x.shape[0], x, 0
     for layer in range(first, end):
-        op, out = ops[layer], dims[layer]
-        start, stop = offsets[layer, 0], offsets[layer, 1]
+        op, start, stop = ops[layer], offsets[layer, 0], offsets[layer, 1]
+        dst = buf[half]
         if op == LINEAR:
-            w = params[start : start + width * out].reshape((width, out))
-            _linear_rows(w, params[stop : stop + out], buf[cur], buf[1 - cur], width, out)
-            cur, width = 1 - cur, out
-        elif op == LINEAR_T:
-            w = params[start : start + out * width].reshape((out, width))
-            _linear_dots(w, params[stop : stop + out], buf[cur], buf[1 - cur], width, out)
-            cur, width = 1 - cur, out
+            _linear(params, start, stop, src, dst, width, dims[layer])
+            width = dims[layer]
         elif op == RELU:
-            x = buf[cur]
-            for c in range(x.shape[0]):
-                for j in range(width):
-                    x[c, j] = max(x[c, j], np.float32(0.0))  # max(NaN, 0) stays NaN
+            for j in range(width):
+                _store(dst[j], _relu(_load(src[j])))
         else:
             floor = np.float32(0.0 if op == LAYERNORM_RELU else -np.inf)
-            gamma, beta = params[start : start + width], params[stop : stop + width]
-            _layer_norm(buf[cur], gamma, beta, width, eps[layer], floor)
-    return cur
+            _layer_norm(src, dst, params, start, stop, width, eps[layer], floor)
+        src, half = dst, 1 - half
+    return src
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_LANES)
 def _root_distance(x, emb, eps):
-    """sqrt(||x - emb||^2 + eps) over emb's width: the task cost's and the critic's form."""
-    total = np.float32(0.0)
+    """sqrt(||x - emb||^2 + eps) of each lane, over the rows of x and emb (E, BLOCK): the
+    task cost's and the critic's form."""
+    total = _splat(np.float32(0.0))
     for j in range(emb.shape[0]):
-        total += (x[j] - emb[j]) * (x[j] - emb[j])
-    return np.sqrt(total + eps)
+        total = _add_squared_difference(total, _load(x[j]), _load(emb[j]))
+    return _root(total, eps)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -390,40 +491,42 @@ def _score_block(first, count, net, layers, coef, has_value, z0, goal, embs, can
     last, d = cand.shape[0] * count - 1, z0.shape[1]
     rows = np.minimum(np.arange(first, first + BLOCK), last)
     bs, ns = rows // count, rows % count
-    buf = np.empty((2, BLOCK, max(d + a_dim, np.max(net[1]))), np.float32)  # widest activation
-    z = np.empty((BLOCK, d), np.float32)
-    total = np.zeros(BLOCK, np.float32)
-    x, cost_emb, value_emb = buf[0], embs[0], embs[1]
+    buf = np.empty((2, np.max(net[1]), BLOCK), np.float32)  # the widest layer's output
+    # x: the block's state z (rows :d), then the step's action; the goal and its embeddings
+    x = np.empty((d + a_dim, BLOCK), np.float32)
+    g = np.empty((d, BLOCK), np.float32)
+    cost_emb = np.empty((embs[0].shape[1], BLOCK), np.float32)
+    value_emb = np.empty((embs[1].shape[1], BLOCK), np.float32)
     for r in range(BLOCK):
-        for j in range(d):  # element loops: a slice assignment costs more than 16 copies
-            z[r, j] = z0[bs[r], j]
+        b = bs[r]
+        for j in range(d):
+            x[j, r], g[j, r] = z0[b, j], goal[b, j]
+        for j in range(cost_emb.shape[0]):
+            cost_emb[j, r] = embs[0][b, j]
+        for j in range(value_emb.shape[0]):
+            value_emb[j, r] = embs[1][b, j]
+    z = x[:d]
+    total = _splat(np.float32(0.0))
+    zero = np.float32(0.0)
     for t in range(horizon):
         for r in range(BLOCK):
-            for j in range(d):
-                x[r, j] = z[r, j]
             for j in range(a_dim):
-                x[r, d + j] = cand[bs[r], ns[r], t, j]
-        out = _mlp(net, layers[PREDICTOR, 0], layers[PREDICTOR, 1], buf, d + a_dim)
-        for r in range(BLOCK):
-            zr, g, delta = z[r], goal[bs[r]], buf[out, r]
-            distance = np.float32(0.0)
-            for j in range(d):
-                zr[j] += delta[j]
-                distance += (zr[j] - g[j]) * (zr[j] - g[j])
-                x[r, j] = zr[j]
-            total[r] += step_w[t] * coef[0] * distance / np.float32(d)
-        out = _mlp(net, layers[COST_HEAD, 0], layers[COST_HEAD, 1], buf, d)
-        for r in range(BLOCK):
-            task = _root_distance(buf[out, r], cost_emb[bs[r]], np.float32(COST_EPS))
-            total[r] += step_w[t] * coef[1] * task
+                x[d + j, r] = cand[bs[r], ns[r], t, j]
+        delta = _mlp(net, layers[PREDICTOR, 0], layers[PREDICTOR, 1], x, buf)
+        distance = _splat(zero)
+        for j in range(d):
+            zj = _add(_load(z[j]), _load(delta[j]))
+            _store(z[j], zj)
+            distance = _add_squared_difference(distance, zj, _load(g[j]))
+        total = _fma(total, step_w[t] * coef[0] / np.float32(d), distance)
+        out = _mlp(net, layers[COST_HEAD, 0], layers[COST_HEAD, 1], z, buf)
+        task = _root_distance(out, cost_emb, np.float32(COST_EPS))
+        total = _fma(total, step_w[t] * coef[1], task)
     if has_value and coef[2] > 0:
-        for r in range(BLOCK):
-            for j in range(d):
-                x[r, j] = z[r, j]
-        out = _mlp(net, layers[CRITIC, 0], layers[CRITIC, 1], buf, d)
-        for r in range(BLOCK):
-            value = _root_distance(buf[out, r], value_emb[bs[r]], np.float32(VALUE_EPS))
-            total[r] += coef[2] * value
+        out = _mlp(net, layers[CRITIC, 0], layers[CRITIC, 1], z, buf)
+        total = _fma(total, coef[2], _root_distance(out, value_emb, np.float32(VALUE_EPS)))
+    totals = np.empty(BLOCK, np.float32)
+    _store(totals, total)
     bad = False
     for r in range(min(BLOCK, last + 1 - first)):
         actions = cand[bs[r], ns[r]]
@@ -433,9 +536,9 @@ def _score_block(first, count, net, layers, coef, has_value, z0, goal, embs, can
                 for j in range(a_dim):
                     step = actions[t, j] - actions[t - 1, j]
                     rough += step * step
-            total[r] += coef[3] * rough
-        finite = np.isfinite(total[r])
-        cost[bs[r], ns[r]] = total[r] if finite else np.inf
+            totals[r] += coef[3] * rough
+        finite = np.isfinite(totals[r])
+        cost[bs[r], ns[r]] = totals[r] if finite else np.inf
         bad |= not finite
     return bad
 
@@ -450,46 +553,42 @@ def _score(net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
 
 
 @njit(cache=True)
-def _run_rows(net, x, width):
-    rows = (x.shape[0] + 7) // 8 * 8  # the kernels take rows in groups of 8; pad with zeros
-    buf = np.zeros((2, rows, width), np.float32)
-    buf[0, : x.shape[0], : x.shape[1]] = x
-    cur = _mlp(net, 0, len(net[0]), buf, x.shape[1])
-    return buf[cur, : x.shape[0], : net[1][-1]].copy()
+def _run_rows(net, first, end, x):
+    """Layers [first, end) of ``net`` on the rows of x (M, I), BLOCK rows at a time (the last
+    block padded with zeros) -> (M, O)."""
+    dims = net[1]
+    rows, width = x.shape
+    y = np.empty((rows, dims[end - 1]), np.float32)
+    block = np.zeros((width, BLOCK), np.float32)
+    buf = np.empty((2, np.max(dims[first:end]), BLOCK), np.float32)
+    for top in range(0, rows, BLOCK):
+        n = min(BLOCK, rows - top)
+        for r in range(n):
+            for j in range(width):
+                block[j, r] = x[top + r, j]
+        out = _mlp(net, first, end, block, buf)
+        for r in range(n):
+            for j in range(y.shape[1]):
+                y[top + r, j] = out[j, r]
+    return y
 
 
 def run_mlp(net: MLPWeights, x: ArrayLike) -> np.ndarray:
     """An exported MLP (:func:`export_mlp`) on the rows of x (M, I), compiled: one call for
     the whole network (a batch of one pays no per-layer Python) -> (M, O) float32."""
     x = np.ascontiguousarray(x, np.float32)
-    return _run_rows(tuple(net), x, max(int(net.dims.max()), x.shape[1]))
-
-
-def _forward(net: MLPWeights, first: int, end: int, x: np.ndarray) -> np.ndarray:
-    """Layers [first, end) of ``net`` on the rows of x (M, D), in NumPy: the goals' embeddings,
-    once per decision (compiled, they would add seconds to the first JIT compile)."""
-    for layer in range(first, end):
-        op, out, eps = net.ops[layer], net.dims[layer], net.eps[layer]
-        start, stop = net.offsets[layer]
-        if op == LINEAR or op == LINEAR_T:
-            w = net.params[start : start + x.shape[1] * out]
-            w = w.reshape(x.shape[1], out) if op == LINEAR else w.reshape(out, x.shape[1]).T
-            x = x @ w + net.params[stop : stop + out]
-        elif op != RELU:
-            x = x - x.mean(1, keepdims=True)
-            x = x / np.sqrt((x * x).mean(1, keepdims=True) + eps)
-            x = x * net.params[start : start + out] + net.params[stop : stop + out]
-        if op == RELU or op == LAYERNORM_RELU:
-            x = np.maximum(x, np.float32(0.0))  # NaN stays NaN
-    return x
+    with _slp_vectorised():
+        return _run_rows(tuple(net), 0, len(net.ops), x)
 
 
 def _goal_embeddings(model: ExportedModel, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cost head's and the critic's embeddings of each goal (B, D): (B, E1), (B, E2)."""
-    embs = []
+    """The cost head's and the critic's embeddings of each goal (B, D): (B, E1), (B, E2), by
+    the kernels that embed the candidates (a NumPy forward took 0.16 ms on the default model).
+    Call it inside :func:`_slp_vectorised`."""
+    net, embs = tuple(model.net), []
     for first, end in model.layers[[COST_HEAD, CRITIC]]:
         if end > first:
-            embs.append(np.ascontiguousarray(_forward(model.net, first, end, goal), np.float32))
+            embs.append(_run_rows(net, first, end, goal))
         else:
             embs.append(np.zeros((goal.shape[0], 0), np.float32))
     return embs[0], embs[1]
@@ -509,23 +608,25 @@ def score(
     z0, goal = np.ascontiguousarray(z0, np.float32), np.ascontiguousarray(goal, np.float32)
     actions = np.ascontiguousarray(actions, np.float32)
     cost = np.empty(actions.shape[:2], np.float32)
-    _score(
-        tuple(model.net),
-        model.layers,
-        _coefficients(model, objective.value_weight, objective.smooth_weight),
-        model.has_value,
-        z0,
-        goal,
-        _goal_embeddings(model, goal),
-        actions,
-        np.ascontiguousarray(objective.step_weights, np.float32),
-        cost,
-    )
+    with _slp_vectorised():
+        _score(
+            tuple(model.net),
+            model.layers,
+            _coefficients(model, objective.value_weight, objective.smooth_weight),
+            model.has_value,
+            z0,
+            goal,
+            _goal_embeddings(model, goal),
+            actions,
+            np.ascontiguousarray(objective.step_weights, np.float32),
+            cost,
+        )
     return cost
 
 
-# Only prange runs in parallel: array expressions stay plain loops. On one thread the pool runs
-# it as fast as a serial compile (measured within 2%), so one variant serves every thread count.
+# Only prange runs in parallel: array expressions stay plain loops. On one thread _decide skips
+# the prange: the pool still takes each launch, 0.15-0.4 ms of hand-off with the workqueue layer
+# (an empty 8-block prange, 2-core VM under load), 4 launches a default decision.
 _PRANGE_ONLY = {
     **dict.fromkeys(
         ("comprehension", "reduction", "inplace_binop", "setitem", "numpy", "stencil", "fusion"),
@@ -539,7 +640,7 @@ _PRANGE_ONLY = {
 def _decide(
     ops, dims, offsets, eps, params, layers, coef, has_value, z0, goal, cost_emb,
     value_emb, mean, noise, sizes, carried, n_carried, low, high, kind, elites, n_keep,
-    init_std, min_std, max_std, temperature, alpha, step_w,
+    init_std, min_std, max_std, temperature, alpha, step_w, serial,
 ):  # fmt: skip
     """One decision of MPPI / CEM / iCEM (``kind``) for B problems; mirrors
     :meth:`wmrobot.planners.sampling.SamplingPlanner.plan` and the planners' hooks.
@@ -547,8 +648,9 @@ def _decide(
     mean (B, H, A) the clipped initial mean; noise (I, B, N, H, A); sizes (I,) the samples
     of each iteration; carried (B, C, H, A) of which the first ``n_carried`` join every
     iteration's candidates (iCEM's elites from the last decision, then from the last
-    iteration). Returns (plan (B, H, A), the last iteration's ``n_keep`` best elites, whether
-    any cost was non-finite).
+    iteration); ``serial``: score the blocks on this thread (one thread), not by prange.
+    Returns (plan (B, H, A), the last iteration's ``n_keep`` best elites, whether any cost
+    was non-finite).
     """
     batch, horizon, a_dim = mean.shape
     one = np.float32(1.0)
@@ -575,14 +677,22 @@ def _decide(
         cand[:, n:total] = carry[:, :n_carried]
         blocks = (batch * total + BLOCK - 1) // BLOCK
         scored = np.zeros(blocks, np.bool_)
-        for block in prange(blocks):
-            # a prange body cannot capture tuples, so they are built inside; prange counts
-            # in uint64, and the cast keeps one compiled _score_block
+        if serial:
             net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
-            scored[block] = _score_block(
-                np.int64(block) * BLOCK, total, net, layers, coef, has_value, z0, goal, embs,
-                cand, step_w, cost,
-            )  # fmt: skip
+            for block in range(blocks):
+                scored[block] = _score_block(
+                    block * BLOCK, total, net, layers, coef, has_value, z0, goal, embs, cand,
+                    step_w, cost,
+                )  # fmt: skip
+        else:
+            for block in prange(blocks):
+                # a prange body cannot capture tuples, so they are built inside; prange counts
+                # in uint64, and the cast keeps one compiled _score_block
+                net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
+                scored[block] = _score_block(
+                    np.int64(block) * BLOCK, total, net, layers, coef, has_value, z0, goal, embs,
+                    cand, step_w, cost,
+                )  # fmt: skip
         bad |= scored.any()
         for b in range(batch):
             order = np.argsort(cost[b, :total], kind="mergesort")[:elites]  # stable, as torch
@@ -655,33 +765,36 @@ class _NumbaSampling:
         memory = getattr(self, "memory", None)
         reuse = init_mean is not None and memory is not None and memory.shape[0] == batch
         carried = memory.numpy() if reuse and n_keep else np.zeros((batch, 0, cfg.horizon, a_dim))
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(threads)
         model, goal = self.exported, _as_f32(goal_z)
-        plan, keep, bad = _decide(
-            *model.net,
-            model.layers,
-            self.coef,
-            model.has_value,
-            _as_f32(z0),
-            goal,
-            *_goal_embeddings(model, goal),
-            _as_f32(mean),
-            noise,
-            np.asarray(sizes, np.int64),
-            np.ascontiguousarray(carried, np.float32),
-            carried.shape[1],
-            self._low,
-            self._high,
-            self.kind,
-            cfg.elites,
-            n_keep,
-            np.float32(cfg.init_std),
-            np.float32(cfg.min_std),
-            np.float32(cfg.max_std),
-            np.float32(cfg.temperature),
-            np.float32(cfg.alpha),
-            self.step_weights,
-        )
+        with _slp_vectorised():
+            plan, keep, bad = _decide(
+                *model.net,
+                model.layers,
+                self.coef,
+                model.has_value,
+                _as_f32(z0),
+                goal,
+                *_goal_embeddings(model, goal),
+                _as_f32(mean),
+                noise,
+                np.asarray(sizes, np.int64),
+                np.ascontiguousarray(carried, np.float32),
+                carried.shape[1],
+                self._low,
+                self._high,
+                self.kind,
+                cfg.elites,
+                n_keep,
+                np.float32(cfg.init_std),
+                np.float32(cfg.min_std),
+                np.float32(cfg.max_std),
+                np.float32(cfg.temperature),
+                np.float32(cfg.alpha),
+                self.step_weights,
+                threads == 1,  # no prange on one thread (see _PRANGE_ONLY)
+            )
         if bad:  # the base class's once-per-planner warning
             self.finite_costs(torch.tensor([torch.nan]))
         if self.kind == ICEM_KIND:

@@ -1,20 +1,30 @@
-"""The Numba kernels' fast paths: blocks of candidates, both matrix-product forms, any widths."""
+"""The Numba kernels' fast paths: blocks of candidates in SIMD lanes, layer widths that are
+multiples of nothing the kernels group by, the one-thread path of the decision."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from toys import planner_config, tiny_world_model
 
-from wmrobot.model.world_model import WorldModel
-from wmrobot.planners import Objective
-from wmrobot.planners.numba_backend import BLOCK, LINEAR, LINEAR_T, export_model, score
+from wmrobot.model.world_model import WorldModel, mlp
+from wmrobot.planners import Objective, numba_backend
+from wmrobot.planners.numba_backend import (
+    BLOCK,
+    export_mlp,
+    export_model,
+    make_numba_planner,
+    run_mlp,
+    score,
+)
 
 
 def odd_world_model() -> WorldModel:
-    """Widths that are multiples of nothing the kernels group by: 5 + 3 inputs, hidden 13 (rows
-    of 4 with a remainder), a critic 37 wide (dot products over an odd width) into 7."""
+    """Widths that are multiples of nothing the kernels group by: 5 + 3 inputs, hidden 13 (four
+    outputs at a time, then one), a critic 37 wide (an odd LayerNorm) into 7."""
     return tiny_world_model(
         seed=3,
         action_dim=3,
@@ -45,10 +55,8 @@ def random_problem(model, batch, count, horizon, seed=0):
     return z0, goal, actions
 
 
-def test_odd_widths_use_both_forms_and_score_as_torch():
+def test_odd_widths_score_as_torch():
     model = odd_world_model()
-    kinds = set(export_model(model).net.ops.tolist())
-    assert {LINEAR, LINEAR_T} <= kinds  # narrow layers as rows, the critic's as dot products
     # 3 x 11 candidates: blocks that straddle batch rows, and a last block only partly filled
     z0, goal, actions = random_problem(model, 3, 11, 6)
     assert (3 * 11) % BLOCK != 0
@@ -79,16 +87,49 @@ def test_a_nan_candidate_costs_inf_and_leaves_its_block_mates_alone():
     assert np.isfinite(dirty[keep]).all()
 
 
-@pytest.mark.parametrize("rows", [1, 2, 9])
+@pytest.mark.parametrize("rows", [1, 2, 9, BLOCK + 1, 3 * BLOCK])
 def test_run_mlp_is_the_torch_mlp_on_any_number_of_rows(rows):
-    from wmrobot.model.world_model import mlp
-    from wmrobot.planners.numba_backend import export_mlp, run_mlp
-
     torch.manual_seed(rows)
-    net = mlp(32, 48, 3, 2)  # 32 inputs: the dot-product form; 48: rows of 4 with the rest
+    net = mlp(32, 48, 3, 2)  # 48: four outputs at a time; 3: single outputs only
     x = torch.randn(rows, 32)
     with torch.no_grad():
         expect = net(x).numpy()
     got = run_mlp(export_mlp(net, 32, "test"), x)
     assert got.shape == (rows, 3)
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_a_nan_row_stays_nan_through_relu_and_layer_norm_alone_in_its_lane(norm):
+    torch.manual_seed(5)
+    if norm:
+        net = mlp(6, 9, 5, 2)  # Linear, LayerNorm + ReLU (one op), twice
+    else:
+        net = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 5))  # a plain ReLU
+    x = torch.randn(BLOCK + 3, 6)
+    x[2, 1] = torch.nan
+    with torch.no_grad():
+        expect = net(x).numpy()
+    got = run_mlp(export_mlp(net, 6, "test"), x)
+    assert np.isnan(expect[2]).all() and np.isnan(got[2]).all()  # max(NaN, 0) is NaN
+    others = np.arange(len(x)) != 2
+    np.testing.assert_allclose(got[others], expect[others], rtol=1e-5, atol=1e-5)
+
+
+def test_the_one_thread_path_plans_as_the_prange_path(monkeypatch):
+    model = tiny_world_model(critic=True)
+    z0, goal, _ = random_problem(model, 2, 1, 1, seed=4)
+    decide = numba_backend._decide
+    plans = []
+    for serial in (True, False):  # the last argument: score the blocks on the calling thread
+        monkeypatch.setattr(numba_backend, "_decide", lambda *args, s=serial: decide(*args[:-1], s))
+        plans.append(make_numba_planner(model, planner_config("icem", horizon=5)).plan(z0, goal))
+    torch.testing.assert_close(plans[0], plans[1], rtol=0, atol=1e-6)
+
+
+def test_the_slp_vectoriser_is_on_only_around_the_kernels():
+    before = numba.config.SLP_VECTORIZE
+    with pytest.raises(RuntimeError), numba_backend._slp_vectorised():
+        assert numba.config.SLP_VECTORIZE == 1
+        raise RuntimeError
+    assert numba.config.SLP_VECTORIZE == before
