@@ -552,13 +552,74 @@ def _score(net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
         )
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _mlp_row(net, first, end, x, buf):
+    """Layers [first, end) of ``net`` on one row x (I,), writing into buf's halves (2, >=
+    widest layer) in turn; returns the half that holds the output. Each Linear adds the
+    weight's rows (in, out) scaled by the inputs, vectorised along the outputs: for one row
+    this beats a block of lanes 15 of which would be padding (the Mode-1 actor, one env)."""
+    ops, dims, offsets, eps, params = net
+    width, src, half = x.shape[0], x, 0
+    zero = np.float32(0.0)
+    for layer in range(first, end):
+        op, start, stop = ops[layer], offsets[layer, 0], offsets[layer, 1]
+        dst = buf[half]
+        if op == LINEAR:
+            out = dims[layer]
+            for j in range(out):
+                dst[j] = params[stop + j]
+            # four weight rows per pass over the outputs: a quarter of the loads and stores
+            for k in range(0, width - 3, 4):
+                x0, x1, x2, x3 = src[k], src[k + 1], src[k + 2], src[k + 3]
+                w0 = params[start + k * out : start + (k + 1) * out]
+                w1 = params[start + (k + 1) * out : start + (k + 2) * out]
+                w2 = params[start + (k + 2) * out : start + (k + 3) * out]
+                w3 = params[start + (k + 3) * out : start + (k + 4) * out]
+                for j in range(out):
+                    dst[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+            for k in range(width - width % 4, width):
+                xk, w = src[k], params[start + k * out : start + (k + 1) * out]
+                for j in range(out):
+                    dst[j] += xk * w[j]
+            width = out
+        elif op == RELU:
+            for j in range(width):
+                dst[j] = max(src[j], zero)  # max(NaN, 0) stays NaN
+        else:
+            floor = np.float32(0.0 if op == LAYERNORM_RELU else -np.inf)
+            mean = zero
+            for j in range(width):
+                mean += src[j]
+            mean /= np.float32(width)
+            var = zero
+            for j in range(width):
+                var += (src[j] - mean) * (src[j] - mean)
+            inv_std = np.float32(1.0) / np.sqrt(var / np.float32(width) + eps[layer])
+            for j in range(width):
+                y = (src[j] - mean) * inv_std * params[start + j] + params[stop + j]
+                dst[j] = max(y, floor)
+        src, half = dst, 1 - half
+    return src
+
+
+# Up to this many rows, _run_rows runs each on its own (_mlp_row) rather than in a block.
+ROW_BY_ROW = 2
+
+
 @njit(cache=True)
 def _run_rows(net, first, end, x):
     """Layers [first, end) of ``net`` on the rows of x (M, I), BLOCK rows at a time (the last
-    block padded with zeros) -> (M, O)."""
+    block padded with zeros), or row by row for up to ROW_BY_ROW rows -> (M, O)."""
     dims = net[1]
     rows, width = x.shape
     y = np.empty((rows, dims[end - 1]), np.float32)
+    if rows <= ROW_BY_ROW:
+        buf = np.empty((2, np.max(dims[first:end])), np.float32)
+        for r in range(rows):
+            out = _mlp_row(net, first, end, x[r], buf)
+            for j in range(y.shape[1]):
+                y[r, j] = out[j]
+        return y
     block = np.zeros((width, BLOCK), np.float32)
     buf = np.empty((2, np.max(dims[first:end]), BLOCK), np.float32)
     for top in range(0, rows, BLOCK):
@@ -571,6 +632,88 @@ def _run_rows(net, first, end, x):
             for j in range(y.shape[1]):
                 y[top + r, j] = out[j, r]
     return y
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _act_rows(encoder, actor, mean, std, mid, half, obs, goal):
+    """Mode-1 in one call: encode the normalised observations and goals (B, O) with one
+    network, the actor on [z, z_goal], tanh, scaled to the bounds (mid +- half) -> (B, A)."""
+    rows, width = obs.shape
+    both = np.empty((2 * rows, width), np.float32)
+    for r in range(rows):
+        for j in range(width):
+            both[r, j] = (obs[r, j] - mean[j]) / std[j]
+            both[rows + r, j] = (goal[r, j] - mean[j]) / std[j]
+    z = _run_rows(encoder, 0, len(encoder[0]), both)
+    d = z.shape[1]
+    pair = np.empty((rows, 2 * d), np.float32)
+    for r in range(rows):
+        for j in range(d):
+            pair[r, j], pair[r, d + j] = z[r, j], z[rows + r, j]
+    action = _run_rows(actor, 0, len(actor[0]), pair)
+    for r in range(rows):
+        for j in range(action.shape[1]):
+            action[r, j] = mid[j] + np.tanh(action[r, j]) * half[j]
+    return action
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _actor_rollout(actor, predictor, mid, half, z, goal_z, horizon):
+    """The actor's actions (B, H, A) along its own imagined rollout z' = z + f([z, a]), from
+    latents z and goal latents goal_z (B, D)."""
+    rows, d = z.shape
+    a_dim = mid.shape[0]
+    actions = np.empty((rows, horizon, a_dim), np.float32)
+    pair = np.empty((rows, 2 * d), np.float32)
+    step = np.empty((rows, d + a_dim), np.float32)
+    z = z.copy()
+    for h in range(horizon):
+        for r in range(rows):
+            for j in range(d):
+                pair[r, j], pair[r, d + j] = z[r, j], goal_z[r, j]
+        a = _run_rows(actor, 0, len(actor[0]), pair)
+        for r in range(rows):
+            for j in range(d):
+                step[r, j] = z[r, j]
+            for j in range(a_dim):
+                actions[r, h, j] = step[r, d + j] = mid[j] + np.tanh(a[r, j]) * half[j]
+        delta = _run_rows(predictor, 0, len(predictor[0]), step)
+        for r in range(rows):
+            for j in range(d):
+                z[r, j] += delta[r, j]
+    return actions
+
+
+def run_actor_rollout(
+    actor: MLPWeights,
+    predictor: MLPWeights,
+    bounds: tuple[np.ndarray, np.ndarray],
+    z: ArrayLike,
+    goal_z: ArrayLike,
+    horizon: int,
+) -> np.ndarray:
+    """The actor's actions (B, H, A) along its own rollout through a residual MLP predictor,
+    from latents (B, D), mapped onto ``bounds``' (mid +- half); compiled, in one call."""
+    z, goal_z = np.ascontiguousarray(z, np.float32), np.ascontiguousarray(goal_z, np.float32)
+    mid, half = bounds
+    with _slp_vectorised():
+        return _actor_rollout(tuple(actor), tuple(predictor), mid, half, z, goal_z, horizon)
+
+
+def run_actor(
+    encoder: MLPWeights,
+    actor: MLPWeights,
+    bounds: tuple[np.ndarray, ...],
+    obs: ArrayLike,
+    goal: ArrayLike,
+) -> np.ndarray:
+    """The Mode-1 action, compiled: obs and goal states (B, O) normalised by ``bounds``'
+    (mean, std), encoded, the actor on both latents, tanh, mapped onto (mid +- half) ->
+    (B, A) float32. One call: a NumPy step between the networks costs about as much as one."""
+    mean, std, mid, half = bounds
+    obs, goal = np.ascontiguousarray(obs, np.float32), np.ascontiguousarray(goal, np.float32)
+    with _slp_vectorised():
+        return _act_rows(tuple(encoder), tuple(actor), mean, std, mid, half, obs, goal)
 
 
 def run_mlp(net: MLPWeights, x: ArrayLike) -> np.ndarray:

@@ -53,11 +53,12 @@ def test_hindsight_rows_stay_inside_episodes_and_goals_come_later():
     assert (anywhere < rows).any() and anywhere.max() <= 22
 
 
-def test_compiled_actor_matches_torch_and_declines_other_layers():
+@pytest.mark.parametrize("envs", [1, 7])  # one env: row by row; 7: in a block of lanes
+def test_compiled_actor_matches_torch_and_declines_other_layers(envs):
     model = maze_model()
     attach_actor(model, hidden=48, depth=2)
     rng = np.random.default_rng(0)
-    obs, goal = rng.normal(size=(7, 4)), rng.normal(size=(7, 4))
+    obs, goal = rng.normal(size=(envs, 4)), rng.normal(size=(envs, 4))
     fast = FastActor.build(model)
     assert fast is not None
     with torch.no_grad():
@@ -138,12 +139,13 @@ def test_distill_leaves_the_world_model_unchanged(maze_dataset):
     assert any(k.startswith("actor.") for k in after)
 
 
-def test_actor_plan_is_the_actors_own_imagined_rollout():
+@pytest.mark.parametrize("envs", [1, 3])
+def test_actor_plan_is_the_actors_own_imagined_rollout(envs):
     model = maze_model()
     attach_actor(model, hidden=16, depth=1)
-    z, goal = torch.randn(3, 16), torch.randn(3, 16)
+    z, goal = torch.randn(envs, 16), torch.randn(envs, 16)
     plan = actor_plan(model, z, goal, horizon=4)
-    assert plan.shape == (3, 4, 2)
+    assert plan.shape == (envs, 4, 2)
     with torch.no_grad():
         z1 = model.predict(z, plan[:, 0])
         assert torch.allclose(plan[:, 0], model.act(z, goal))

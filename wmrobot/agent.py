@@ -99,16 +99,17 @@ def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None
 
 class FastActor:
     """Mode-1 of a state MLP world model, compiled: normalise, encode the observation and the
-    goal state, run the actor, rescale to the action bounds; each network one call of the
-    Numba backend's kernels (:func:`~wmrobot.planners.numba_backend.run_mlp`), where torch
-    spends most of a one-env decision dispatching some 40 small operators.
+    goal state, run the actor, rescale to the action bounds, all in one call of the Numba
+    backend (:func:`~wmrobot.planners.numba_backend.run_actor`; the hybrid's imagined rollout
+    likewise), where torch spends most of a one-env decision dispatching some 40 small
+    operators.
     ``FastActor.build(model)`` is None for models it cannot run (use torch then)."""
 
     def __init__(self, model: WorldModel) -> None:
         # numba loads only when a compiled actor is built (it takes a second to import)
-        from wmrobot.planners.numba_backend import export_mlp, run_mlp
+        from wmrobot.planners.numba_backend import export_mlp, run_actor, run_actor_rollout
 
-        self.run = run_mlp
+        self.run_actor, self.run_rollout = run_actor, run_actor_rollout
 
         def arr(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().numpy().astype(np.float32)
@@ -132,28 +133,18 @@ class FastActor:
         except (ConfigError, AttributeError):  # not Linear/LayerNorm/ReLU Sequentials
             return None
 
-    def _act(self, z: np.ndarray, goal_z: np.ndarray) -> np.ndarray:
-        unit = np.tanh(self.run(self.actor, np.concatenate([z, goal_z], -1)))
-        return self.mid + unit * self.half
-
     def proposal(self, z: np.ndarray, goal_z: np.ndarray, horizon: int) -> np.ndarray | None:
         """The actor's actions along its own imagined rollout (B, H, A), from latents (B, D);
         None if the predictor is not a residual MLP (use the torch rollout then)."""
         if self.predictor is None:
             return None
-        z, goal_z = np.asarray(z, np.float32), np.asarray(goal_z, np.float32)
-        actions = np.empty((len(z), horizon, len(self.mid)), np.float32)
-        for h in range(horizon):
-            actions[:, h] = a = self._act(z, goal_z)
-            z = z + self.run(self.predictor, np.concatenate([z, a], -1))
-        return actions
+        bounds = (self.mid, self.half)
+        return self.run_rollout(self.actor, self.predictor, bounds, z, goal_z, horizon)
 
     def __call__(self, obs: np.ndarray, goal_obs: np.ndarray) -> np.ndarray:
         """obs (B, O), goal states (B, O) -> actions (B, A) inside the bounds."""
-        n = len(obs)
-        both = np.concatenate([np.asarray(obs, np.float32), np.asarray(goal_obs, np.float32)])
-        z = self.run(self.encoder, (both - self.mean) / self.std)
-        return self._act(z[:n], z[n:])
+        bounds = (self.mean, self.std, self.mid, self.half)
+        return self.run_actor(self.encoder, self.actor, bounds, obs, goal_obs)
 
 
 @torch.no_grad()
