@@ -3,7 +3,6 @@ order. Kept free of the storage stack (zarr), so that worker processes start fas
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing as mp
 import os
 import signal
@@ -138,6 +137,8 @@ def episode_rows(
 
 
 _WORKER: dict[str, Any] = {}
+# Episodes held in order, at most, per worker: finished ones wait behind one still running.
+LOOKAHEAD = 4
 
 
 def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
@@ -190,8 +191,8 @@ def episodes_in_order(
     With ``workers > 1``, ``workers - 1`` worker processes run episodes and this process runs
     one too whenever the next episode in order is not back yet, so ``workers`` processes step
     at once without a process that only waits. Episodes come back in order, so the result does
-    not depend on the number of workers. ``seeds`` may be endless: at most ``2 * workers``
-    episodes run ahead of the consumer.
+    not depend on the number of workers. ``seeds`` may be endless: at most
+    ``LOOKAHEAD * workers`` episodes run ahead of the consumer.
     """
     seeds = iter(seeds)
     env, act = make_env_and_policy(env_id, env_kwargs, policy)
@@ -212,9 +213,16 @@ def episodes_in_order(
     ahead: deque[Any] = deque()
 
     def top_up() -> None:
+        """Keep two episodes queued for every worker process, and 2 * workers held."""
         running = sum(isinstance(e, Future) and not e.done() for e in ahead)
-        for s in itertools.islice(seeds, 2 * workers - len(ahead)):
-            if running < 2 * (workers - 1):
+        while len(ahead) < LOOKAHEAD * workers:
+            queue_one = running < 2 * (workers - 1)
+            if not queue_one and len(ahead) >= 2 * workers:
+                return
+            s = next(seeds, None)
+            if s is None:
+                return
+            if queue_one:
                 ahead.append(pool.submit(_worker_episode, s))
                 running += 1
             else:
@@ -225,8 +233,15 @@ def episodes_in_order(
         while ahead:
             head = ahead[0]
             if isinstance(head, Future) and not head.done():
-                # Step the first episode nobody has started, rather than wait.
+                # Step the first episode nobody has started, rather than wait; if there is
+                # none, start the next one (up to LOOKAHEAD * workers held), so that this
+                # process never waits for a worker that is behind it.
                 waiting = next((i for i, e in enumerate(ahead) if isinstance(e, int)), None)
+                if waiting is None and len(ahead) < LOOKAHEAD * workers:
+                    s = next(seeds, None)
+                    if s is not None:
+                        ahead.append(int(s))
+                        waiting = len(ahead) - 1
                 if waiting is not None:
                     ahead[waiting] = run_episode(env, act, ahead[waiting])
                     continue
