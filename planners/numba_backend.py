@@ -544,12 +544,15 @@ def _score_block(first, count, net, layers, coef, has_value, z0, goal, embs, can
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _score(net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost):
-    """cost = J of every candidate in cand (B, N, H, A), on one thread."""
-    for first in range(0, cand.shape[0] * cand.shape[1], BLOCK):
-        _score_block(
-            first, cand.shape[1], net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost
+def _score(net, layers, coef, has_value, z0, goal, embs, cand, count, step_w, cost):
+    """cost = J of the first ``count`` candidates of every row of cand (B, >= count, H, A),
+    on this thread; returns whether any was not finite."""
+    bad = False
+    for first in range(0, cand.shape[0] * count, BLOCK):
+        bad |= _score_block(
+            first, count, net, layers, coef, has_value, z0, goal, embs, cand, step_w, cost
         )
+    return bad
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -635,6 +638,21 @@ def _run_rows(net, first, end, x):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
+def _actor_actions(actor, mid, half, z, goal_z):
+    """The actor on [z, goal_z] (B, D each), tanh, mapped onto (mid +- half) -> (B, A)."""
+    rows, d = z.shape
+    pair = np.empty((rows, 2 * d), np.float32)
+    for r in range(rows):
+        for j in range(d):
+            pair[r, j], pair[r, d + j] = z[r, j], goal_z[r, j]
+    action = _run_rows(actor, 0, len(actor[0]), pair)
+    for r in range(rows):
+        for j in range(action.shape[1]):
+            action[r, j] = mid[j] + np.tanh(action[r, j]) * half[j]
+    return action
+
+
+@njit(cache=True, fastmath=_FASTMATH)
 def _act_rows(encoder, actor, mean, std, mid, half, obs, goal):
     """Mode-1 in one call: encode the normalised observations and goals (B, O) with one
     network, the actor on [z, z_goal], tanh, scaled to the bounds (mid +- half) -> (B, A)."""
@@ -645,16 +663,7 @@ def _act_rows(encoder, actor, mean, std, mid, half, obs, goal):
             both[r, j] = (obs[r, j] - mean[j]) / std[j]
             both[rows + r, j] = (goal[r, j] - mean[j]) / std[j]
     z = _run_rows(encoder, 0, len(encoder[0]), both)
-    d = z.shape[1]
-    pair = np.empty((rows, 2 * d), np.float32)
-    for r in range(rows):
-        for j in range(d):
-            pair[r, j], pair[r, d + j] = z[r, j], z[rows + r, j]
-    action = _run_rows(actor, 0, len(actor[0]), pair)
-    for r in range(rows):
-        for j in range(action.shape[1]):
-            action[r, j] = mid[j] + np.tanh(action[r, j]) * half[j]
-    return action
+    return _actor_actions(actor, mid, half, z[:rows], z[rows:])
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -664,19 +673,15 @@ def _actor_rollout(actor, predictor, mid, half, z, goal_z, horizon):
     rows, d = z.shape
     a_dim = mid.shape[0]
     actions = np.empty((rows, horizon, a_dim), np.float32)
-    pair = np.empty((rows, 2 * d), np.float32)
     step = np.empty((rows, d + a_dim), np.float32)
     z = z.copy()
     for h in range(horizon):
-        for r in range(rows):
-            for j in range(d):
-                pair[r, j], pair[r, d + j] = z[r, j], goal_z[r, j]
-        a = _run_rows(actor, 0, len(actor[0]), pair)
+        a = _actor_actions(actor, mid, half, z, goal_z)
         for r in range(rows):
             for j in range(d):
                 step[r, j] = z[r, j]
             for j in range(a_dim):
-                actions[r, h, j] = step[r, d + j] = mid[j] + np.tanh(a[r, j]) * half[j]
+                actions[r, h, j] = step[r, d + j] = a[r, j]
         delta = _run_rows(predictor, 0, len(predictor[0]), step)
         for r in range(rows):
             for j in range(d):
@@ -761,6 +766,7 @@ def score(
             goal,
             _goal_embeddings(model, goal),
             actions,
+            actions.shape[1],
             np.ascontiguousarray(objective.step_weights, np.float32),
             cost,
         )
@@ -818,16 +824,12 @@ def _decide(
                     cand[b, s, t, j] = min(max(x, low[j]), high[j])
         total = n + n_carried
         cand[:, n:total] = carry[:, :n_carried]
-        blocks = (batch * total + BLOCK - 1) // BLOCK
-        scored = np.zeros(blocks, np.bool_)
         if serial:
             net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
-            for block in range(blocks):
-                scored[block] = _score_block(
-                    block * BLOCK, total, net, layers, coef, has_value, z0, goal, embs, cand,
-                    step_w, cost,
-                )  # fmt: skip
+            bad |= _score(net, layers, coef, has_value, z0, goal, embs, cand, total, step_w, cost)
         else:
+            blocks = (batch * total + BLOCK - 1) // BLOCK
+            scored = np.zeros(blocks, np.bool_)
             for block in prange(blocks):
                 # a prange body cannot capture tuples, so they are built inside; prange counts
                 # in uint64, and the cast keeps one compiled _score_block
@@ -836,7 +838,7 @@ def _decide(
                     np.int64(block) * BLOCK, total, net, layers, coef, has_value, z0, goal, embs,
                     cand, step_w, cost,
                 )  # fmt: skip
-        bad |= scored.any()
+            bad |= scored.any()
         for b in range(batch):
             order = np.argsort(cost[b, :total], kind="mergesort")[:elites]  # stable, as torch
             ec = cost[b, order]

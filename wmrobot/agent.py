@@ -118,8 +118,7 @@ class FastActor:
         self.mean, self.std = arr(model.obs_mean), arr(model.obs_std.clamp_min(STD_FLOOR))
         self.encoder = export_mlp(model.encoder.net, model.obs_dim, "encoder")
         self.actor = export_mlp(model.actor.net, 2 * d, "actor")
-        low, high = arr(model.action_low), arr(model.action_high)
-        self.mid, self.half = (high + low) / 2, (high - low) / 2
+        self.mid, self.half = (arr(t) for t in model.action_scale())
         self.predictor = None
         if model.cfg.predictor == "mlp":  # z' = z + net([z, a])
             self.predictor = export_mlp(model.predictor.net, d + a, "predictor")
@@ -174,7 +173,8 @@ class ActorAgent:
     """Mode-1: encode the observation and the goal, one pass of the actor head, act.
 
     State MLP models run compiled (:class:`FastActor`, the same actions up to float32
-    rounding, about 5x less time for one env); others, or ``fast=False``, in torch.
+    rounding, about 10x less time for one env: ``benchmarks/agent_latency.py``); others, or
+    ``fast=False``, in torch.
     """
 
     def __init__(

@@ -83,8 +83,7 @@ def attach_actor(model: WorldModel, hidden: int, depth: int) -> Actor:
 
 def to_unit(model: WorldModel, action: torch.Tensor) -> torch.Tensor:
     """Actions in the bounds -> [-1, 1] (the actor's tanh range)."""
-    mid = (model.action_high + model.action_low) / 2
-    half = (model.action_high - model.action_low) / 2
+    mid, half = model.action_scale()
     return ((action - mid) / half).clamp(-1, 1)
 
 

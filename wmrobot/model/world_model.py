@@ -248,9 +248,12 @@ class WorldModel(nn.Module):
         """Mode-1: the actor head's action, inside the action bounds: (..., D) -> (..., A)."""
         if self.actor is None:
             raise RuntimeError("this model has no actor head; make one with `wmrobot distill`")
-        unit = self.actor(z, goal_z)  # in [-1, 1]
-        mid = (self.action_high + self.action_low) / 2
-        return mid + unit * (self.action_high - self.action_low) / 2
+        mid, half = self.action_scale()
+        return mid + self.actor(z, goal_z) * half  # the actor's tanh in [-1, 1]
+
+    def action_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mid, half) of the action bounds: an action is mid + half * u for u in [-1, 1]."""
+        return (self.action_high + self.action_low) / 2, (self.action_high - self.action_low) / 2
 
     # ------------------------------------------------------------------------------- targets
     def momentum(self, step: int, total: int) -> float:
