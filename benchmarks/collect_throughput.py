@@ -60,7 +60,8 @@ def bare_loop(
 
 
 def _bare_part(go: mp.Event, out: mp.Queue, episodes: int, seed: int, first: int) -> None:
-    go.wait()  # started and imported: only the stepping is timed
+    out.put(None)  # started and imported: only the stepping is timed
+    go.wait()
     out.put((bare_loop(episodes, seed, first=first), time.perf_counter()))
 
 
@@ -75,7 +76,8 @@ def parallel_bare_loops(episodes: int, seed: int) -> float:
     procs = [ctx.Process(target=_bare_part, args=(go, out, n, seed, i)) for n, i in parts]
     for p in procs:
         p.start()
-    time.sleep(3.0)  # their imports
+    for _ in procs:
+        out.get()  # each is ready
     start = time.perf_counter()
     go.set()
     done = [out.get() for _ in procs]

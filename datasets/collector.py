@@ -100,7 +100,6 @@ def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | No
 FLUSH_SECONDS = 2.0
 KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' rows, at most
 WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
-WRITER_PROCESS_WORKERS = 1  # up to this many stepping workers, the writer gets a process
 
 
 class _Writer:
@@ -324,8 +323,7 @@ def collect(
     # collections long enough to repay its start-up, a writer process avoids that.
     horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
     remaining = steps - held if steps else (episodes - done) * horizon
-    own_process = not fast and workers <= WRITER_PROCESS_WORKERS
-    own_process = own_process and remaining >= WRITER_PROCESS_STEPS
+    own_process = workers == 1 and not fast and remaining >= WRITER_PROCESS_STEPS
     if own_process and not reached:  # started now, its imports overlap the first episodes
         writer = _Writer(path, bar, count_steps=bool(steps), process=True)
     try:

@@ -455,8 +455,8 @@ class EpisodeStore:
                 x = x[valid] if key in ("action", "reward") else x
             else:
                 x = rows[key]
-            # one column per row, contiguous, and both quantiles in one partition: 6-7x faster
-            # than two np.quantile(x, q, axis=0) calls over the strided columns, same values
+            # each column contiguous, and both quantiles from one partition: the same values as
+            # np.quantile(x, q, axis=0), without its passes over strided columns
             x = np.ascontiguousarray(x.reshape(len(x), -1).T, dtype=np.float64)
             q01, q99 = np.quantile(x, [0.01, 0.99], axis=1)
             stats[key] = {**stats[key], "q01": q01.tolist(), "q99": q99.tolist()}

@@ -12,7 +12,8 @@ FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 FULL_SIGNATURE = int(FULL)
 
 
-def _model_data(env: gym.Env) -> tuple[mujoco.MjModel, mujoco.MjData] | None:
+def model_data(env: gym.Env) -> tuple[mujoco.MjModel, mujoco.MjData] | None:
+    """The env's ``MjModel`` and ``MjData``, or None for an env that does not run on MuJoCo."""
     base = env.unwrapped
     model, data = getattr(base, "model", None), getattr(base, "data", None)
     if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
@@ -22,12 +23,12 @@ def _model_data(env: gym.Env) -> tuple[mujoco.MjModel, mujoco.MjData] | None:
 
 def has_physics(env: gym.Env) -> bool:
     """Whether ``env`` runs on MuJoCo (wmrobot tasks and gymnasium's MujocoEnv do)."""
-    return _model_data(env) is not None
+    return model_data(env) is not None
 
 
 def get_physics_state(env: gym.Env) -> np.ndarray:
     """``mjSTATE_FULLPHYSICS`` of the env's ``MjData`` (time, qpos, qvel, act, ...), float64."""
-    model, data = _model_data(env)
+    model, data = model_data(env)
     state = np.empty(mujoco.mj_stateSize(model, FULL))
     mujoco.mj_getState(model, data, state, FULL)
     return state
@@ -35,7 +36,7 @@ def get_physics_state(env: gym.Env) -> np.ndarray:
 
 def set_physics_state(env: gym.Env, state: np.ndarray) -> None:
     """Restore a state from :func:`get_physics_state` and recompute derived quantities."""
-    model, data = _model_data(env)
+    model, data = model_data(env)
     expected = mujoco.mj_stateSize(model, FULL)
     if np.shape(state) != (expected,):
         raise ValueError(
