@@ -318,6 +318,8 @@ def collect(
     )
     reached = held >= steps if steps else done >= episodes
     last = time.perf_counter()
+    closing = False  # whether the commit before the closing one is handed over
+    start_held = held
     writer: _Writer | None = None
     # Stepping in this process (one worker) and writing in a thread compete for the GIL; on
     # collections long enough to repay its start-up, a writer process avoids that.
@@ -352,6 +354,15 @@ def collect(
                 writer = _Writer(path, bar, count_steps=bool(steps), process=False)
             now = time.perf_counter()
             due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
+            if steps:  # estimated from the mean length of this run's episodes
+                mean = (held - start_held) / (index - done + 1)
+                left = int(np.ceil(max(steps - held, 0) / max(mean, 1.0)))
+            else:
+                left = episodes - 1 - index
+            if not flush_every and not closing and 0 < left <= workers:
+                # The last episodes are running: commit what waits now, alongside them, so
+                # that the closing commit, which nothing overlaps, holds only those.
+                due = closing = True
             if due or reached:
                 last = now
                 writer.put(buffer)

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -179,6 +180,22 @@ def make_env_and_policy(
         raise
 
 
+def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -> str:
+    """How worker processes start: ``fork`` where the workers run only NumPy and MuJoCo's
+    physics (a numpy policy, no rendering, on Linux), else ``spawn``.
+
+    A forked worker starts in milliseconds with everything this process has imported and
+    registered; a spawned one imports gymnasium and MuJoCo afresh and compiles the env's model,
+    about half a second of a core, during which it steps nothing. Fork is unsafe where the
+    child would use a library with thread pools or driver state the parent may have set up:
+    torch (a stable-baselines3 policy) and OpenGL (pixels).
+    """
+    renders = getattr(env.unwrapped, "render_mode", None) is not None
+    pixels = env_kwargs.get("obs_mode", "state") != "state"
+    forkable = sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+    return "fork" if forkable and policy.name != "sb3" and not renders and not pixels else "spawn"
+
+
 def episodes_in_order(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -203,7 +220,7 @@ def episodes_in_order(
         finally:
             env.close()
         return
-    ctx = mp.get_context("spawn")  # fork is unsafe with threaded libraries (torch, MuJoCo GL)
+    ctx = mp.get_context(start_method(env, env_kwargs, policy))
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
     # restarted for ever, as multiprocessing.Pool would.
     init = (env_id, env_kwargs, policy, os.getpid())
@@ -229,7 +246,11 @@ def episodes_in_order(
                 ahead.append(int(s))
 
     try:
-        top_up()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns of any fork while threads run (here tqdm's monitor, or
+            # zarr's I/O loop); the workers use neither, nor anything else of those threads'.
+            warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+            top_up()  # the first submission starts the workers
         while ahead:
             head = ahead[0]
             if isinstance(head, Future) and not head.done():
@@ -254,8 +275,9 @@ def episodes_in_order(
                 except BrokenProcessPool:
                     raise DatasetError(
                         f"collector worker processes for {env_id!r} died or could not start; "
-                        f"an env registered in a script must be registered at import time (not "
-                        f"under `if __name__ == '__main__'`), or collect with workers=1"
+                        f"workers that start afresh (pixels, an sb3 policy) need an env "
+                        f"registered at import time, not under `if __name__ == '__main__'`; "
+                        f"or collect with workers=1"
                     ) from None
             top_up()  # before handing the episode over: the workers keep busy meanwhile
             yield head

@@ -204,8 +204,9 @@ def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers,
     assert EpisodeStore.open(path).fingerprint() == EpisodeStore.open(once).fingerprint()
 
 
-def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
-    # An env registered only under `if __name__ == "__main__"` is unknown to spawned workers.
+def _guarded_script(tmp_path, pixels):
+    """A script that registers an env only under `if __name__ == "__main__"` and collects
+    from it with two workers."""
     script = tmp_path / "script.py"
     script.write_text(
         "import gymnasium as gym\n"
@@ -214,14 +215,41 @@ def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
         "if __name__ == '__main__':\n"
         "    gym.register(id='GuardedOnly-v0', entry_point=PointMazeEnv, max_episode_steps=5)\n"
         f"    collect({str(tmp_path / 'd.zarr')!r}, 'GuardedOnly-v0', episodes=3, workers=2,\n"
-        "            fast=False, progress=False)\n"
+        f"            fast=False, pixels={pixels}, progress=False)\n"
     )
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
+    command = [sys.executable, str(script)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
+    # Rendering workers start afresh (spawn), and the env is unknown to them.
+    result = _guarded_script(tmp_path, pixels=16)
     assert result.returncode != 0
     assert "could not start" in result.stderr
     assert not (tmp_path / "d.zarr").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_forked_workers_know_an_env_registered_in_a_script(tmp_path):
+    result = _guarded_script(tmp_path, pixels=None)
+    assert result.returncode == 0, result.stderr
+    assert EpisodeStore.open(tmp_path / "d.zarr").n_episodes == 3
+
+
+def test_workers_fork_only_where_they_run_numpy_and_physics(tmp_path):
+    from wmrobot.datasets.episodes import start_method
+    from wmrobot.envs import make_env
+
+    forks = "fork" if sys.platform.startswith("linux") else "spawn"
+    env = make_env("wmrobot/PointMaze-v0")
+    assert start_method(env, {}, PolicySpec("random")) == forks
+    assert start_method(env, {}, PolicySpec("expert", epsilon=0.2)) == forks
+    assert start_method(env, {}, PolicySpec("sb3", path="model.zip")) == "spawn"  # torch
+    assert start_method(env, {"obs_mode": "pixels"}, PolicySpec("random")) == "spawn"
+    env.close()
+    env = make_env("wmrobot/PointMaze-v0", {"render_mode": "rgb_array", "width": 16, "height": 16})
+    assert start_method(env, {}, PolicySpec("random")) == "spawn"  # OpenGL
+    env.close()
 
 
 def test_a_trailing_slash_names_the_same_dataset(tmp_path):
@@ -269,6 +297,33 @@ def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         collect(str(path), ENV_ID, episodes=10, fast=False, flush_every=100, progress=False)
     assert EpisodeStore.open(path).n_episodes == 3
+
+
+@pytest.mark.parametrize(
+    ("workers", "target", "handed"),
+    [(1, {"episodes": 6}, [5, 1]), (2, {"episodes": 6}, [4, 2]), (1, {"steps": 150}, [4, 1])],
+)
+def test_the_closing_commit_holds_only_the_last_episodes(
+    tmp_path, monkeypatch, workers, target, handed
+):
+    # By default batches go by time; what waits when the last episodes start is handed over
+    # then, so that the commit at the end, which nothing overlaps, is small.
+    from wmrobot.datasets import collector
+
+    sizes = []
+    real = collector._Writer.put
+
+    def put(self, batch):
+        sizes.append(None if batch is None else len(batch))
+        real(self, batch)
+
+    monkeypatch.setattr(collector._Writer, "put", put)
+    monkeypatch.setattr(collector, "FLUSH_SECONDS", 1e9)  # no batch is due by time
+    kwargs = {"max_episode_steps": 30}
+    path = tmp_path / "d.zarr"
+    collect(str(path), ENV_ID, kwargs, **target, workers=workers, fast=False, progress=False)
+    assert sizes == [*handed, None]
+    assert EpisodeStore.open(path).n_episodes == sum(handed)
 
 
 def test_factors_of_variation_are_recorded_per_episode_and_replayed(tmp_path):

@@ -139,7 +139,7 @@ def test_sigkill_during_creation_leaves_no_dataset_or_a_valid_one(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "setup", "children"),
     [
-        (", workers=2, fast=False", "", 2),  # two stepping workers
+        (", workers=2, fast=False", "", 1),  # a stepping worker (and this process)
         # one worker and a writer process (what long collections use)
         (", fast=False", "import wmrobot.datasets.collector as c; c.WRITER_PROCESS_STEPS = 0; ", 1),
     ],
