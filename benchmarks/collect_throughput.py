@@ -59,10 +59,15 @@ def bare_loop(
     return steps
 
 
+CPU: dict[str, list[float]] = {}  # core-seconds per measured row, round by round
+
+
 def _bare_part(go: mp.Event, out: mp.Queue, episodes: int, seed: int, first: int) -> None:
     out.put(None)  # started and imported: only the stepping is timed
     go.wait()
-    out.put((bare_loop(episodes, seed, first=first), time.perf_counter()))
+    cpu = time.process_time()
+    steps = bare_loop(episodes, seed, first=first)
+    out.put((steps, time.perf_counter(), time.process_time() - cpu))
 
 
 def parallel_bare_loops(episodes: int, seed: int) -> float:
@@ -83,7 +88,8 @@ def parallel_bare_loops(episodes: int, seed: int) -> float:
     done = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    return sum(n for n, _ in done) / (max(end for _, end in done) - start)
+    CPU.setdefault("2 bare loops in parallel", []).append(sum(cpu for _, _, cpu in done))
+    return sum(n for n, _, _ in done) / (max(end for _, end, _ in done) - start)
 
 
 def _mj_step_rate(seconds: float, out: mp.Queue) -> None:
@@ -118,9 +124,6 @@ def cpu_seconds() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-CPU: dict[str, list[float]] = {}  # core-seconds per measured row, round by round
 
 
 def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, object]:
@@ -173,18 +176,25 @@ def main() -> None:
         }
         rates.update({name: [] for name in configs})
         limits: list[tuple[float, float]] = []  # (1 core, 2 cores), round by round
+        drift: list[float] = []  # the bare loop's rate after the round ÷ before it
         for _ in range(args.rounds):
             # The cores' worth this machine gives two busy processes in this round: 2.0 on
             # two independent cores, less where the host shares them out (a virtual
             # machine's cores can be), and no 2-process ratio can exceed it.
             limits.append((physics_limit(1, 1.5), physics_limit(2, 1.5)))
+            # The bare loop runs before and after the collector's runs, and their mean is the
+            # round's reference: a machine that speeds up or slows down during the round moves
+            # both ends, not one side of each ratio.
             t, steps = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
-            rates["bare gymnasium loop"].append(steps / t)
-            rates["2 bare loops in parallel"].append(parallel_bare_loops(args.episodes, args.seed))
+            before = steps / t
             for name, kwargs in configs.items():
                 t, n = ours(name, **kwargs)
                 assert n == steps, (name, n, steps)
                 rates[name].append(n / t)
+            rates["2 bare loops in parallel"].append(parallel_bare_loops(args.episodes, args.seed))
+            t, _ = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
+            rates["bare gymnasium loop"].append((before + steps / t) / 2)
+            drift.append(steps / t / before)
             if minari_collect is not None:
                 n, t = minari_collect(ENV, args.episodes, args.seed)
                 assert n == steps, (n, steps)
@@ -219,6 +229,10 @@ def main() -> None:
         "2.00 on independent cores)"
     )
     print(
+        "bare loop after ÷ before each round (the reference is their mean): "
+        + ", ".join(f"{d:.2f}" for d in drift)
+    )
+    print(
         f"{'':32}{'steps/s':>9}{'÷ bare loop':>20}{'÷ Minari':>20}{'÷ 2-core limit':>16}"
         f"{'core-s ÷ bare':>15}"
     )
@@ -232,8 +246,10 @@ def main() -> None:
                 f"{cpu:>15}"
             )
     print(
-        "core-s: CPU time of the process and its workers and writer. 1.6x the bare loop on 2 "
-        "cores leaves at most 2 / 1.6 = 1.25x its core-seconds."
+        "core-s: CPU time of the process and its workers and writer (for the parallel bare "
+        "loops, of their stepping alone; above 1.00 there, it is what sharing the machine's "
+        "cores costs). 1.6x the bare loop on 2 cores leaves at most 2 / 1.6 = 1.25x its "
+        "core-seconds."
     )
     bare = np.array(rates["bare gymnasium loop"])
     two = np.array(rates["2 workers (env.step)"]) / bare

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -51,9 +52,11 @@ def minari_collect(
                 obs, _, terminated, truncated, _ = env.step(policy.act(obs))
                 steps += 1
                 done = terminated or truncated
-        dataset = env.create_dataset(
-            "bench/minari-collect-v0", algorithm_name="random", author="wmrobot benchmarks"
-        )
+        with warnings.catch_warnings():  # the metadata it recommends (a code link, ...)
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = env.create_dataset(
+                "bench/minari-collect-v0", algorithm_name="random", author="wmrobot benchmarks"
+            )
         seconds = time.perf_counter() - start
         env.close()
         assert dataset.total_steps == steps, (dataset.total_steps, steps)

@@ -21,7 +21,12 @@ if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never nee
 
 FORMAT = "wmrobot.episodes"
 FORMAT_VERSION = 1
-ROW_CHUNK = 4096  # rows per chunk for per-row arrays; capacity grows in whole chunks
+# Rows per chunk for per-row arrays: at least ROW_CHUNK, and narrow rows (actions, rewards,
+# flags) get more, up to ROW_CHUNK_BYTES a chunk: a commit's cost grows with the number of
+# chunks it writes, and a chunk of a few kilobytes costs as much as one of half a megabyte.
+ROW_CHUNK = 4096
+ROW_CHUNK_MAX = 65536
+ROW_CHUNK_BYTES = 2**19
 PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
 STD_FLOOR = 1e-6  # standardising by the stored stats divides by max(std, STD_FLOOR)
@@ -166,7 +171,7 @@ class EpisodeStore:
             root.create_array(
                 f"data/{key}",
                 shape=(0, *shape),
-                chunks=(PIXEL_CHUNK if image else ROW_CHUNK, *shape),
+                chunks=(PIXEL_CHUNK if image else row_chunk(shape, dtype), *shape),
                 dtype=dtype,
                 fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
                 # Blosc's LZ4 keeps pace with simulation and rendering; byte shuffling groups the
@@ -544,12 +549,22 @@ def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
     return mask
 
 
+def row_chunk(shape: tuple[int, ...], dtype: Any) -> int:
+    """Rows per chunk of a per-row array whose rows have ``shape`` and ``dtype``."""
+    row = np.dtype(dtype).itemsize * int(np.prod(shape))
+    rows = ROW_CHUNK
+    while rows < ROW_CHUNK_MAX and 2 * rows * row <= ROW_CHUNK_BYTES:
+        rows *= 2
+    return rows
+
+
 def _write_grown(array: zarr.Array, at: int, values: np.ndarray) -> None:
-    """Write ``values`` at row ``at``, first growing capacity in whole chunks if needed."""
+    """Write ``values`` at row ``at``, first growing capacity if needed: in whole chunks, and
+    at least doubling it, so that growing (a metadata write per array) is rare."""
     chunk = array.chunks[0]
     end = at + len(values)
     if end > array.shape[0]:
-        capacity = -(-end // chunk) * chunk
+        capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
         array.resize((capacity, *array.shape[1:]))
     array[at:end] = values
 

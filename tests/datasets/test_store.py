@@ -197,3 +197,28 @@ def test_a_commit_is_one_write_of_the_group_attributes(new_store, make_episode, 
     assert writes.count("zarr.json") == 1, writes
     store.finalize_stats()
     assert writes.count("zarr.json") == 2
+
+
+def test_narrow_rows_get_longer_chunks():
+    from wmrobot.datasets.store import ROW_CHUNK, ROW_CHUNK_MAX, row_chunk
+
+    assert row_chunk((17,), "float64") == ROW_CHUNK  # 136 bytes a row
+    assert row_chunk((1000,), "float64") == ROW_CHUNK  # never fewer rows than that
+    assert row_chunk((6,), "float32") == 16384  # 24 bytes: 384 KiB a chunk
+    assert row_chunk((), "float32") == ROW_CHUNK_MAX
+    assert row_chunk((), "bool") == ROW_CHUNK_MAX
+
+
+def test_capacity_at_least_doubles_when_it_grows(new_store, make_episode, rng):
+    store = new_store()
+    chunk = store.node("data/obs").chunks[0]
+    capacities = []
+    for seed in range(12):  # 12 commits, each past the capacity of the one before
+        store.append([make_episode(chunk // 2 - 1, rng, seed=seed)])
+        capacities.append(store.node("data/obs").shape[0])
+    assert capacities[-1] >= store.n_rows
+    grown = sorted(set(capacities))
+    assert all(b >= 2 * a for a, b in zip(grown, grown[1:], strict=False))
+    assert len(grown) <= 4  # whole-chunk growth would have grown 6 times
+    store.validate()
+    assert store.n_episodes == 12
