@@ -109,6 +109,8 @@ class _Writer:
     It runs in a thread, or with ``process=True`` in a process of its own: when this process
     steps the env itself (one worker), a writing thread would take the GIL from stepping,
     while a process writes on the other core (its start-up overlaps the first episodes).
+    A new dataset is created by the writer too (:meth:`create`, before the first batch), so
+    that the collecting process never loads the storage stack.
     """
 
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
@@ -152,7 +154,11 @@ class _Writer:
         if not self.worker.is_alive() and exitcode not in (0, None):
             raise DatasetError(f"the writer process of {self.path!r} died (exit code {exitcode})")
 
-    def put(self, batch: list[dict[str, Any]] | None) -> None:
+    def create(self, **kwargs: Any) -> None:
+        """Have the writer create the dataset, with :meth:`EpisodeStore.create`'s arguments."""
+        self.put(kwargs)
+
+    def put(self, batch: list[dict[str, Any]] | dict[str, Any] | None) -> None:
         while True:
             self._drain()
             self._raise()
@@ -176,7 +182,8 @@ class _Writer:
 
 
 def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:
-    """The writer's loop: append each batch in order, report each commit, until ``None``."""
+    """The writer's loop: append each batch in order, report each commit, until ``None``.
+    A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
     store, error = None, None
@@ -185,9 +192,13 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     kept: list[dict[str, np.ndarray]] | None = None
     size = 0
     closing = False
+    create: dict[str, Any] | None = None
     while not closing and (batch := batches.get()) is not None:
         if error is not None:
             continue  # drain, so that the collector never blocks on a failed writer
+        if isinstance(batch, dict):
+            create = batch
+            continue
         while True:  # whatever queued up meanwhile goes into the same commit
             try:
                 more = batches.get_nowait()
@@ -199,7 +210,11 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
             batch = batch + more
         try:
             if store is None:
-                store = EpisodeStore.open(path, mode="a")
+                store = (
+                    EpisodeStore.create(path, **create)
+                    if create is not None
+                    else EpisodeStore.open(path, mode="a")
+                )
                 kept = [] if store.n_rows == 0 else None
             store.append(batch)
         except Exception as e:  # reported to the collecting process, which raises it
@@ -320,6 +335,7 @@ def collect(
     last = time.perf_counter()
     closing = False  # whether the commit before the closing one is handed over
     start_held = held
+    created = store is not None
     writer: _Writer | None = None
     # Stepping in this process (one worker) and writing in a thread compete for the GIL; on
     # collections long enough to repay its start-up, a writer process avoids that.
@@ -333,9 +349,11 @@ def collect(
             buffer.append(episode)
             held += len(episode["action"]) - 1
             reached = held >= steps if steps else index == episodes - 1
-            if store is None:
-                store = EpisodeStore.create(
-                    path,
+            if writer is None:
+                writer = _Writer(path, bar, count_steps=bool(steps), process=False)
+            if not created:  # by the writer, which loads zarr there, not here
+                created = True
+                writer.create(
                     env=env_record,
                     spaces=spaces,
                     row_shapes=_row_shapes(buffer[0]),
@@ -350,8 +368,6 @@ def collect(
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     },
                 )
-            if writer is None:
-                writer = _Writer(path, bar, count_steps=bool(steps), process=False)
             now = time.perf_counter()
             due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
             if steps:  # estimated from the mean length of this run's episodes
@@ -381,11 +397,10 @@ def collect(
         finally:
             bar.close()
             env.close()
-    assert store is not None
     if writer is not None and writer.final is not None:
         episodes, transitions = writer.final
     else:
-        if writer is not None:  # this handle has not seen the writer's commits
+        if store is None or writer is not None:  # this handle has not seen the writer's commits
             store = EpisodeStore.open(path, mode="a")
         stats = store.attrs["stats"]
         if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash

@@ -283,6 +283,28 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
     assert all("q01" in process.attrs["stats"][k] for k in process.stat_keys)
 
 
+def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
+    # The writer creates the dataset too, so the stepping process keeps its core for stepping.
+    code = (
+        "import sys\n"
+        "import wmrobot.datasets.collector as c\n"
+        "c.WRITER_PROCESS_STEPS = 0\n"
+        "if __name__ == '__main__':\n"
+        f"    r = c.collect({str(tmp_path / 'd.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=3,\n"
+        "                  fast=False, progress=False)\n"
+        "    print(r.episodes, r.transitions, 'zarr' in sys.modules)\n"
+    )
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    assert result.stdout.split() == [str(store.n_episodes), str(store.n_transitions), "False"]
+    assert store.n_episodes == 3
+
+
 def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
     from wmrobot.datasets import collector
 
@@ -314,7 +336,8 @@ def test_the_closing_commit_holds_only_the_last_episodes(
     real = collector._Writer.put
 
     def put(self, batch):
-        sizes.append(None if batch is None else len(batch))
+        if not isinstance(batch, dict):  # a dict asks the writer to create the dataset
+            sizes.append(None if batch is None else len(batch))
         real(self, batch)
 
     monkeypatch.setattr(collector._Writer, "put", put)
