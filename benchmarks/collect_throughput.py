@@ -3,8 +3,10 @@
 On HalfCheetah-v5, state only, uniform random actions (the same seeds and actions everywhere):
 the collector with 1 and 2 workers ÷ the bare gymnasium loop; ÷ Minari's DataCollector; the
 open-loop fast path (mujoco.rollout) ÷ the 2-core physics limit; pixel collection ÷ the bare
-render loop. Then the sampler's windows/s and the fraction of a training step spent waiting
-for data, at the default training settings. Run:
+render loop. The bare loop runs before and after every measured run, and each ratio divides by
+the mean of those two. Then the CPU cost of a commit, with the store's chunking and with plain
+4096-row chunks, and the sampler's windows/s and the fraction of a training step spent
+waiting for data, at the default training settings. Run:
 
     python benchmarks/collect_throughput.py [--episodes 60] [--rounds 5]
 """
@@ -29,6 +31,7 @@ import numpy as np
 from wmrobot.datasets import EpisodeStore, collect
 from wmrobot.datasets.episodes import episode_seed, pixel_kwargs
 from wmrobot.datasets.policies import RandomPolicy
+from wmrobot.datasets.store import ROW_CHUNK
 
 ENV = "HalfCheetah-v5"
 
@@ -138,6 +141,44 @@ def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, obj
     return wall, out
 
 
+def commit_cost(episodes: int = 60, per_commit: int = 10, rounds: int = 5) -> tuple[float, float]:
+    """CPU milliseconds per episode that commits of ``per_commit`` HalfCheetah episodes take,
+    with the store's chunking and with every per-row array in chunks of ``ROW_CHUNK`` rows
+    (the plain layout), alternating round by round; medians."""
+    import wmrobot.datasets.store as store_module
+    from wmrobot.datasets.collector import _row_shapes
+    from wmrobot.datasets.episodes import run_episode
+
+    env = gym.make(ENV)
+    policy = RandomPolicy(env.action_space)
+    made = [run_episode(env, policy, episode_seed(0, i)) for i in range(2 * per_commit)]
+    env.close()
+    tmp = Path(tempfile.mkdtemp(prefix="wmrobot-bench-"))
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    widest = store_module.ROW_CHUNK_MAX
+    try:
+        for r in range(rounds):
+            for ours in (True, False):
+                store_module.ROW_CHUNK_MAX = widest if ours else store_module.ROW_CHUNK
+                path = tmp / f"{r}-{ours}.zarr"
+                store = EpisodeStore.create(
+                    path,
+                    env={"id": ENV, "kwargs": {}},
+                    spaces={},
+                    row_shapes=_row_shapes(made[0]),
+                    collector={},
+                )
+                start = time.process_time()
+                for i in range(episodes // per_commit):
+                    store.append(made[(i % 2) * per_commit : (i % 2 + 1) * per_commit])
+                cpu[ours].append((time.process_time() - start) * 1000 / episodes)
+                shutil.rmtree(path)
+    finally:
+        store_module.ROW_CHUNK_MAX = widest
+        shutil.rmtree(tmp, ignore_errors=True)
+    return float(np.median(cpu[True])), float(np.median(cpu[False]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60, help="1000-step episodes per run")
@@ -168,37 +209,52 @@ def main() -> None:
         minari_collect = None
     try:
         # Rounds measure everything side by side, so a slow spell on a shared machine shows
-        # up as spread across rounds instead of skewing one ratio.
-        rates: dict[str, list[float]] = {
-            "bare gymnasium loop": [],
-            "2 bare loops in parallel": [],
-            "Minari DataCollector": [],
-        }
-        rates.update({name: [] for name in configs})
+        # up as spread across rounds instead of skewing one ratio. Within a round, the bare
+        # loop runs before and after each measured run, and the mean of those two is that
+        # run's reference: on a virtual machine whose speed wanders by tens of per cent from
+        # one minute to the next, a reference measured minutes away says little.
+        rates: dict[str, list[float]] = {"bare gymnasium loop": []}
+        refs: dict[str, list[float]] = {"bare gymnasium loop": []}
+        measured: dict[str, Callable[[], float]] = {}
+        for name, kwargs in configs.items():
+            measured[name] = lambda name=name, kwargs=kwargs: rate_of(*ours(name, **kwargs))
+        measured["2 bare loops in parallel"] = lambda: parallel_bare_loops(args.episodes, args.seed)
+        if minari_collect is not None:
+
+            def minari_rate() -> float:
+                steps, seconds = minari_collect(ENV, args.episodes, args.seed)
+                return rate_of(seconds, steps)
+
+            measured["Minari DataCollector"] = minari_rate
+        for name in measured:
+            rates[name], refs[name] = [], []
         limits: list[tuple[float, float]] = []  # (1 core, 2 cores), round by round
-        drift: list[float] = []  # the bare loop's rate after the round ÷ before it
+        moves: list[float] = []  # |change| of the bare loop's rate between adjacent runs
+
+        def bare() -> float:
+            t, n = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
+            assert n == args.episodes * 1000, n
+            rates["bare gymnasium loop"].append(n / t)
+            refs["bare gymnasium loop"].append(n / t)
+            return n / t
+
+        def rate_of(seconds: float, steps: int) -> float:
+            assert steps == args.episodes * 1000, steps  # the same episodes everywhere
+            return steps / seconds
+
         for _ in range(args.rounds):
             # The cores' worth this machine gives two busy processes in this round: 2.0 on
             # two independent cores, less where the host shares them out (a virtual
             # machine's cores can be), and no 2-process ratio can exceed it.
             limits.append((physics_limit(1, 1.5), physics_limit(2, 1.5)))
-            # The bare loop runs before and after the collector's runs, and their mean is the
-            # round's reference: a machine that speeds up or slows down during the round moves
-            # both ends, not one side of each ratio.
-            t, steps = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
-            before = steps / t
-            for name, kwargs in configs.items():
-                t, n = ours(name, **kwargs)
-                assert n == steps, (name, n, steps)
-                rates[name].append(n / t)
-            rates["2 bare loops in parallel"].append(parallel_bare_loops(args.episodes, args.seed))
-            t, _ = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
-            rates["bare gymnasium loop"].append((before + steps / t) / 2)
-            drift.append(steps / t / before)
-            if minari_collect is not None:
-                n, t = minari_collect(ENV, args.episodes, args.seed)
-                assert n == steps, (n, steps)
-                rates["Minari DataCollector"].append(n / t)
+            before = bare()
+            for name, run in measured.items():
+                rate = run()
+                after = bare()
+                rates[name].append(rate)
+                refs[name].append((before + after) / 2)
+                moves.append(abs(after / before - 1))
+                before = after
 
         short = {"max_episode_steps": args.pixel_steps}
         t_render, frames = timed(
@@ -211,10 +267,17 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    def relative(name: str) -> np.ndarray:
+        """Round by round, ``name``'s rate ÷ the bare loop's around it."""
+        return np.array(rates[name]) / np.array(refs[name])
+
     def ratio(name: str, reference: str) -> str:
-        if not rates[reference]:
+        if reference not in rates:
             return "-"
-        r = np.array(rates[name]) / np.array(rates[reference])
+        if name == "bare gymnasium loop":
+            r = 1 / relative(reference)  # the bare loop's rate ÷ the reference's, each round
+        else:
+            r = relative(name) / (relative(reference) if reference in measured else 1.0)
         return f"{np.median(r):.2f} ({r.min():.2f}-{r.max():.2f})"
 
     print(
@@ -229,8 +292,9 @@ def main() -> None:
         "2.00 on independent cores)"
     )
     print(
-        "bare loop after ÷ before each round (the reference is their mean): "
-        + ", ".join(f"{d:.2f}" for d in drift)
+        "the bare loop's rate changed between adjacent runs by "
+        f"{np.median(moves):.0%} (median; at most {np.max(moves):.0%}): each ratio divides by "
+        "the mean of the bare loops run just before and just after"
     )
     print(
         f"{'':32}{'steps/s':>9}{'÷ bare loop':>20}{'÷ Minari':>20}{'÷ 2-core limit':>16}"
@@ -251,9 +315,7 @@ def main() -> None:
         "cores costs). 1.6x the bare loop on 2 cores leaves at most 2 / 1.6 = 1.25x its "
         "core-seconds."
     )
-    bare = np.array(rates["bare gymnasium loop"])
-    two = np.array(rates["2 workers (env.step)"]) / bare
-    ceiling = np.array(rates["2 bare loops in parallel"]) / bare
+    two, ceiling = relative("2 workers (env.step)"), relative("2 bare loops in parallel")
     print(
         "2 workers (env.step) ÷ bare loop, round by round, with (in brackets) 2 bare loops in "
         "parallel ÷ bare loop, the most two stepping processes reached in that round: "
@@ -263,6 +325,12 @@ def main() -> None:
     print(
         f"pixels {args.size}x{args.size}, {args.pixel_episodes} x {args.pixel_steps} steps, "
         f"1 worker: {pix:,.1f} steps/s ÷ bare render loop {render:,.1f} = {pix / render:.2f}"
+    )
+
+    ours_ms, plain_ms = commit_cost()
+    print(
+        f"commits of 10 episodes: {ours_ms:.2f} CPU ms per episode with the store's chunking, "
+        f"{plain_ms:.2f} with {ROW_CHUNK}-row chunks for every key: {plain_ms / ours_ms:.2f}x"
     )
 
     try:
