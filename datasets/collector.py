@@ -9,6 +9,7 @@ import os
 import platform
 import queue
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from wmrobot.datasets.episodes import (
     die_with_parent,
     episode_seed,
     episodes_in_order,
+    forking_quietly,
     make_env_and_policy,
     pixel_kwargs,
 )
@@ -116,7 +118,7 @@ class _Writer:
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
         self.path, self.bar, self.count_steps = path, bar, count_steps
         if process:
-            ctx = mp.get_context("spawn")
+            ctx = mp.get_context(_writer_start_method())
             self.queue, self.done = ctx.Queue(depth), ctx.Queue()
             args = (path, self.queue, self.done, os.getpid())
             self.worker: Any = ctx.Process(target=_write_batches, args=args, daemon=True)
@@ -124,7 +126,8 @@ class _Writer:
             self.queue, self.done = queue.Queue(depth), queue.Queue()
             args = (path, self.queue, self.done, None)
             self.worker = threading.Thread(target=_write_batches, args=args, daemon=True)
-        self.worker.start()
+        with forking_quietly():
+            self.worker.start()
         self.error: str | None = None
         self.closed = False
         # (episodes, transitions) once the writer has committed everything and the quantiles
@@ -179,6 +182,14 @@ class _Writer:
         if isinstance(self.worker, threading.Thread) or not self.closed:
             self.worker.join()
         self._raise()
+
+
+def _writer_start_method() -> str:
+    """``fork`` for a writer process while this process has not loaded zarr (nothing of the
+    storage stack, its I/O thread or its codecs' thread pools, can then be caught mid-way by
+    the fork), on Linux; else ``spawn``, which imports it all afresh (about a second of CPU)."""
+    forkable = sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+    return "fork" if forkable and "zarr" not in sys.modules else "spawn"
 
 
 def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:

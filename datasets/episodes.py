@@ -3,6 +3,7 @@ order. Kept free of the storage stack (zarr), so that worker processes start fas
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -180,6 +181,15 @@ def make_env_and_policy(
         raise
 
 
+@contextlib.contextmanager
+def forking_quietly() -> Iterator[None]:
+    """Around starting forked processes: Python >= 3.12 warns of any fork while threads run
+    (here tqdm's monitor, say), and the forked processes use nothing of those threads'."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+        yield
+
+
 def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -> str:
     """How worker processes start: ``fork`` where the workers run only NumPy and MuJoCo's
     physics (a numpy policy, no rendering, on Linux), else ``spawn``.
@@ -246,10 +256,7 @@ def episodes_in_order(
                 ahead.append(int(s))
 
     try:
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns of any fork while threads run (here tqdm's monitor, or
-            # zarr's I/O loop); the workers use neither, nor anything else of those threads'.
-            warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+        with forking_quietly():
             top_up()  # the first submission starts the workers
         while ahead:
             head = ahead[0]
