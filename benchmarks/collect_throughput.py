@@ -73,15 +73,13 @@ def _bare_part(go: mp.Event, out: mp.Queue, episodes: int, seed: int, first: int
     out.put((steps, time.perf_counter(), time.process_time() - cpu))
 
 
-def parallel_bare_loops(episodes: int, seed: int) -> float:
-    """Env steps/s of two bare loops in two processes at once, each stepping half of the
-    episodes: what two processes can step on this machine, without storing anything (the
-    ceiling of any 2-process stepping collector)."""
+def when_ready(target: Callable[..., None], *calls: tuple) -> tuple[float, list]:
+    """Start one process per argument tuple in ``calls``, running ``target(go, out, *args)``;
+    once each has put ``None`` on ``out`` (started and imported), set ``go``. Returns the
+    time ``go`` was set and what each then put on ``out``."""
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
-    half = episodes // 2
-    parts = [(half, 0), (episodes - half, half)]
-    procs = [ctx.Process(target=_bare_part, args=(go, out, n, seed, i)) for n, i in parts]
+    procs = [ctx.Process(target=target, args=(go, out, *args)) for args in calls]
     for p in procs:
         p.start()
     for _ in procs:
@@ -91,6 +89,15 @@ def parallel_bare_loops(episodes: int, seed: int) -> float:
     done = [out.get() for _ in procs]
     for p in procs:
         p.join()
+    return start, done
+
+
+def parallel_bare_loops(episodes: int, seed: int) -> float:
+    """Env steps/s of two bare loops in two processes at once, each stepping half of the
+    episodes: what two processes can step on this machine, without storing anything (the
+    ceiling of any 2-process stepping collector)."""
+    half = episodes // 2
+    start, done = when_ready(_bare_part, (half, seed, 0), (episodes - half, seed, half))
     CPU.setdefault("2 bare loops in parallel", []).append(sum(cpu for _, _, cpu in done))
     return sum(n for n, _, _ in done) / (max(end for _, end, _ in done) - start)
 
@@ -107,20 +114,6 @@ def _collect_part(go: mp.Event, out: mp.Queue, path: str, kwargs: dict) -> None:
     for child in mp.active_children():  # a writer process exits on its own: reap it
         child.join(10)
     out.put((result.transitions, seconds, cpu_seconds() - cpu))
-
-
-def collect_in_process(path: str, **kwargs: object) -> tuple[int, float, float]:
-    """(transitions, seconds, core-seconds) of ``collect(path, ENV, **kwargs)`` run in a
-    fresh process (see ``_collect_part``), timed from a go signal."""
-    ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_collect_part, args=(go, out, path, kwargs))
-    proc.start()
-    out.get()  # ready
-    go.set()
-    done = out.get()
-    proc.join()
-    return done
 
 
 def _mj_step_rate(seconds: float, out: mp.Queue) -> None:
@@ -162,8 +155,6 @@ def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, obj
     cpu, start = cpu_seconds(), time.perf_counter()
     out = fn()
     wall = time.perf_counter() - start
-    for child in mp.active_children():  # a writer process exits after the collection returns;
-        child.join(10)  # reaped here, its CPU time counts for this row, not the next one
     if name is not None:
         CPU.setdefault(name, []).append(cpu_seconds() - cpu)
     return wall, out
@@ -224,7 +215,7 @@ def main() -> None:
         path = tmp / (re.sub(r"\W+", "_", name) + ".zarr")
         shutil.rmtree(path, ignore_errors=True)
         kwargs = {"episodes": args.episodes, "seed": args.seed, "progress": False, **kwargs}
-        n, t, cpu = collect_in_process(str(path), **kwargs)
+        _, [(n, t, cpu)] = when_ready(_collect_part, (str(path), kwargs))
         CPU.setdefault(name, []).append(cpu)
         return t, n
 
@@ -245,7 +236,7 @@ def main() -> None:
         # run's reference: on a virtual machine whose speed wanders by tens of per cent from
         # one minute to the next, a reference measured minutes away says little.
         rates: dict[str, list[float]] = {"bare gymnasium loop": []}
-        refs: dict[str, list[float]] = {"bare gymnasium loop": []}
+        refs: dict[str, list[float]] = {}  # per measured row: the mean of its bare loops
         measured: dict[str, Callable[[], float]] = {}
         for name, kwargs in configs.items():
             measured[name] = lambda name=name, kwargs=kwargs: rate_of(*ours(name, **kwargs))
@@ -266,7 +257,6 @@ def main() -> None:
             t, n = timed(lambda: bare_loop(args.episodes, args.seed), "bare gymnasium loop")
             assert n == args.episodes * 1000, n
             rates["bare gymnasium loop"].append(n / t)
-            refs["bare gymnasium loop"].append(n / t)
             return n / t
 
         def rate_of(seconds: float, steps: int) -> float:
@@ -299,16 +289,15 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def relative(name: str) -> np.ndarray:
-        """Round by round, ``name``'s rate ÷ the bare loop's around it."""
+        """Round by round, ``name``'s rate ÷ the bare loop's around it (the bare loop's: 1)."""
+        if name not in refs:
+            return np.ones(args.rounds)
         return np.array(rates[name]) / np.array(refs[name])
 
     def ratio(name: str, reference: str) -> str:
         if reference not in rates:
             return "-"
-        if name == "bare gymnasium loop":
-            r = 1 / relative(reference)  # the bare loop's rate ÷ the reference's, each round
-        else:
-            r = relative(name) / (relative(reference) if reference in measured else 1.0)
+        r = relative(name) / relative(reference)
         return f"{np.median(r):.2f} ({r.min():.2f}-{r.max():.2f})"
 
     print(

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmrobot.datasets.episodes import (
+    can_fork,
     die_with_parent,
     episode_seed,
     episodes_in_order,
@@ -188,8 +189,7 @@ def _writer_start_method() -> str:
     """``fork`` for a writer process while this process has not loaded zarr (nothing of the
     storage stack, its I/O thread or its codecs' thread pools, can then be caught mid-way by
     the fork), on Linux; else ``spawn``, which imports it all afresh (about a second of CPU)."""
-    forkable = sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
-    return "fork" if forkable and "zarr" not in sys.modules else "spawn"
+    return "fork" if can_fork() and "zarr" not in sys.modules else "spawn"
 
 
 def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:
@@ -381,15 +381,16 @@ def collect(
                 )
             now = time.perf_counter()
             due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
-            if steps:  # estimated from the mean length of this run's episodes
-                mean = (held - start_held) / (index - done + 1)
-                left = int(np.ceil(max(steps - held, 0) / max(mean, 1.0)))
-            else:
-                left = episodes - 1 - index
-            if not flush_every and not closing and 0 < left <= workers:
-                # The last episodes are running: commit what waits now, alongside them, so
+            if not flush_every and not closing and not reached:
+                # Once the last episodes are running, commit what waits, alongside them, so
                 # that the closing commit, which nothing overlaps, holds only those.
-                due = closing = True
+                if steps:  # episodes left, from the mean length of this run's episodes
+                    mean = (held - start_held) / (index - done + 1)
+                    left = int(np.ceil((steps - held) / max(mean, 1.0)))
+                else:
+                    left = episodes - 1 - index
+                if left <= workers:
+                    due = closing = True
             if due or reached:
                 last = now
                 writer.put(buffer)

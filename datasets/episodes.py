@@ -190,6 +190,11 @@ def forking_quietly() -> Iterator[None]:
         yield
 
 
+def can_fork() -> bool:
+    """Whether processes can start by fork here (Linux; elsewhere fork is missing or unsafe)."""
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+
+
 def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -> str:
     """How worker processes start: ``fork`` where the workers run only NumPy and MuJoCo's
     physics (a numpy policy, no rendering, on Linux), else ``spawn``.
@@ -202,8 +207,7 @@ def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -
     """
     renders = getattr(env.unwrapped, "render_mode", None) is not None
     pixels = env_kwargs.get("obs_mode", "state") != "state"
-    forkable = sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
-    return "fork" if forkable and policy.name != "sb3" and not renders and not pixels else "spawn"
+    return "fork" if can_fork() and policy.name != "sb3" and not renders and not pixels else "spawn"
 
 
 def episodes_in_order(

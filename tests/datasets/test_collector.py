@@ -204,21 +204,27 @@ def test_a_steps_target_collects_whole_episodes_until_reached(tmp_path, workers,
     assert EpisodeStore.open(path).fingerprint() == EpisodeStore.open(once).fingerprint()
 
 
+def _run_script(tmp_path, code):
+    """Run ``code`` as a script of its own (``__main__``) in a fresh interpreter."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    command = [sys.executable, str(script)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def _guarded_script(tmp_path, pixels):
     """A script that registers an env only under `if __name__ == "__main__"` and collects
     from it with two workers."""
-    script = tmp_path / "script.py"
-    script.write_text(
+    return _run_script(
+        tmp_path,
         "import gymnasium as gym\n"
         "from wmrobot.datasets import collect\n"
         "from wmrobot.envs import PointMazeEnv\n"
         "if __name__ == '__main__':\n"
         "    gym.register(id='GuardedOnly-v0', entry_point=PointMazeEnv, max_episode_steps=5)\n"
         f"    collect({str(tmp_path / 'd.zarr')!r}, 'GuardedOnly-v0', episodes=3, workers=2,\n"
-        f"            fast=False, pixels={pixels}, progress=False)\n"
+        f"            fast=False, pixels={pixels}, progress=False)\n",
     )
-    command = [sys.executable, str(script)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
@@ -294,11 +300,7 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
         "                  fast=False, progress=False)\n"
         "    print(r.episodes, r.transitions, 'zarr' in sys.modules)\n"
     )
-    script = tmp_path / "script.py"
-    script.write_text(code)
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
+    result = _run_script(tmp_path, code)
     assert result.returncode == 0, result.stderr
     store = EpisodeStore.open(tmp_path / "d.zarr")
     assert result.stdout.split() == [str(store.n_episodes), str(store.n_transitions), "False"]
