@@ -16,8 +16,8 @@ Numba, so only the first process pays the JIT compile.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import numba
@@ -47,6 +47,12 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # 2-core machine at load 3). A layer the user chose (NUMBA_THREADING_LAYER) is kept.
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
+# LLVM's SLP vectoriser, off in Numba by default, is what packs the lane kernels' tuples into
+# vector registers (without it they run many times slower). Numba reads the flag when it
+# builds a function, and its disk cache does not key on it, so it is on before any kernel of
+# this module can compile; a setting the user chose (NUMBA_SLP_VECTORIZE) is kept.
+if "NUMBA_SLP_VECTORIZE" not in os.environ:
+    numba.config.SLP_VECTORIZE = 1
 # The exported model must reproduce the torch one within this (relative) on a random probe.
 EXPORT_TOLERANCE = 1e-4
 
@@ -111,7 +117,7 @@ def export_mlp(net: nn.Module, in_dim: int, what: str) -> MLPWeights:
             beta = layer.bias if layer.bias is not None else torch.zeros(width)
             kind, blocks = LAYERNORM, [gamma.detach().cpu(), beta.detach().cpu()]
         elif isinstance(layer, nn.ReLU):
-            if ops and ops[-1] == LAYERNORM:  # fused: one pass instead of two (1.3x faster)
+            if ops and ops[-1] == LAYERNORM:  # fused: one pass instead of two
                 ops[-1] = LAYERNORM_RELU
                 continue
             kind, blocks = RELU, []
@@ -239,25 +245,11 @@ def _check_export(model, exported: ExportedModel) -> None:
 # two candidates' lanes (a NaN candidate leaves its block mates alone).
 BLOCK = 16  # the lane helpers (_splat, _load, _fma, ...) are written out for 16
 # The lane kernels below hold a row of the block as a tuple of 16 float32 (SSA values, not
-# memory); LLVM's SLP vectoriser, off in Numba by default, packs each tuple into two ymm
-# registers (see _slp_vectorised). No "reassoc" there: it would let the loop vectoriser turn
-# each lane's sum over k into a reduction of its own (64 spilled accumulators, 25x slower), and
-# a lane's sum then runs in one fixed order, so a candidate scores the same in any lane.
+# memory); LLVM's SLP vectoriser (switched on at import, above) packs each tuple into two ymm
+# registers. No "reassoc" there: it would let the loop vectoriser turn each lane's sum over k
+# into a reduction of its own (64 spilled accumulators, many times slower), and a lane's sum
+# then runs in one fixed order, so a candidate scores the same in any lane.
 _LANES = {"contract", "nsz", "arcp"}
-
-
-@contextmanager
-def _slp_vectorised():
-    """Compile (on a first call, if Numba's disk cache has no copy) with LLVM's SLP vectoriser,
-    which the lane kernels need (64 -> 64 at ~90 vs ~2000 ns per candidate without it); Numba
-    reads the flag when it builds a function's pass pipeline, so it is set only around calls
-    of this module's kernels. It changes nothing for a kernel already compiled or cached."""
-    saved = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        numba.config.SLP_VECTORIZE = saved
 
 
 @njit(cache=True, fastmath=_LANES)
@@ -611,8 +603,9 @@ ROW_BY_ROW = 2
 
 @njit(cache=True)
 def _run_rows(net, first, end, x):
-    """Layers [first, end) of ``net`` on the rows of x (M, I), BLOCK rows at a time (the last
-    block padded with zeros), or row by row for up to ROW_BY_ROW rows -> (M, O)."""
+    """Layers [first, end) of ``net`` on the rows of x (M, I), BLOCK rows at a time (a last
+    block's unused lanes hold stale rows, harmless since lanes never mix), or row by row for up
+    to ROW_BY_ROW rows -> (M, O)."""
     dims = net[1]
     rows, width = x.shape
     y = np.empty((rows, dims[end - 1]), np.float32)
@@ -701,8 +694,7 @@ def run_actor_rollout(
     from latents (B, D), mapped onto ``bounds``' (mid +- half); compiled, in one call."""
     z, goal_z = np.ascontiguousarray(z, np.float32), np.ascontiguousarray(goal_z, np.float32)
     mid, half = bounds
-    with _slp_vectorised():
-        return _actor_rollout(tuple(actor), tuple(predictor), mid, half, z, goal_z, horizon)
+    return _actor_rollout(tuple(actor), tuple(predictor), mid, half, z, goal_z, horizon)
 
 
 def run_actor(
@@ -717,22 +709,21 @@ def run_actor(
     (B, A) float32. One call: a NumPy step between the networks costs about as much as one."""
     mean, std, mid, half = bounds
     obs, goal = np.ascontiguousarray(obs, np.float32), np.ascontiguousarray(goal, np.float32)
-    with _slp_vectorised():
-        return _act_rows(tuple(encoder), tuple(actor), mean, std, mid, half, obs, goal)
+    return _act_rows(tuple(encoder), tuple(actor), mean, std, mid, half, obs, goal)
 
 
 def run_mlp(net: MLPWeights, x: ArrayLike) -> np.ndarray:
     """An exported MLP (:func:`export_mlp`) on the rows of x (M, I), compiled: one call for
     the whole network (a batch of one pays no per-layer Python) -> (M, O) float32."""
     x = np.ascontiguousarray(x, np.float32)
-    with _slp_vectorised():
-        return _run_rows(tuple(net), 0, len(net.ops), x)
+    return _run_rows(tuple(net), 0, len(net.ops), x)
 
 
 def _goal_embeddings(model: ExportedModel, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cost head's and the critic's embeddings of each goal (B, D): (B, E1), (B, E2), by
-    the kernels that embed the candidates (a NumPy forward took 0.16 ms on the default model).
-    Call it inside :func:`_slp_vectorised`."""
+    compiled kernels (one Python call per network: a NumPy forward cost more than the kernel).
+    Up to ROW_BY_ROW goals go row by row, as the actor's do, so their sums run in another order
+    than the candidates' lanes: the embeddings agree to float32 rounding."""
     net, embs = tuple(model.net), []
     for first, end in model.layers[[COST_HEAD, CRITIC]]:
         if end > first:
@@ -756,26 +747,25 @@ def score(
     z0, goal = np.ascontiguousarray(z0, np.float32), np.ascontiguousarray(goal, np.float32)
     actions = np.ascontiguousarray(actions, np.float32)
     cost = np.empty(actions.shape[:2], np.float32)
-    with _slp_vectorised():
-        _score(
-            tuple(model.net),
-            model.layers,
-            _coefficients(model, objective.value_weight, objective.smooth_weight),
-            model.has_value,
-            z0,
-            goal,
-            _goal_embeddings(model, goal),
-            actions,
-            actions.shape[1],
-            np.ascontiguousarray(objective.step_weights, np.float32),
-            cost,
-        )
+    _score(
+        tuple(model.net),
+        model.layers,
+        _coefficients(model, objective.value_weight, objective.smooth_weight),
+        model.has_value,
+        z0,
+        goal,
+        _goal_embeddings(model, goal),
+        actions,
+        actions.shape[1],
+        np.ascontiguousarray(objective.step_weights, np.float32),
+        cost,
+    )
     return cost
 
 
 # Only prange runs in parallel: array expressions stay plain loops. On one thread _decide skips
-# the prange: the pool still takes each launch, 0.15-0.4 ms of hand-off with the workqueue layer
-# (an empty 8-block prange, 2-core VM under load), 4 launches a default decision.
+# the prange: the pool still takes each launch, a hand-off that can cost more than the blocks'
+# work, and a default decision launches 4.
 _PRANGE_ONLY = {
     **dict.fromkeys(
         ("comprehension", "reduction", "inplace_binop", "setitem", "numpy", "stencil", "fusion"),
@@ -913,33 +903,32 @@ class _NumbaSampling:
         threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
         model, goal = self.exported, _as_f32(goal_z)
-        with _slp_vectorised():
-            plan, keep, bad = _decide(
-                *model.net,
-                model.layers,
-                self.coef,
-                model.has_value,
-                _as_f32(z0),
-                goal,
-                *_goal_embeddings(model, goal),
-                _as_f32(mean),
-                noise,
-                np.asarray(sizes, np.int64),
-                np.ascontiguousarray(carried, np.float32),
-                carried.shape[1],
-                self._low,
-                self._high,
-                self.kind,
-                cfg.elites,
-                n_keep,
-                np.float32(cfg.init_std),
-                np.float32(cfg.min_std),
-                np.float32(cfg.max_std),
-                np.float32(cfg.temperature),
-                np.float32(cfg.alpha),
-                self.step_weights,
-                threads == 1,  # no prange on one thread (see _PRANGE_ONLY)
-            )
+        plan, keep, bad = _decide(
+            *model.net,
+            model.layers,
+            self.coef,
+            model.has_value,
+            _as_f32(z0),
+            goal,
+            *_goal_embeddings(model, goal),
+            _as_f32(mean),
+            noise,
+            np.asarray(sizes, np.int64),
+            np.ascontiguousarray(carried, np.float32),
+            carried.shape[1],
+            self._low,
+            self._high,
+            self.kind,
+            cfg.elites,
+            n_keep,
+            np.float32(cfg.init_std),
+            np.float32(cfg.min_std),
+            np.float32(cfg.max_std),
+            np.float32(cfg.temperature),
+            np.float32(cfg.alpha),
+            self.step_weights,
+            threads == 1,  # no prange on one thread (see _PRANGE_ONLY)
+        )
         if bad:  # the base class's once-per-planner warning
             self.finite_costs(torch.tensor([torch.nan]))
         if self.kind == ICEM_KIND:

@@ -150,7 +150,9 @@ def test_actor_plan_is_the_actors_own_imagined_rollout(envs):
         z1 = model.predict(z, plan[:, 0])
         assert torch.allclose(plan[:, 0], model.act(z, goal))
         assert torch.allclose(plan[:, 1], model.act(z1, goal), atol=1e-6)
-    compiled = actor_plan(model, z, goal, horizon=4, fast=FastActor.build(model))
+    fast = FastActor.build(model)
+    assert fast is not None and fast.predictor is not None  # else actor_plan falls back to torch
+    compiled = actor_plan(model, z, goal, horizon=4, fast=fast)
     assert torch.allclose(compiled, plan, atol=1e-5)
 
 

@@ -129,9 +129,6 @@ def test_the_one_thread_path_plans_as_the_prange_path(monkeypatch):
     torch.testing.assert_close(plans[0], plans[1], rtol=0, atol=1e-6)
 
 
-def test_the_slp_vectoriser_is_on_only_around_the_kernels():
-    before = numba.config.SLP_VECTORIZE
-    with pytest.raises(RuntimeError), numba_backend._slp_vectorised():
-        assert numba.config.SLP_VECTORIZE == 1
-        raise RuntimeError
-    assert numba.config.SLP_VECTORIZE == before
+def test_the_slp_vectoriser_is_on_before_any_kernel_compiles():
+    # Numba's disk cache does not key on the flag: a kernel built without it would stay slow.
+    assert numba.config.SLP_VECTORIZE == 1
