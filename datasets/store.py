@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wmrobot.datasets.chunks import LocalChunks
 from wmrobot.errors import DatasetError
 
 if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
@@ -118,6 +119,7 @@ class EpisodeStore:
         self.path = path
         self.writable = writable
         self._nodes: dict[str, zarr.Array] = {}
+        self._chunks: dict[str, LocalChunks | None] = {}
         self._destination: str | None = None  # where an unsealed new dataset goes
 
     # ----------------------------------------------------------------------------- opening
@@ -166,6 +168,10 @@ class EpisodeStore:
                 f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
                 f"choose a new path"
             ) from None
+        # Blosc's LZ4 keeps pace with simulation and rendering; byte shuffling groups the
+        # similar bytes of numbers, which is what compresses in physics states. (Appends to
+        # arrays so encoded skip zarr's per-chunk machinery: datasets/chunks.py.)
+        numbers = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         for key, (shape, dtype) in row_shapes.items():
             image = key == "pixels" or key.startswith("pixels/")
             root.create_array(
@@ -174,15 +180,20 @@ class EpisodeStore:
                 chunks=(PIXEL_CHUNK if image else row_chunk(shape, dtype), *shape),
                 dtype=dtype,
                 fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
-                # Blosc's LZ4 keeps pace with simulation and rendering; byte shuffling groups the
-                # similar bytes of numbers, which is what compresses in physics states.
-                compressors=zarr.codecs.BloscCodec(
-                    cname="lz4", clevel=5, shuffle="noshuffle" if image else "shuffle"
+                compressors=(
+                    zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+                    if image
+                    else numbers
                 ),
             )
         for key, dtype in _EPISODE_META.items():
             root.create_array(
-                f"meta/{key}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=dtype, fill_value=0
+                f"meta/{key}",
+                shape=(0,),
+                chunks=(EPISODE_CHUNK,),
+                dtype=dtype,
+                fill_value=0,
+                compressors=numbers,
             )
         if factors:
             names = list(factors["names"])
@@ -192,6 +203,7 @@ class EpisodeStore:
                 chunks=(EPISODE_CHUNK, len(names)),
                 dtype="float64",
                 fill_value=np.nan,
+                compressors=numbers,
             )
         # The creation's commit: one write of zarr.json swaps the marker for the attributes.
         root.attrs.put(
@@ -415,7 +427,7 @@ class EpisodeStore:
         new_rows = n_rows + sum(lengths)
         for key in self.keys:
             rows = np.concatenate([np.asarray(ep[key]) for ep in episodes])
-            _write_grown(self.array(key), n_rows, rows)
+            self._write_grown(f"data/{key}", n_rows, rows)
         ends = n_rows + np.cumsum(lengths)
         meta = {
             "episode_ends": ends,
@@ -424,10 +436,10 @@ class EpisodeStore:
         }
         for key, values in meta.items():
             values = np.asarray(values, dtype=_EPISODE_META[key])
-            _write_grown(self.node(f"meta/{key}"), n_eps, values)
+            self._write_grown(f"meta/{key}", n_eps, values)
         if self.factor_names:
             rows = [[ep["factors"][n] for n in self.factor_names] for ep in episodes]
-            _write_grown(self.node("meta/factors"), n_eps, np.asarray(rows, dtype=np.float64))
+            self._write_grown("meta/factors", n_eps, np.asarray(rows, dtype=np.float64))
         moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
         self.update_attrs(
@@ -436,6 +448,23 @@ class EpisodeStore:
             _moments=moments,
             stats=_stats_from_moments(moments),
         )
+
+    def _write_grown(self, name: str, at: int, values: np.ndarray) -> None:
+        """Write ``values`` at row ``at`` of the array at ``name``, first growing capacity if
+        needed: in whole chunks, and at least doubling it, so that growing (a metadata write
+        per array) is rare. Local arrays are written chunk by chunk (:class:`LocalChunks`)."""
+        array = self.node(name)
+        if name not in self._chunks:
+            self._chunks[name] = LocalChunks.of(array)
+        chunk = array.chunks[0]
+        end = at + len(values)
+        if end > array.shape[0]:
+            capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
+            array.resize((capacity, *array.shape[1:]))
+        if (direct := self._chunks[name]) is not None:
+            direct.write(at, values)
+        else:
+            array[at:end] = values
 
     @property
     def stat_keys(self) -> list[str]:
@@ -486,7 +515,7 @@ class EpisodeStore:
         if self._destination is not None and self._destination != self.path:
             os.rename(self.path, self._destination)
             self.group = _open_group(self._destination, mode="r+")
-            self.path, self._nodes = self._destination, {}
+            self.path, self._nodes, self._chunks = self._destination, {}, {}
         self._destination = None
 
     def discard(self) -> None:
@@ -556,17 +585,6 @@ def row_chunk(shape: tuple[int, ...], dtype: Any) -> int:
     while rows < ROW_CHUNK_MAX and 2 * rows * row <= ROW_CHUNK_BYTES:
         rows *= 2
     return rows
-
-
-def _write_grown(array: zarr.Array, at: int, values: np.ndarray) -> None:
-    """Write ``values`` at row ``at``, first growing capacity if needed: in whole chunks, and
-    at least doubling it, so that growing (a metadata write per array) is rare."""
-    chunk = array.chunks[0]
-    end = at + len(values)
-    if end > array.shape[0]:
-        capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
-        array.resize((capacity, *array.shape[1:]))
-    array[at:end] = values
 
 
 def _merge_moments(
