@@ -197,35 +197,33 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
+    import zarr  # noqa: F401  (loaded now, while the first episode runs, not in a commit's way)
+
     store, error = None, None
     # The statistics' rows of a dataset this writer fills from empty, kept (up to a cap) so
     # that the q01/q99 pass at the end need not read every row back.
     kept: list[dict[str, np.ndarray]] | None = None
     size = 0
     closing = False
-    create: dict[str, Any] | None = None
     while not closing and (batch := batches.get()) is not None:
         if error is not None:
             continue  # drain, so that the collector never blocks on a failed writer
-        if isinstance(batch, dict):
-            create = batch
-            continue
-        while True:  # whatever queued up meanwhile goes into the same commit
-            try:
-                more = batches.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                closing = True
-                break
-            batch = batch + more
+        if not isinstance(batch, dict):
+            while True:  # whatever queued up meanwhile goes into the same commit
+                try:
+                    more = batches.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                batch = batch + more
         try:
+            if isinstance(batch, dict):  # created at once, while the next episodes run
+                store, kept = EpisodeStore.create(path, **batch), []
+                continue
             if store is None:
-                store = (
-                    EpisodeStore.create(path, **create)
-                    if create is not None
-                    else EpisodeStore.open(path, mode="a")
-                )
+                store = EpisodeStore.open(path, mode="a")
                 kept = [] if store.n_rows == 0 else None
             store.append(batch)
         except Exception as e:  # reported to the collecting process, which raises it
