@@ -307,6 +307,33 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     assert store.n_episodes == 3
 
 
+def test_the_writer_creates_a_new_dataset_before_the_first_batch(tmp_path):
+    # Created while the first episodes run, so the first commit does not wait for it.
+    import queue
+    import threading
+    import time
+
+    from wmrobot.datasets.collector import _write_batches
+
+    batches, done = queue.Queue(), queue.Queue()
+    writer = threading.Thread(
+        target=_write_batches, args=(str(tmp_path / "d.zarr"), batches, done, None)
+    )
+    writer.start()
+    batches.put(
+        dict(env={"id": "x", "kwargs": {}}, spaces={}, row_shapes={"action": ((2,), "float32")})
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "d.zarr" / "zarr.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    created = (tmp_path / "d.zarr" / "zarr.json").exists()
+    batches.put(None)
+    writer.join()
+    assert created
+    assert done.get_nowait() == ("closed", None)  # nothing committed, no statistics to finish
+    assert EpisodeStore.open(tmp_path / "d.zarr").n_episodes == 0
+
+
 def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
     from wmrobot.datasets import collector
 
