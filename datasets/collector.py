@@ -98,7 +98,7 @@ def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | No
     }
 
 
-# Each commit has a fixed cost (a dozen zarr writes, whatever the number of rows), so by
+# Each commit has a fixed cost (a dozen file writes, whatever the number of rows), so by
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
 KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' rows, at most
@@ -109,9 +109,10 @@ class _Writer:
     """Appends (and so commits) batches of episodes in order, away from the collecting loop,
     so that compression and storage overlap with simulation; at most ``depth`` batches wait.
 
-    It runs in a thread, or with ``process=True`` in a process of its own: when this process
-    steps the env itself (one worker), a writing thread would take the GIL from stepping,
-    while a process writes on the other core (its start-up overlaps the first episodes).
+    It runs in a thread, or with ``process=True`` in a process of its own: this process
+    steps the env too (with any number of workers), and a writing thread would take the GIL
+    from stepping, loading zarr above all, while a process writes beside it (its start-up
+    overlaps the first episodes).
     A new dataset is created by the writer too (:meth:`create`, before the first batch), so
     that the collecting process never loads the storage stack.
     """
@@ -346,11 +347,12 @@ def collect(
     start_held = held
     created = store is not None
     writer: _Writer | None = None
-    # Stepping in this process (one worker) and writing in a thread compete for the GIL; on
-    # collections long enough to repay its start-up, a writer process avoids that.
+    # Stepping in this process and writing in a thread compete for the GIL; on collections
+    # long enough to repay its start-up, a writer process avoids that. (The fast path keeps
+    # a thread: it simulates in mujoco.rollout, which releases the GIL.)
     horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
     remaining = steps - held if steps else (episodes - done) * horizon
-    own_process = workers == 1 and not fast and remaining >= WRITER_PROCESS_STEPS
+    own_process = not fast and remaining >= WRITER_PROCESS_STEPS
     if own_process and not reached:  # started now, its imports overlap the first episodes
         writer = _Writer(path, bar, count_steps=bool(steps), process=True)
     try:

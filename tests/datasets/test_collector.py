@@ -273,10 +273,17 @@ def test_pixels_stay_out_of_the_statistics(tmp_path):
     assert "pixels" not in stats and "obs/observation" in stats
 
 
-def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkeypatch, workers):
     from wmrobot.datasets import collector
 
-    args = dict(env_id="wmrobot/PointMaze-v0", policy=PolicySpec(beta=1.0), seed=4, fast=False)
+    args = dict(
+        env_id="wmrobot/PointMaze-v0",
+        policy=PolicySpec(beta=1.0),
+        seed=4,
+        fast=False,
+        workers=workers,
+    )
     collect(str(tmp_path / "thread.zarr"), **args, episodes=7, flush_every=3, progress=False)
     # Long collections (one worker) write from a process of their own; make this one count.
     monkeypatch.setattr(collector, "WRITER_PROCESS_STEPS", 0)
