@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from wmrobot.files import write_atomically
 
 if TYPE_CHECKING:
     import zarr
@@ -95,7 +95,6 @@ class LocalChunks:
         if path.parent not in self.made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.made.add(path.parent)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        # Not synced, as zarr's local store does not: the commit's own write is not either,
+        # and what a killed process leaves is whole without it.
+        write_atomically(path, lambda f: f.write(data), sync=False)

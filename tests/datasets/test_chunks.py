@@ -87,7 +87,7 @@ def test_a_write_cut_short_leaves_the_old_chunk_and_a_file_opening_removes(
     def crash(*args):
         raise OSError("disk died")
 
-    monkeypatch.setattr("wmrobot.datasets.chunks.os.replace", crash)
+    monkeypatch.setattr("wmrobot.files.os.replace", crash)
     with pytest.raises(OSError, match="disk died"):
         store.append([make_episode(4, rng)])
     monkeypatch.undo()

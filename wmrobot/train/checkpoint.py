@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from wmrobot.errors import CheckpointError
+from wmrobot.files import write_atomically
 from wmrobot.model.world_model import ModelConfig, WorldModel
 
 WEIGHTS = "model.pt"
 META = "meta.json"
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_suffix(path.suffix + ".partial")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(model: WorldModel, directory: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``model.pt`` and ``meta.json`` into ``directory``, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(directory / WEIGHTS, lambda f: torch.save(model.state_dict(), f))
+    write_atomically(directory / WEIGHTS, lambda f: torch.save(model.state_dict(), f))
     meta = {**meta, "model": model.config_dict()}
-    _atomic_write_bytes(directory / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    write_atomically(directory / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
     return directory
 
 

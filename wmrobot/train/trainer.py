@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.datasets.collector import git_revision, versions
 from wmrobot.errors import CheckpointError, ConfigError, DatasetError
+from wmrobot.files import write_atomically
 from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
@@ -517,12 +518,7 @@ def save_train_state(
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".partial")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_train_state(path: Path, identity: dict[str, str], model, opt, sched, gen) -> int:
@@ -552,6 +548,4 @@ def _keep_metrics_up_to(path: Path, step: int) -> None:
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
-    tmp = path.with_suffix(".partial")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write("".join(kept).encode()), sync=False)
