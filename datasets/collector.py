@@ -114,7 +114,7 @@ class _Writer:
     from stepping, loading zarr above all, while a process writes beside it (its start-up
     overlaps the first episodes).
     A new dataset is created by the writer too (:meth:`create`, before the first batch), so
-    that the collecting process never loads the storage stack.
+    that with a writer process the collecting process never loads the storage stack.
     """
 
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
@@ -189,7 +189,7 @@ class _Writer:
 def _writer_start_method() -> str:
     """``fork`` for a writer process while this process has not loaded zarr (nothing of the
     storage stack, its I/O thread or its codecs' thread pools, can then be caught mid-way by
-    the fork), on Linux; else ``spawn``, which imports it all afresh (about a second of CPU)."""
+    the fork), on Linux; else ``spawn``, which imports it all afresh."""
     return "fork" if can_fork() and "zarr" not in sys.modules else "spawn"
 
 
@@ -209,7 +209,10 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     while not closing and (batch := batches.get()) is not None:
         if error is not None:
             continue  # drain, so that the collector never blocks on a failed writer
-        if not isinstance(batch, dict):
+        try:
+            if isinstance(batch, dict):  # created at once, while the next episodes run
+                store, kept = EpisodeStore.create(path, **batch), []
+                continue
             while True:  # whatever queued up meanwhile goes into the same commit
                 try:
                     more = batches.get_nowait()
@@ -219,10 +222,6 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
                     closing = True
                     break
                 batch = batch + more
-        try:
-            if isinstance(batch, dict):  # created at once, while the next episodes run
-                store, kept = EpisodeStore.create(path, **batch), []
-                continue
             if store is None:
                 store = EpisodeStore.open(path, mode="a")
                 kept = [] if store.n_rows == 0 else None

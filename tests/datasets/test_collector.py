@@ -285,7 +285,7 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
         workers=workers,
     )
     collect(str(tmp_path / "thread.zarr"), **args, episodes=7, flush_every=3, progress=False)
-    # Long collections (one worker) write from a process of their own; make this one count.
+    # Long collections write from a process of their own; make this one count as long.
     monkeypatch.setattr(collector, "WRITER_PROCESS_STEPS", 0)
     path = str(tmp_path / "process.zarr")
     collect(path, **args, episodes=4, flush_every=3, progress=False)
