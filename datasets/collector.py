@@ -9,7 +9,6 @@ import os
 import platform
 import queue
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -109,18 +108,20 @@ class _Writer:
     """Appends (and so commits) batches of episodes in order, away from the collecting loop,
     so that compression and storage overlap with simulation; at most ``depth`` batches wait.
 
-    It runs in a thread, or with ``process=True`` in a process of its own: this process
-    steps the env too (with any number of workers), and a writing thread would take the GIL
-    from stepping, loading zarr above all, while a process writes beside it (its start-up
-    overlaps the first episodes).
-    A new dataset is created by the writer too (:meth:`create`, before the first batch), so
-    that with a writer process the collecting process never loads the storage stack.
+    It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux): this
+    process steps the env too (with any number of workers), and a writing thread would take
+    the GIL from stepping, loading zarr above all, while a process writes beside it. A new
+    dataset is created by the writer too (:meth:`create`, before the first batch), so that
+    with a writer process the collecting process need not load the storage stack at all.
     """
 
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
         self.path, self.bar, self.count_steps = path, bar, count_steps
         if process:
-            ctx = mp.get_context(_writer_start_method())
+            # Forked, never spawned: a spawned process would import the user's script afresh,
+            # which fails without a `__main__` guard. Zarr and numcodecs reset their I/O
+            # thread, executor and locks in a forked child (os.register_at_fork).
+            ctx = mp.get_context("fork")
             self.queue, self.done = ctx.Queue(depth), ctx.Queue()
             args = (path, self.queue, self.done, os.getpid())
             self.worker: Any = ctx.Process(target=_write_batches, args=args, daemon=True)
@@ -157,6 +158,9 @@ class _Writer:
             raise DatasetError(f"writing {self.path!r} failed: {self.error}")
         exitcode = getattr(self.worker, "exitcode", None)  # a process's
         if not self.worker.is_alive() and exitcode not in (0, None):
+            # What the queue's feeder thread still holds can never be read: drop it, or
+            # this interpreter would wait for it at exit, for ever.
+            self.queue.cancel_join_thread()
             raise DatasetError(f"the writer process of {self.path!r} died (exit code {exitcode})")
 
     def create(self, **kwargs: Any) -> None:
@@ -184,13 +188,6 @@ class _Writer:
         if isinstance(self.worker, threading.Thread) or not self.closed:
             self.worker.join()
         self._raise()
-
-
-def _writer_start_method() -> str:
-    """``fork`` for a writer process while this process has not loaded zarr (nothing of the
-    storage stack, its I/O thread or its codecs' thread pools, can then be caught mid-way by
-    the fork), on Linux; else ``spawn``, which imports it all afresh."""
-    return "fork" if can_fork() and "zarr" not in sys.modules else "spawn"
 
 
 def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:
@@ -351,7 +348,7 @@ def collect(
     # a thread: it simulates in mujoco.rollout, which releases the GIL.)
     horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
     remaining = steps - held if steps else (episodes - done) * horizon
-    own_process = not fast and remaining >= WRITER_PROCESS_STEPS
+    own_process = not fast and remaining >= WRITER_PROCESS_STEPS and can_fork()
     if own_process and not reached:  # started now, its imports overlap the first episodes
         writer = _Writer(path, bar, count_steps=bool(steps), process=True)
     try:

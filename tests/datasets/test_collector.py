@@ -314,6 +314,63 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     assert store.n_episodes == 3
 
 
+def test_a_script_without_a_main_guard_collects_twice_with_a_writer_process(tmp_path):
+    # The second collection starts its writer process with zarr loaded (by the first one's
+    # writer thread); it used to be spawned then, which re-ran this unguarded script and died.
+    code = (
+        "import wmrobot.datasets.collector as c\n"
+        f"a = c.collect({str(tmp_path / 'a.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=2,\n"
+        "              fast=False, progress=False)\n"
+        "c.WRITER_PROCESS_STEPS = 0\n"
+        f"b = c.collect({str(tmp_path / 'b.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=3,\n"
+        "              fast=False, progress=False)\n"
+        "print(a.episodes, b.episodes)\n"
+    )
+    result = _run_script(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "3"]
+    assert EpisodeStore.open(tmp_path / "b.zarr").n_episodes == 3
+
+
+def test_a_writer_process_that_dies_stops_the_collection_with_one_line(tmp_path):
+    # Dead after two commits: the collection raises, keeps what was committed, and the
+    # interpreter exits: the batch the dead writer never read (HalfCheetah's, larger than a
+    # pipe holds) must not hold it at exit.
+    code = (
+        "import os\n"
+        "import time\n"
+        "import wmrobot.datasets.collector as c\n"
+        "from wmrobot.errors import DatasetError\n"
+        "c.WRITER_PROCESS_STEPS = 0\n"
+        "write = c._write_batches\n"
+        "class Dying:\n"
+        "    def __init__(self, batches):\n"
+        "        self.batches, self.n = batches, 0\n"
+        "    def get(self, *args, **kwargs):\n"
+        "        self.n += 1\n"
+        "        if self.n == 4:  # the creation request, two commits, then death, once\n"
+        "            time.sleep(1.0)  # the next batches are on their way\n"
+        "            os._exit(3)\n"
+        "        return self.batches.get(*args, **kwargs)\n"
+        "    def get_nowait(self):\n"
+        "        return self.batches.get_nowait()\n"
+        "c._write_batches = lambda path, batches, *rest: write(path, Dying(batches), *rest)\n"
+        "try:\n"
+        f"    c.collect({str(tmp_path / 'd.zarr')!r}, 'HalfCheetah-v5', episodes=20,\n"
+        "              flush_every=2, fast=False, progress=False)\n"
+        "except DatasetError as e:\n"
+        "    print(e)\n"
+    )
+    result = _run_script(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    assert "the writer process of" in result.stdout and "exit code 3" in result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    store.validate()
+    # what its two commits held (batches queued meanwhile go into the same commit)
+    assert 2 <= store.n_episodes < 20 and store.n_episodes % 2 == 0
+
+
 def test_the_writer_creates_a_new_dataset_before_the_first_batch(tmp_path):
     # Created while the first episodes run, so the first commit does not wait for it.
     import queue
