@@ -195,7 +195,10 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
-    import zarr  # noqa: F401  (loaded now, while the first episode runs, not in a commit's way)
+    # Loaded now, while the first episodes run, not in a commit's way: zarr, and numpy.ma,
+    # which np.quantile (the statistics at the end) loads on first use.
+    import numpy.ma  # noqa: F401
+    import zarr  # noqa: F401
 
     store, error = None, None
     # The statistics' rows of a dataset this writer fills from empty, kept (up to a cap) so
@@ -208,7 +211,13 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
             continue  # drain, so that the collector never blocks on a failed writer
         try:
             if isinstance(batch, dict):  # created at once, while the next episodes run
-                store, kept = EpisodeStore.create(path, **batch), []
+                # provenance looked up here, not in the collecting process's way
+                record = {
+                    **(batch.get("collector") or {}),
+                    "versions": versions(),
+                    "git_revision": git_revision(),
+                }
+                store, kept = EpisodeStore.create(path, **{**batch, "collector": record}), []
                 continue
             while True:  # whatever queued up meanwhile goes into the same commit
                 try:
@@ -282,7 +291,7 @@ def collect(
     if pixels is not None and pixels < 8:
         raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
-    env, _ = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
+    env, act = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
     reason = unsupported_reason(env, policy, pixels)
     if fast and reason:
         env.close()
@@ -335,7 +344,7 @@ def collect(
     stream = (
         fast_episodes(env_id, env_kwargs, policy, seeds, threads=workers)
         if fast
-        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers)
+        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers, made=(env, act))
     )
     reached = held >= steps if steps else done >= episodes
     last = time.perf_counter()
@@ -370,8 +379,6 @@ def collect(
                         "seed": seed,
                         # Provenance only: both give the same rows.
                         "simulation": "mujoco.rollout" if fast else "env.step",
-                        "versions": versions(),
-                        "git_revision": git_revision(),
                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     },
                 )

@@ -216,6 +216,7 @@ def episodes_in_order(
     policy: PolicySpec,
     seeds: Iterable[int],
     workers: int = 1,
+    made: tuple[gym.Env, Policy] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run one episode per seed and yield them in the order of ``seeds``.
 
@@ -223,16 +224,18 @@ def episodes_in_order(
     one too whenever the next episode in order is not back yet, so ``workers`` processes step
     at once without a process that only waits. Episodes come back in order, so the result does
     not depend on the number of workers. ``seeds`` may be endless: at most
-    ``LOOKAHEAD * workers`` episodes run ahead of the consumer.
+    ``LOOKAHEAD * workers`` episodes run ahead of the consumer. ``made``: the env and policy
+    this process steps with, made by the caller (who closes them), else made and closed here.
     """
     seeds = iter(seeds)
-    env, act = make_env_and_policy(env_id, env_kwargs, policy)
+    env, act = made or make_env_and_policy(env_id, env_kwargs, policy)
+    close = env.close if made is None else lambda: None
     if workers == 1:
         try:
             for s in seeds:
                 yield run_episode(env, act, s)
         finally:
-            env.close()
+            close()
         return
     ctx = mp.get_context(start_method(env, env_kwargs, policy))
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
@@ -294,4 +297,4 @@ def episodes_in_order(
             yield head
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        env.close()
+        close()

@@ -490,9 +490,10 @@ class EpisodeStore:
             else:
                 x = rows[key]
             # each column contiguous, and both quantiles from one partition: the same values as
-            # np.quantile(x, q, axis=0), without its passes over strided columns
-            x = np.ascontiguousarray(x.reshape(len(x), -1).T, dtype=np.float64)
-            q01, q99 = np.quantile(x, [0.01, 0.99], axis=1)
+            # np.quantile(x, q, axis=0), without its passes over strided columns; a copy of
+            # its own (np.array copies), which the partition may then reorder in place
+            x = np.array(x.reshape(len(x), -1).T, dtype=np.float64, order="C")
+            q01, q99 = np.quantile(x, [0.01, 0.99], axis=1, overwrite_input=True)
             stats[key] = {**stats[key], "q01": q01.tolist(), "q99": q99.tolist()}
         self.update_attrs(stats=stats)
         return stats

@@ -6,6 +6,7 @@ import itertools
 import subprocess
 import sys
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -25,6 +26,8 @@ def test_collected_dataset_holds_whole_episodes(maze_dataset):
     assert {"obs/observation", "obs/achieved_goal", "action", "physics", "goal"} <= set(store.keys)
     assert store.attrs["env"]["id"] == ENV_ID and store.attrs["env"]["kwargs"] == KWARGS
     assert store.attrs["collector"]["seed"] == 0
+    assert store.attrs["collector"]["versions"]["mujoco"] == mujoco.__version__
+    assert "git_revision" in store.attrs["collector"] and store.attrs["collector"]["created"]
     assert "q01" in store.attrs["stats"]["obs/observation"]
     np.testing.assert_array_equal(store.meta("seed"), [episode_seed(0, i) for i in range(4)])
     for i in range(store.n_episodes):

@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
+from wmrobot.datasets.store import stat_rows
 from wmrobot.errors import DatasetError
 
 
@@ -79,6 +80,20 @@ def test_rows_past_the_commit_are_invisible_and_overwritten(new_store, make_epis
     np.testing.assert_array_equal(final.episode_ends, [4, 7])
     np.testing.assert_array_equal(final.episode(1)["obs"], second["obs"])
     np.testing.assert_array_equal(final.episode(0)["obs"], first["obs"])
+
+
+def test_finalize_stats_leaves_the_rows_it_is_given_as_they_were(new_store, make_episode, rng):
+    # The quantiles partition a copy in place; a float64 single column (the reward's here)
+    # would otherwise be partitioned in the caller's own array.
+    episodes = [make_episode(t, rng) for t in (6, 3, 9)]
+    store = new_store()
+    store.append(episodes)
+    rows = {k: v.astype(np.float64) for k, v in stat_rows(episodes, store.stat_keys).items()}
+    before = {k: v.copy() for k, v in rows.items()}
+    given = store.finalize_stats(rows)
+    for key in rows:
+        np.testing.assert_array_equal(rows[key], before[key])
+    assert given == store.finalize_stats()  # the same as from the stored rows
 
 
 def test_stats_match_numpy(new_store, make_episode, rng):
