@@ -245,15 +245,27 @@ def episodes_in_order(
     # In order: each entry is a Future (a worker's), or a finished episode (this process's),
     # or a seed nobody has started yet.
     ahead: deque[Any] = deque()
+    peeked: deque[int] = deque()  # seeds drawn to see how many are left, not yet started
+
+    def next_seed() -> int | None:
+        return peeked.popleft() if peeked else next(seeds, None)
+
+    def left(k: int) -> bool:
+        """Whether at least ``k`` seeds are left to start."""
+        while len(peeked) < k and (s := next(seeds, None)) is not None:
+            peeked.append(s)
+        return len(peeked) >= k
 
     def top_up() -> None:
-        """Keep two episodes queued for every worker process, and 2 * workers held."""
+        """Keep two episodes queued for every worker process, and 2 * workers held. Near the
+        end of a finite ``seeds``, a worker's second episode goes to this process instead:
+        otherwise this process can run out of episodes while a worker still has two to run."""
         running = sum(isinstance(e, Future) and not e.done() for e in ahead)
         while len(ahead) < LOOKAHEAD * workers:
-            queue_one = running < 2 * (workers - 1)
+            queue_one = running < workers - 1 or (running < 2 * (workers - 1) and left(workers))
             if not queue_one and len(ahead) >= 2 * workers:
                 return
-            s = next(seeds, None)
+            s = next_seed()
             if s is None:
                 return
             if queue_one:
@@ -273,7 +285,7 @@ def episodes_in_order(
                 # process never waits for a worker that is behind it.
                 waiting = next((i for i, e in enumerate(ahead) if isinstance(e, int)), None)
                 if waiting is None and len(ahead) < LOOKAHEAD * workers:
-                    s = next(seeds, None)
+                    s = next_seed()
                     if s is not None:
                         ahead.append(int(s))
                         waiting = len(ahead) - 1

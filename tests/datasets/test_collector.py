@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from wmrobot.datasets import EpisodeStore, collect, merge
+from wmrobot.datasets import EpisodeStore, collect, episodes, merge
 from wmrobot.datasets.episodes import episode_seed
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.replay import replay
@@ -228,6 +229,30 @@ def _guarded_script(tmp_path, pixels):
         f"    collect({str(tmp_path / 'd.zarr')!r}, 'GuardedOnly-v0', episodes=3, workers=2,\n"
         f"            fast=False, pixels={pixels}, progress=False)\n",
     )
+
+
+def _tagged_worker_episode(seed):
+    from wmrobot.datasets.episodes import run_episode
+
+    return {
+        **run_episode(episodes._WORKER["env"], episodes._WORKER["policy"], seed),
+        "pid": os.getpid(),
+    }
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers (Linux)")
+def test_the_collecting_process_takes_the_last_episodes_rather_than_wait(monkeypatch):
+    # With one worker process and two episodes left, the worker gets one and this process the
+    # other; queueing both on the worker would leave this process waiting with nothing to do.
+    monkeypatch.setattr(episodes, "_worker_episode", _tagged_worker_episode)
+    seeds = [episode_seed(0, i) for i in range(2)]
+    got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), seeds, workers=2))
+    assert [e["seed"] for e in got] == seeds
+    mine = os.getpid()
+    assert [e.get("pid", mine) != mine for e in got] == [True, False]  # a worker, then this one
+    got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), range(1, 9), workers=2))
+    pids = {e.get("pid", os.getpid()) for e in got}
+    assert len(pids) == 2 and [e["seed"] for e in got] == list(range(1, 9))
 
 
 def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
