@@ -232,12 +232,8 @@ def _guarded_script(tmp_path, pixels):
 
 
 def _tagged_worker_episode(seed):
-    from wmrobot.datasets.episodes import run_episode
-
-    return {
-        **run_episode(episodes._WORKER["env"], episodes._WORKER["policy"], seed),
-        "pid": os.getpid(),
-    }
+    env, policy = episodes._WORKER["env"], episodes._WORKER["policy"]
+    return {**episodes.run_episode(env, policy, seed), "pid": os.getpid()}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers (Linux)")
@@ -251,7 +247,7 @@ def test_the_collecting_process_takes_the_last_episodes_rather_than_wait(monkeyp
     mine = os.getpid()
     assert [e.get("pid", mine) != mine for e in got] == [True, False]  # a worker, then this one
     got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), range(1, 9), workers=2))
-    pids = {e.get("pid", os.getpid()) for e in got}
+    pids = {e.get("pid", mine) for e in got}
     assert len(pids) == 2 and [e["seed"] for e in got] == list(range(1, 9))
 
 
@@ -324,6 +320,13 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
     assert all("q01" in process.attrs["stats"][k] for k in process.stat_keys)
 
 
+def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
+    """Source of a stepping ``c.collect(...)`` call, for the scripts below."""
+    args = {"fast": False, "progress": False, **kwargs}
+    listed = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return f"c.collect({str(path)!r}, {env_id!r}, {listed})"
+
+
 def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     # The writer creates the dataset too, so the stepping process keeps its core for stepping.
     code = (
@@ -331,8 +334,7 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
         "import wmrobot.datasets.collector as c\n"
         "c.WRITER_PROCESS_STEPS = 0\n"
         "if __name__ == '__main__':\n"
-        f"    r = c.collect({str(tmp_path / 'd.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=3,\n"
-        "                  fast=False, progress=False)\n"
+        f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3)}\n"
         "    print(r.episodes, r.transitions, 'zarr' in sys.modules)\n"
     )
     result = _run_script(tmp_path, code)
@@ -347,11 +349,9 @@ def test_a_script_without_a_main_guard_collects_twice_with_a_writer_process(tmp_
     # writer thread); it used to be spawned then, which re-ran this unguarded script and died.
     code = (
         "import wmrobot.datasets.collector as c\n"
-        f"a = c.collect({str(tmp_path / 'a.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=2,\n"
-        "              fast=False, progress=False)\n"
+        f"a = {_collect_call(tmp_path / 'a.zarr', episodes=2)}\n"
         "c.WRITER_PROCESS_STEPS = 0\n"
-        f"b = c.collect({str(tmp_path / 'b.zarr')!r}, 'wmrobot/PointMaze-v0', episodes=3,\n"
-        "              fast=False, progress=False)\n"
+        f"b = {_collect_call(tmp_path / 'b.zarr', episodes=3)}\n"
         "print(a.episodes, b.episodes)\n"
     )
     result = _run_script(tmp_path, code)
@@ -384,8 +384,7 @@ def test_a_writer_process_that_dies_stops_the_collection_with_one_line(tmp_path)
         "        return self.batches.get_nowait()\n"
         "c._write_batches = lambda path, batches, *rest: write(path, Dying(batches), *rest)\n"
         "try:\n"
-        f"    c.collect({str(tmp_path / 'd.zarr')!r}, 'HalfCheetah-v5', episodes=20,\n"
-        "              flush_every=2, fast=False, progress=False)\n"
+        f"    {_collect_call(tmp_path / 'd.zarr', 'HalfCheetah-v5', episodes=20, flush_every=2)}\n"
         "except DatasetError as e:\n"
         "    print(e)\n"
     )
