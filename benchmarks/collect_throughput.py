@@ -163,9 +163,10 @@ def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, obj
 
 def commit_cost(episodes: int = 60, per_commit: int = 10, rounds: int = 5) -> tuple[float, float]:
     """CPU milliseconds per episode that commits of ``per_commit`` HalfCheetah episodes take,
-    as the store writes them (chunk files written directly, datasets/chunks.py) and through
-    zarr's own array writes, alternating round by round; medians."""
-    from wmrobot.datasets.chunks import LocalChunks
+    as the store writes them (chunk files and array metadata written directly,
+    datasets/chunks.py) and through zarr's own array writes and resizes (the commit's one write
+    of the attributes is the same in both), alternating round by round; medians."""
+    from wmrobot.datasets.chunks import LocalGroup
     from wmrobot.datasets.collector import _row_shapes
     from wmrobot.datasets.episodes import run_episode
 
@@ -190,7 +191,7 @@ def commit_cost(episodes: int = 60, per_commit: int = 10, rounds: int = 5) -> tu
                 with (
                     contextlib.nullcontext()
                     if ours
-                    else patch.object(LocalChunks, "of", return_value=None)
+                    else patch.object(LocalGroup, "array", return_value=None)
                 ):
                     start = time.process_time()
                     for i in range(episodes // per_commit):

@@ -1,93 +1,187 @@
-"""Writing whole chunks of a local Zarr v3 array straight to their files, as zarr would."""
+"""Local Zarr v3 groups and arrays written without zarr: their metadata documents, as zarr
+writes them, and whole chunks written straight to their files.
+
+A collection's writer process does nothing but create a dataset, append rows and rewrite its
+attributes. Loading zarr for that costs a quarter of a CPU second (its modules, and the
+entry-point registries it scans), a fixed cost that on two cores comes out of stepping. And
+zarr's write path runs each chunk's read, decode, encode and file write as tasks handed to a
+thread pool and back, a fixed cost per chunk that dwarfs encoding a chunk of a few hundred
+kilobytes. So a local dataset is written here: the same documents (``zarr.json``) and the same
+chunk bytes zarr writes, each file written to a temporary name (``*.partial``, which opening a
+store for appending removes) and renamed over the old one, as zarr's local store does. Reading
+goes through zarr. ``tests/datasets/test_chunks.py`` holds both to zarr's output.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from wmrobot.files import write_atomically
 
-if TYPE_CHECKING:
-    import zarr
-
+ZARR_JSON = "zarr.json"
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # numcodecs' numbers for blosc's
 
 
-class LocalChunks:
-    """Row writes to a local Zarr v3 array (rows chunked along the first axis only, encoded
-    as little-endian bytes then Blosc), one encode and one file write per chunk touched.
+def read_document(folder: Path) -> dict[str, Any]:
+    """A node's ``zarr.json`` (NaN and infinities as Python reads them)."""
+    return json.loads((folder / ZARR_JSON).read_bytes())
 
-    zarr's own write path runs each chunk's read, decode, encode and file write as separate
-    tasks handed to a thread pool and back, a fixed cost per chunk that dwarfs the encoding
-    of a chunk of a few hundred kilobytes. This writes the same bytes zarr would (the same
-    Blosc parameters, the same chunk keys), with zarr's crash safety: each file is written
-    to a temporary name (``*.partial``, which opening a store for appending removes) and
-    renamed over the chunk, so a crash leaves a chunk's old bytes or its new ones.
-    Rows of a chunk past the written ones are left at the fill value: writers append, so
-    nothing committed lies past them.
+
+def write_document(folder: Path, document: dict[str, Any]) -> None:
+    """Write a node's ``zarr.json`` atomically, formatted as zarr formats it."""
+    data = json.dumps(document, indent=2, allow_nan=True).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    # Not synced, as zarr's local store does not sync either.
+    write_atomically(folder / ZARR_JSON, lambda f: f.write(data), sync=False)
+
+
+def group_document(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+
+
+def _fill_json(dtype: np.dtype, value: Any) -> Any:
+    """A fill value as Zarr v3 metadata spells it."""
+    if dtype.kind == "f":
+        value = float(value)
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value == math.inf else "-Infinity" if value == -math.inf else value
+    return bool(value) if dtype.kind == "b" else int(value)
+
+
+def _fill_value(dtype: np.dtype, spelled: Any) -> Any:
+    names = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+    return dtype.type(names.get(spelled, spelled) if isinstance(spelled, str) else spelled)
+
+
+def array_document(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: Any,
+    fill_value: Any,
+    cname: str = "lz4",
+    clevel: int = 5,
+    shuffle: str = "shuffle",
+) -> dict[str, Any]:
+    """The ``zarr.json`` zarr writes for an array of little-endian bytes compressed by Blosc
+    (``compressors=BloscCodec(cname, clevel, shuffle)``), default chunk keys."""
+    dtype = np.dtype(dtype)
+    bytes_codec: dict[str, Any] = {"name": "bytes"}
+    if dtype.itemsize > 1:
+        bytes_codec["configuration"] = {"endian": "little"}
+    blosc = {"typesize": dtype.itemsize, "cname": cname, "clevel": clevel, "shuffle": shuffle}
+    return {
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": _fill_json(dtype, fill_value),
+        "codecs": [bytes_codec, {"name": "blosc", "configuration": {**blosc, "blocksize": 0}}],
+        "attributes": {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+class LocalArray:
+    """A local Zarr v3 array whose rows are chunked along the first axis only and encoded as
+    little-endian bytes then Blosc, default chunk keys: what wmrobot's datasets hold. Grows
+    (:meth:`resize` rewrites its ``zarr.json``) and takes row writes (:meth:`write`, one
+    encode and one file write per chunk touched) without zarr.
     """
 
-    def __init__(self, array: zarr.Array, folder: Path, compressor: object) -> None:
-        self.array, self.folder, self.compressor = array, folder, compressor
-        self.rows = array.chunks[0]
-        self.shape = (self.rows, *array.shape[1:])
-        self.fill = array.metadata.fill_value
+    def __init__(self, folder: Path, document: dict[str, Any]) -> None:
+        import numcodecs
+
+        self.folder, self.document = folder, document
+        self.dtype = np.dtype(document["data_type"])
+        self.chunks = tuple(document["chunk_grid"]["configuration"]["chunk_shape"])
+        self.fill = _fill_value(self.dtype, document["fill_value"])
+        blosc = document["codecs"][1]["configuration"]
+        self.compressor = numcodecs.Blosc(
+            cname=blosc["cname"],
+            clevel=blosc["clevel"],
+            shuffle=_SHUFFLE[blosc["shuffle"]],
+            blocksize=blosc.get("blocksize", 0),
+            typesize=blosc.get("typesize", self.dtype.itemsize),
+        )
         self.made: set[Path] = set()  # chunk folders known to exist
 
-    @classmethod
-    def of(cls, array: zarr.Array) -> LocalChunks | None:
-        """A writer for ``array``, or None where its layout is not the one this writes (a
-        remote store, other codecs, chunks split along other axes, a big-endian machine):
-        those go through zarr."""
-        import numcodecs
-        import zarr.codecs
-        import zarr.storage
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.document["shape"])
 
-        meta = array.metadata
-        codecs = getattr(meta, "codecs", ())
+    @classmethod
+    def create(cls, folder: Path, **kwargs: Any) -> LocalArray:
+        """A new array at ``folder``, with :func:`array_document`'s arguments."""
+        document = array_document(**kwargs)
+        write_document(folder, document)
+        return cls(folder, document)
+
+    @classmethod
+    def open(cls, folder: Path) -> LocalArray | None:
+        """The array at ``folder``, or None where its layout is not the one this writes
+        (other codecs, chunks split along other axes or other chunk keys, a big-endian
+        machine): those go through zarr."""
+        doc = read_document(folder)
+        codecs = doc.get("codecs", [])
+        names = [c.get("name") for c in codecs]
+        endian = codecs[0].get("configuration", {}).get("endian", "little") if codecs else None
+        keys = doc.get("chunk_key_encoding", {})
+        grid = doc.get("chunk_grid", {})
+        chunks = grid.get("configuration", {}).get("chunk_shape", [])
+        try:
+            kind = np.dtype(doc.get("data_type")).kind
+        except TypeError:  # a data type NumPy does not name
+            kind = None
         if not (
-            isinstance(array.store, zarr.storage.LocalStore)
-            and sys.byteorder == "little"
-            and len(codecs) == 2
-            and isinstance(codecs[0], zarr.codecs.BytesCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == "little")
-            and isinstance(codecs[1], zarr.codecs.BloscCodec)
-            and tuple(array.chunks[1:]) == tuple(array.shape[1:])
-            and array.dtype.kind in "biuf"
+            sys.byteorder == "little"
+            and doc.get("node_type") == "array"
+            and names == ["bytes", "blosc"]
+            and endian == "little"
+            and keys.get("name") == "default"
+            and keys.get("configuration", {}).get("separator", "/") == "/"
+            and grid.get("name") == "regular"
+            and chunks[1:] == doc["shape"][1:]
+            and not doc.get("storage_transformers")
+            and kind is not None
+            and kind in "biuf"
         ):
             return None
-        blosc = codecs[1]
-        compressor = numcodecs.Blosc(
-            cname=blosc.cname.value,
-            clevel=blosc.clevel,
-            shuffle=_SHUFFLE[blosc.shuffle.value],
-            blocksize=blosc.blocksize,
-            typesize=blosc.typesize,
-        )
-        return cls(array, Path(array.store.root) / array.path, compressor)
+        return cls(folder, doc)
+
+    def resize(self, shape: tuple[int, ...]) -> None:
+        """Grow to ``shape`` (a metadata write; chunks past the old shape hold nothing)."""
+        self.document = {**self.document, "shape": list(shape)}
+        write_document(self.folder, self.document)
 
     def _file(self, index: int) -> Path:
-        return self.folder / self.array.metadata.encode_chunk_key(
-            (index,) + (0,) * (len(self.shape) - 1)
-        )
+        return self.folder.joinpath("c", str(index), *["0"] * (len(self.chunks) - 1))
 
     def write(self, at: int, values: np.ndarray) -> None:
-        """Write ``values`` as rows ``[at, at + len(values))`` (within the array's shape)."""
-        end = at + len(values)
-        for index in range(at // self.rows, (end - 1) // self.rows + 1):
-            first = index * self.rows
-            chunk = np.full(self.shape, self.fill, dtype=self.array.dtype)
+        """Write ``values`` as rows ``[at, at + len(values))`` (within the array's shape).
+
+        Rows of a chunk past the written ones are left at the fill value: writers append,
+        so nothing committed lies past them."""
+        rows, end = self.chunks[0], at + len(values)
+        for index in range(at // rows, (end - 1) // rows + 1):
+            first = index * rows
+            chunk = np.full(self.chunks, self.fill, dtype=self.dtype)
             path = self._file(index)
             if first < at:  # the rows already there, before ``at``
                 try:
                     self.compressor.decode(path.read_bytes(), out=chunk)
-                except FileNotFoundError:  # zarr wrote no chunk of fill values only
+                except FileNotFoundError:  # zarr writes no chunk of fill values only
                     pass
                 chunk[at - first :] = self.fill
-            lo, hi = max(first, at), min(first + self.rows, end)
+            lo, hi = max(first, at), min(first + rows, end)
             chunk[lo - first : hi - first] = values[lo - at : hi - at]
             self._put(path, self.compressor.encode(chunk))
 
@@ -98,3 +192,38 @@ class LocalChunks:
         # Not synced, as zarr's local store does not: the commit's own write is not either,
         # and what a killed process leaves is whole without it.
         write_atomically(path, lambda f: f.write(data), sync=False)
+
+
+class LocalGroup:
+    """A local dataset's root group, for its one writer: the attributes, read once and
+    rewritten whole (one atomic write of ``zarr.json``), and its arrays as
+    :class:`LocalArray` (None for one of another layout)."""
+
+    def __init__(self, folder: Path, attributes: dict[str, Any]) -> None:
+        self.folder, self.attributes = folder, attributes
+        self._arrays: dict[str, LocalArray | None] = {}
+
+    @classmethod
+    def create(cls, folder: Path, attributes: dict[str, Any]) -> LocalGroup:
+        write_document(folder, group_document(attributes))
+        return cls(folder, attributes)
+
+    def put(self, attributes: dict[str, Any]) -> None:
+        write_document(self.folder, group_document(attributes))
+        self.attributes = attributes
+
+    def create_array(self, name: str, **kwargs: Any) -> LocalArray:
+        """A new array at ``name`` (``a/b``), with :func:`array_document`'s arguments; the
+        groups on its path are made as zarr makes them (empty attributes)."""
+        *parents, _ = name.split("/")
+        for i in range(len(parents)):
+            folder = self.folder.joinpath(*parents[: i + 1])
+            if not (folder / ZARR_JSON).exists():
+                write_document(folder, group_document({}))
+        self._arrays[name] = LocalArray.create(self.folder / name, **kwargs)
+        return self._arrays[name]
+
+    def array(self, name: str) -> LocalArray | None:
+        if name not in self._arrays:
+            self._arrays[name] = LocalArray.open(self.folder / name)
+        return self._arrays[name]

@@ -32,7 +32,7 @@ from wmrobot.datasets.episodes import (
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
-from wmrobot.datasets.store import EpisodeStore, dataset_exists, stat_rows
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local, stat_rows
 from wmrobot.errors import DatasetError
 
 
@@ -110,9 +110,9 @@ class _Writer:
 
     It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux): this
     process steps the env too (with any number of workers), and a writing thread would take
-    the GIL from stepping, loading zarr above all, while a process writes beside it. A new
-    dataset is created by the writer too (:meth:`create`, before the first batch), so that
-    with a writer process the collecting process need not load the storage stack at all.
+    the GIL from stepping, while a process writes beside it. A new dataset is created by the
+    writer too (:meth:`create`, before the first batch), so that with a writer process the
+    collecting process need not load the storage stack at all.
     """
 
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
@@ -195,10 +195,15 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
-    # Loaded now, while the first episodes run, not in a commit's way: zarr, and numpy.ma,
-    # which np.quantile (the statistics at the end) loads on first use.
+    # Loaded now, while the first episodes run, not in a commit's way: numpy.ma, which
+    # np.quantile (the statistics at the end) loads on first use, and what writes the dataset:
+    # numcodecs (Blosc) for a local one, which is written without zarr (datasets/chunks.py),
+    # zarr for one at a URL.
+    import numcodecs  # noqa: F401
     import numpy.ma  # noqa: F401
-    import zarr  # noqa: F401
+
+    if not is_local(path):
+        import zarr  # noqa: F401
 
     store, error = None, None
     # The statistics' rows of a dataset this writer fills from empty, kept (up to a cap) so

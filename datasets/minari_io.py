@@ -17,7 +17,7 @@ import numpy as np
 
 from wmrobot.datasets.collector import _row_shapes, git_revision, versions
 from wmrobot.datasets.spaces import describe_spaces, space_from_json
-from wmrobot.datasets.store import EpisodeStore, _is_local, dataset_exists, normalise_path
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local, normalise_path
 from wmrobot.errors import DatasetError, EnvError
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ def export_minari(
             f"{attrs['env']['id']} collected by wmrobot with policy {algorithm}"
         )
     provenance = {
-        "source": os.path.abspath(store.path) if _is_local(store.path) else store.path,
+        "source": os.path.abspath(store.path) if is_local(store.path) else store.path,
         "fingerprint": store.fingerprint(),
         "env": attrs["env"],
         "collector": attrs["collector"],

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wmrobot.datasets.chunks import LocalChunks
+from wmrobot.datasets.chunks import LocalArray, LocalGroup
 from wmrobot.errors import DatasetError
 
 if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
@@ -33,21 +34,21 @@ EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
 STD_FLOOR = 1e-6  # standardising by the stored stats divides by max(std, STD_FLOOR)
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
 def normalise_path(path: str | os.PathLike) -> str:
     """A dataset path without a trailing slash (a local one also normalised)."""
     path = str(path).rstrip("/") or "/"
-    return os.path.normpath(path) if _is_local(path) else path
+    return os.path.normpath(path) if is_local(path) else path
 
 
 def dataset_exists(path: str | os.PathLike) -> bool:
     """Whether something is at ``path``: a local file or folder, or a Zarr node at a URL (not
     counting a remote dataset whose creation was cut short: creating it again replaces it)."""
     path = normalise_path(path)
-    if _is_local(path):
+    if is_local(path):
         return Path(path).exists()
     attrs = _remote_attrs(path)
     return attrs is not None and not attrs.get(_CREATING)
@@ -114,13 +115,29 @@ class EpisodeStore:
     1
     """
 
-    def __init__(self, group: zarr.Group, path: str, writable: bool) -> None:
-        self.group = group
+    def __init__(
+        self, group: zarr.Group | None, path: str, writable: bool, local: LocalGroup | None = None
+    ) -> None:
+        self._group = group  # opened on first use where ``local`` is given
         self.path = path
         self.writable = writable
+        # A local dataset open for writing is written without zarr (datasets/chunks.py): its
+        # attributes are read and written here, never through ``group``, whose copy of them
+        # would go stale.
+        self._local = local
         self._nodes: dict[str, zarr.Array] = {}
-        self._chunks: dict[str, LocalChunks | None] = {}
         self._destination: str | None = None  # where an unsealed new dataset goes
+
+    @property
+    def group(self) -> zarr.Group:
+        """The dataset's root Zarr group (for reading: writes go through the store)."""
+        if self._group is None:
+            self._group = _open_group(self.path, mode="r+" if self.writable else "r")
+        return self._group
+
+    @property
+    def _attributes(self) -> Mapping[str, Any]:
+        return self._local.attributes if self._local is not None else self.group.attrs
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -146,10 +163,8 @@ class EpisodeStore:
         :meth:`seal` puts it in place, so one cut short is never taken for a finished one;
         :meth:`discard` removes it after a failure.
         """
-        import zarr.codecs
-
         path = normalise_path(path)
-        local = _is_local(path)
+        local = is_local(path)
         remote_attrs = None if local else _remote_attrs(path)  # one read of what is there
         if Path(path).exists() if local else remote_attrs and not remote_attrs.get(_CREATING):
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
@@ -160,53 +175,53 @@ class EpisodeStore:
         if local:  # remains of a creation that a crash cut short (one writer per dataset)
             for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        replace = remote_attrs is not None
-        try:
-            root = _open_group(build, mode="w" if replace else "w-", attributes={_CREATING: True})
-        except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
-            raise DatasetError(
-                f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
-                f"choose a new path"
-            ) from None
-        # Blosc's LZ4 keeps pace with simulation and rendering; byte shuffling groups the
-        # similar bytes of numbers, which is what compresses in physics states. (Appends to
-        # arrays so encoded skip zarr's per-chunk machinery: datasets/chunks.py.)
-        numbers = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        # The arrays, as (name, shape, chunks, dtype, fill value, Blosc's shuffle). Blosc's LZ4
+        # keeps pace with simulation and rendering; byte shuffling groups the similar bytes of
+        # numbers, which is what compresses in physics states (images are bytes already).
+        arrays: list[tuple[str, tuple[int, ...], tuple[int, ...], str, float, str]] = []
         for key, (shape, dtype) in row_shapes.items():
             image = key == "pixels" or key.startswith("pixels/")
-            root.create_array(
-                f"data/{key}",
-                shape=(0, *shape),
-                chunks=(PIXEL_CHUNK if image else row_chunk(shape, dtype), *shape),
-                dtype=dtype,
-                fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
-                compressors=(
-                    zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
-                    if image
-                    else numbers
-                ),
-            )
+            chunk = PIXEL_CHUNK if image else row_chunk(shape, dtype)
+            fill = np.nan if np.dtype(dtype).kind == "f" else 0
+            shuffle = "noshuffle" if image else "shuffle"
+            arrays.append((f"data/{key}", (0, *shape), (chunk, *shape), dtype, fill, shuffle))
         for key, dtype in _EPISODE_META.items():
-            root.create_array(
-                f"meta/{key}",
-                shape=(0,),
-                chunks=(EPISODE_CHUNK,),
-                dtype=dtype,
-                fill_value=0,
-                compressors=numbers,
-            )
+            arrays.append((f"meta/{key}", (0,), (EPISODE_CHUNK,), dtype, 0, "shuffle"))
         if factors:
-            names = list(factors["names"])
-            root.create_array(
-                "meta/factors",
-                shape=(0, len(names)),
-                chunks=(EPISODE_CHUNK, len(names)),
-                dtype="float64",
-                fill_value=np.nan,
-                compressors=numbers,
-            )
+            width = len(factors["names"])
+            chunks = (EPISODE_CHUNK, width)
+            arrays.append(("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
+        marker = {_CREATING: True}
+        if local and sys.byteorder == "little":  # written without zarr: datasets/chunks.py
+            root = LocalGroup.create(Path(build), marker)
+            for name, shape, chunks, dtype, fill, shuffle in arrays:
+                root.create_array(
+                    name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, shuffle=shuffle
+                )
+            store = cls(None, build, writable=True, local=root)
+        else:
+            import zarr.codecs
+
+            replace = remote_attrs is not None
+            try:
+                group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
+            except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
+                raise DatasetError(
+                    f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
+                    f"choose a new path"
+                ) from None
+            for name, shape, chunks, dtype, fill, shuffle in arrays:
+                group.create_array(
+                    name,
+                    shape=shape,
+                    chunks=chunks,
+                    dtype=dtype,
+                    fill_value=fill,
+                    compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+                )
+            store = cls(group, build, writable=True)
         # The creation's commit: one write of zarr.json swaps the marker for the attributes.
-        root.attrs.put(
+        store._put_attributes(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -220,10 +235,9 @@ class EpisodeStore:
                 "stats": {},
                 "_moments": {},
                 **({"factors": dict(factors)} if factors else {}),
-                **({} if sealed else {_CREATING: True}),
+                **({} if sealed else marker),
             }
         )
-        store = cls(root, build, writable=True)
         store._destination = path
         if sealed:
             store._move_into_place()
@@ -235,12 +249,12 @@ class EpisodeStore:
         path = normalise_path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
-        if _is_local(path) and not (Path(path) / "zarr.json").exists():
+        if is_local(path) and not (Path(path) / "zarr.json").exists():
             hint = "no such path" if not Path(path).exists() else "no zarr.json in it"
             raise DatasetError(
                 f"{path!r} is not a wmrobot dataset ({hint}); make one with `wmrobot collect`"
             )
-        if not _is_local(path) and _remote_attrs(path) is None:
+        if not is_local(path) and _remote_attrs(path) is None:
             raise DatasetError(
                 f"{path!r} is not a wmrobot dataset (no zarr.json at that URL); make one with "
                 f"`wmrobot collect`"
@@ -264,12 +278,13 @@ class EpisodeStore:
                 f"{path!r} has format_version {attrs['format_version']}, newer than this wmrobot "
                 f"reads ({FORMAT_VERSION}); upgrade wmrobot"
             )
-        store = cls(root, path, writable=mode == "a")
+        writes = LocalGroup(Path(path), attrs) if mode == "a" and is_local(path) else None
+        store = cls(root, path, writable=mode == "a", local=writes)
         # Left-over temporary files of a write that a crash cut short. Object stores leave none:
         # a PUT (or a multipart upload's completion) makes an object appear whole or not at
         # all, and an unfinished multipart upload is no object (a bucket lifecycle rule can
         # abort such uploads to stop paying for their parts).
-        if mode == "a" and _is_local(path):
+        if mode == "a" and is_local(path):
             for tmp in Path(path).rglob("*.partial"):
                 tmp.unlink(missing_ok=True)
         store.validate()
@@ -278,15 +293,15 @@ class EpisodeStore:
     # ----------------------------------------------------------------------------- reading
     @property
     def attrs(self) -> dict[str, Any]:
-        return self.group.attrs.asdict()
+        return dict(self._attributes)
 
     @property
     def n_rows(self) -> int:
-        return int(self.group.attrs["n_rows"])
+        return int(self._attributes["n_rows"])
 
     @property
     def n_episodes(self) -> int:
-        return int(self.group.attrs["n_episodes"])
+        return int(self._attributes["n_episodes"])
 
     @property
     def n_transitions(self) -> int:
@@ -295,7 +310,7 @@ class EpisodeStore:
 
     @property
     def keys(self) -> list[str]:
-        return list(self.group.attrs["keys"])
+        return list(self._attributes["keys"])
 
     @property
     def episode_ends(self) -> np.ndarray:
@@ -308,7 +323,7 @@ class EpisodeStore:
     @property
     def factor_names(self) -> list[str]:
         """The env's factors of variation, as the columns of ``meta/factors`` (or none)."""
-        return list(self.group.attrs.get("factors", {}).get("names", []))
+        return list(self._attributes.get("factors", {}).get("names", []))
 
     def factors(self, index: int) -> dict[str, float]:
         """Episode ``index``'s factor values by name (empty for envs without factors)."""
@@ -440,7 +455,7 @@ class EpisodeStore:
         if self.factor_names:
             rows = [[ep["factors"][n] for n in self.factor_names] for ep in episodes]
             self._write_grown("meta/factors", n_eps, np.asarray(rows, dtype=np.float64))
-        moments = _merge_moments(self.group.attrs["_moments"], episodes, self.stat_keys)
+        moments = _merge_moments(self._attributes["_moments"], episodes, self.stat_keys)
         # The commit: everything above is invisible to readers until this one write lands.
         self.update_attrs(
             n_rows=int(new_rows),
@@ -452,16 +467,18 @@ class EpisodeStore:
     def _write_grown(self, name: str, at: int, values: np.ndarray) -> None:
         """Write ``values`` at row ``at`` of the array at ``name``, first growing capacity if
         needed: in whole chunks, and at least doubling it, so that growing (a metadata write
-        per array) is rare. Local arrays are written chunk by chunk (:class:`LocalChunks`)."""
-        array = self.node(name)
-        if name not in self._chunks:
-            self._chunks[name] = LocalChunks.of(array)
+        per array) is rare. A local dataset's arrays are written without zarr
+        (:class:`LocalArray`), other layouts and URLs through zarr."""
+        direct = self._local.array(name) if self._local is not None else None
+        array: LocalArray | zarr.Array = direct if direct is not None else self.node(name)
         chunk = array.chunks[0]
         end = at + len(values)
         if end > array.shape[0]:
             capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
             array.resize((capacity, *array.shape[1:]))
-        if (direct := self._chunks[name]) is not None:
+            if direct is not None:  # a zarr handle opened before holds the old shape
+                self._nodes.pop(name, None)
+        if direct is not None:
             direct.write(at, values)
         else:
             array[at:end] = values
@@ -479,7 +496,7 @@ class EpisodeStore:
         ``rows`` (every committed row of each statistics key, final-row actions and rewards
         left out, as :func:`stat_rows` gives them) spares reading the dataset back; a writer
         that wrote every row passes what it kept."""
-        stats = dict(self.group.attrs["stats"])
+        stats = dict(self._attributes["stats"])
         if self.n_rows == 0:
             return stats
         valid = _valid_action_rows(self.episode_ends, self.n_rows) if rows is None else None
@@ -502,21 +519,28 @@ class EpisodeStore:
         """Set attributes in one write of zarr.json. (zarr's ``attrs.update`` writes the file
         once per key, so a crash between two writes could leave, say, a new ``n_rows`` with
         the old ``n_episodes``.)"""
-        self.group.attrs.put({**self.group.attrs.asdict(), **values})
+        self._put_attributes({**self._attributes, **values})
+
+    def _put_attributes(self, attributes: dict[str, Any]) -> None:
+        if self._local is not None:
+            self._local.put(attributes)
+        else:
+            self.group.attrs.put(attributes)
 
     def seal(self) -> None:
         """Finish a new dataset: drop the creation marker (one write) and, locally, rename the
         temporary folder into place."""
-        attrs = self.group.attrs.asdict()
+        attrs = dict(self._attributes)
         attrs.pop(_CREATING, None)
-        self.group.attrs.put(attrs)
+        self._put_attributes(attrs)
         self._move_into_place()
 
     def _move_into_place(self) -> None:
         if self._destination is not None and self._destination != self.path:
             os.rename(self.path, self._destination)
-            self.group = _open_group(self._destination, mode="r+")
-            self.path, self._nodes, self._chunks = self._destination, {}, {}
+            self.path, self._group, self._nodes = self._destination, None, {}
+            if self._local is not None:
+                self._local = LocalGroup(Path(self.path), self._local.attributes)
         self._destination = None
 
     def discard(self) -> None:

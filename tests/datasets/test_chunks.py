@@ -1,7 +1,8 @@
-"""LocalChunks: chunk files written straight to disk, the same bytes zarr writes."""
+"""Local arrays and groups written without zarr: the documents and chunk bytes zarr writes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,71 +10,148 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
-from wmrobot.datasets.chunks import LocalChunks
-
-BLOSC = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+from wmrobot.datasets.chunks import LocalArray, LocalGroup
 
 
-def _pair(root: zarr.Group, name: str, rows: int, chunk: int, shape=(), dtype="float64", **kw):
-    """Two empty arrays alike: one for zarr to write, one for LocalChunks."""
-    fill = np.nan if np.dtype(dtype).kind == "f" else 0
-    kw = dict(shape=(rows, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=fill, **kw)
-    kw.setdefault("compressors", BLOSC)
-    return root.create_array(f"{name}_zarr", **kw), root.create_array(f"{name}_ours", **kw)
+def _blosc(shuffle="shuffle"):
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)
 
 
-def _chunk_files(array: zarr.Array, folder: Path) -> dict[str, bytes]:
-    base = folder / array.path
+def _documents(folder: Path) -> dict[str, dict]:
+    """Every ``zarr.json`` under ``folder``, parsed, by path."""
     return {
-        str(p.relative_to(base)): p.read_bytes() for p in (base / "c").rglob("*") if p.is_file()
+        str(p.parent.relative_to(folder)): json.loads(p.read_text())
+        for p in sorted(folder.rglob("zarr.json"))
     }
 
 
+def _chunk_files(folder: Path) -> dict[str, bytes]:
+    files = (folder / "c").rglob("*")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
+
+
 @pytest.mark.parametrize(
-    "dtype, shape, chunk",
-    [("float64", (17,), 64), ("float32", (6,), 256), ("bool", (), 1024), ("int64", (), 32)],
+    "dtype, shape, chunk, shuffle",
+    [
+        ("float64", (17,), 64, "shuffle"),
+        ("float32", (6,), 256, "shuffle"),
+        ("bool", (), 1024, "shuffle"),
+        ("int64", (), 32, "shuffle"),
+        ("uint8", (4, 4, 3), 16, "noshuffle"),
+    ],
 )
-def test_appends_write_the_bytes_zarr_writes(tmp_path, dtype, shape, chunk):
+def test_an_array_grown_and_appended_to_is_what_zarr_writes(tmp_path, dtype, shape, chunk, shuffle):
     root = zarr.open_group(tmp_path / "g.zarr", mode="w")
-    theirs, ours = _pair(root, "x", 3 * chunk, chunk, shape, dtype)
-    writer = LocalChunks.of(ours)
-    assert writer is not None
+    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    kw = dict(shape=(chunk, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=fill)
+    theirs = root.create_array("theirs", compressors=_blosc(shuffle), **kw)
+    ours = LocalArray.create(tmp_path / "g.zarr" / "ours", shuffle=shuffle, **kw)
+    folders = {"theirs": tmp_path / "g.zarr" / "theirs", "ours": tmp_path / "g.zarr" / "ours"}
+    assert _documents(folders["ours"]) == _documents(folders["theirs"])
+
+    theirs.resize((3 * chunk, *shape))
+    ours.resize((3 * chunk, *shape))
+    assert _documents(folders["ours"]) == _documents(folders["theirs"])
     values = (np.random.default_rng(0).random((5 * chunk // 2, *shape)) * 100).astype(dtype)
     # appends that start and end inside chunks, and one that spans a whole chunk
     for lo, hi in [(0, chunk // 3), (chunk // 3, chunk + 7), (chunk + 7, 5 * chunk // 2)]:
         theirs[lo:hi] = values[lo:hi]
-        writer.write(lo, values[lo:hi])
+        ours.write(lo, values[lo:hi])
 
-    np.testing.assert_array_equal(ours[:], theirs[:])
-    files = _chunk_files(ours, tmp_path / "g.zarr")
-    assert sorted(files) == [
-        "c/0" + "/0" * len(shape),
-        "c/1" + "/0" * len(shape),
-        "c/2" + "/0" * len(shape),
-    ]
-    assert files == _chunk_files(theirs, tmp_path / "g.zarr")
+    read = zarr.open_array(folders["ours"], mode="r")
+    assert read.shape == (3 * chunk, *shape)
+    np.testing.assert_array_equal(read[:], theirs[:])
+    files = _chunk_files(folders["ours"])
+    assert sorted(files) == [f"c/{i}" + "/0" * len(shape) for i in range(3)]
+    assert files == _chunk_files(folders["theirs"])
+    assert LocalArray.open(folders["theirs"]).document == ours.document  # and it reads zarr's
+
+
+def test_a_new_datasets_documents_are_the_ones_zarr_writes(tmp_path, make_episode):
+    # Every array of a dataset with images, several dtypes and factors of variation, made again
+    # by zarr from what zarr reads of it: the same documents.
+    episode = make_episode(5, np.random.default_rng(0))
+    episode["pixels"] = np.zeros((6, 8, 8, 3), dtype=np.uint8)
+    episode["done"] = np.zeros(6, dtype=bool)
+    episode["factors"] = {"mass": 1.5}
+    shapes = {k: (v.shape[1:], str(v.dtype)) for k, v in episode.items() if hasattr(v, "shape")}
+    store = EpisodeStore.create(
+        tmp_path / "d.zarr",
+        env={"id": "synthetic", "kwargs": {}},
+        spaces={},
+        row_shapes=shapes,
+        factors={"names": ["mass"], "ranges": {"mass": [1.0, 2.0]}},
+    )
+    store.append([episode] * 3)  # grown from empty
+    ours = _documents(tmp_path / "d.zarr")
+    again = zarr.open_group(tmp_path / "again.zarr", mode="w", attributes=ours["."]["attributes"])
+    for name, document in ours.items():
+        if document["node_type"] == "array":
+            made = zarr.open_array(tmp_path / "d.zarr" / name, mode="r")
+            again.create_array(
+                name,
+                shape=made.shape,
+                chunks=made.chunks,
+                dtype=made.dtype,
+                fill_value=made.fill_value,
+                compressors=made.compressors,
+            )
+    assert ours == _documents(tmp_path / "again.zarr")
+    # the layout the store chose, spelled as zarr spells it
+    assert ours["data/pixels"]["codecs"][1]["configuration"]["shuffle"] == "noshuffle"
+    assert ours["data/obs"]["codecs"][1]["configuration"]["shuffle"] == "shuffle"
+    assert ours["data/obs"]["fill_value"] == "NaN" and ours["meta/success"]["fill_value"] is False
+    assert sorted(ours) == sorted(
+        [".", "data", "meta", *(f"data/{k}" for k in shapes), "meta/factors"]
+        + [f"meta/{k}" for k in ("episode_ends", "length", "seed", "return", "success")]
+    )
+    np.testing.assert_array_equal(
+        EpisodeStore.open(tmp_path / "d.zarr").episode(2)["obs"], episode["obs"]
+    )
 
 
 def test_an_append_after_a_chunk_zarr_left_unwritten_keeps_its_fill(tmp_path):
     root = zarr.open_group(tmp_path / "g.zarr", mode="w")
     array = root.create_array(
-        "x", shape=(16,), chunks=(8,), dtype="float64", fill_value=np.nan, compressors=BLOSC
+        "x", shape=(16,), chunks=(8,), dtype="float64", fill_value=np.nan, compressors=_blosc()
     )
     array[:3] = np.nan  # fill values only: zarr writes no chunk file
     assert not (tmp_path / "g.zarr" / "x" / "c" / "0").exists()
-    LocalChunks.of(array).write(3, np.arange(7.0))
+    LocalArray.open(tmp_path / "g.zarr" / "x").write(3, np.arange(7.0))
     np.testing.assert_array_equal(array[:], [np.nan] * 3 + list(range(7)) + [np.nan] * 6)
 
 
-def test_other_layouts_go_through_zarr(tmp_path):
+def test_other_layouts_go_through_zarr(tmp_path, new_store, make_episode):
     root = zarr.open_group(tmp_path / "g.zarr", mode="w")
-    zstd = root.create_array("zstd", shape=(8,), chunks=(4,), dtype="float64")  # zarr's default
-    split = root.create_array(
-        "split", shape=(8, 4), chunks=(4, 2), dtype="float64", compressors=BLOSC
+    root.create_array("zstd", shape=(8,), chunks=(4,), dtype="float64")  # zarr's default
+    root.create_array("split", shape=(8, 4), chunks=(4, 2), dtype="float64", compressors=_blosc())
+    root.create_array(
+        "dots",
+        shape=(8,),
+        chunks=(4,),
+        dtype="float64",
+        compressors=_blosc(),
+        chunk_key_encoding={"name": "default", "separator": "."},
     )
-    memory = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
-    remote = memory.create_array("x", shape=(8,), chunks=(4,), dtype="float64", compressors=BLOSC)
-    assert [LocalChunks.of(a) for a in (zstd, split, remote)] == [None, None, None]
+    group = LocalGroup(tmp_path / "g.zarr", {})
+    assert [group.array(a) for a in ("zstd", "split", "dots")] == [None, None, None]
+
+    # A dataset whose obs array zarr made in such a layout: appends to it go through zarr.
+    store = new_store()
+    obs = store.node("data/obs")
+    store.group.create_array(
+        "data/obs",
+        shape=obs.shape,
+        chunks=obs.chunks,
+        dtype=obs.dtype,
+        fill_value=np.nan,
+        overwrite=True,
+    )
+    again = EpisodeStore.open(store.path, mode="a")
+    episode = make_episode(7, np.random.default_rng(0))
+    again.append([episode])
+    assert again._local.array("data/obs") is None and again._local.array("data/action")
+    np.testing.assert_array_equal(EpisodeStore.open(store.path).episode(0)["obs"], episode["obs"])
 
 
 def test_a_write_cut_short_leaves_the_old_chunk_and_a_file_opening_removes(
@@ -104,7 +182,16 @@ def test_a_write_cut_short_leaves_the_old_chunk_and_a_file_opening_removes(
     )
 
 
-def test_a_new_datasets_arrays_are_all_written_directly(new_store):
-    arrays = [a for _, a in new_store().group.members(max_depth=None) if isinstance(a, zarr.Array)]
-    assert len(arrays) == 3 + 5  # data/obs, action, reward; meta/episode_ends ... success
-    assert all(LocalChunks.of(a) is not None for a in arrays)
+def test_a_zarr_handle_opened_before_a_commit_reads_what_it_committed(new_store, make_episode):
+    # The store reads through zarr and grows arrays without it: a handle it opened before an
+    # array grew must not be the one that reads the rows past the old shape.
+    rng = np.random.default_rng(0)
+    store = new_store()
+    chunk = store.node("data/obs").chunks[0]
+    episodes = [make_episode(chunk // 2, rng, seed=s) for s in range(3)]
+    for episode in episodes:
+        store.append([episode])
+        assert store.node("data/obs").shape[0] >= store.n_rows
+    for index, episode in enumerate(episodes):
+        np.testing.assert_array_equal(store.episode(index)["obs"], episode["obs"])
+    store.validate()

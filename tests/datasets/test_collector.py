@@ -328,26 +328,44 @@ def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
 
 
 def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
-    # The writer creates the dataset too, so the stepping process keeps its core for stepping.
+    # The writer creates the dataset too, so the stepping process keeps its core for stepping;
+    # and a new local dataset is written without zarr (datasets/chunks.py), so the writer
+    # never loads it either: a quarter of a CPU second that would come out of stepping.
+    report = tmp_path / "writer.txt"
     code = (
         "import sys\n"
         "import wmrobot.datasets.collector as c\n"
         "c.WRITER_PROCESS_STEPS = 0\n"
+        "finalize = c.EpisodeStore.finalize_stats\n"
+        "def finalize_and_report(self, rows=None):\n"  # the writer's last step
+        f"    open({str(report)!r}, 'w').write(f\"{{'zarr' in sys.modules}} {{c.os.getpid()}}\")\n"
+        "    return finalize(self, rows)\n"
+        "c.EpisodeStore.finalize_stats = finalize_and_report\n"
         "if __name__ == '__main__':\n"
         f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3)}\n"
-        "    print(r.episodes, r.transitions, 'zarr' in sys.modules)\n"
+        "    print(r.episodes, r.transitions, 'zarr' in sys.modules, c.os.getpid())\n"
     )
     result = _run_script(tmp_path, code)
     assert result.returncode == 0, result.stderr
     store = EpisodeStore.open(tmp_path / "d.zarr")
-    assert result.stdout.split() == [str(store.n_episodes), str(store.n_transitions), "False"]
+    episodes, transitions, loaded, pid = result.stdout.split()
+    assert [episodes, transitions, loaded] == [
+        str(store.n_episodes),
+        str(store.n_transitions),
+        "False",
+    ]
     assert store.n_episodes == 3
+    writer_loaded, writer_pid = report.read_text().split()
+    assert writer_pid != pid  # a writer process, not this one's thread
+    assert writer_loaded == "False"
+    store.check_contents()  # and zarr reads what it wrote, statistics included
 
 
 def test_a_script_without_a_main_guard_collects_twice_with_a_writer_process(tmp_path):
-    # The second collection starts its writer process with zarr loaded (by the first one's
-    # writer thread); it used to be spawned then, which re-ran this unguarded script and died.
+    # The second collection starts its writer process with zarr loaded (as a script that reads
+    # a dataset has it); it used to be spawned then, which re-ran this unguarded script and died.
     code = (
+        "import zarr\n"
         "import wmrobot.datasets.collector as c\n"
         f"a = {_collect_call(tmp_path / 'a.zarr', episodes=2)}\n"
         "c.WRITER_PROCESS_STEPS = 0\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,21 +198,26 @@ def test_append_rejects_malformed_episodes(new_store, make_episode, rng):
     assert store.n_rows == 0
 
 
-def test_a_commit_is_one_write_of_the_group_attributes(new_store, make_episode, rng, monkeypatch):
+def test_a_commit_is_one_write_of_the_group_attributes(
+    new_store, make_episode, rng, tmp_path, monkeypatch
+):
     """All counts move together: a kill can never land between two of their writes."""
     store = new_store()
-    writes = []
-    real_set = zarr.storage.LocalStore.set
+    written = []
+    real_replace = os.replace
 
-    async def counting_set(self, key, value):
-        writes.append(key)
-        await real_set(self, key, value)
+    def counting_replace(src, dst):  # every file the store writes is renamed into place
+        written.append(Path(dst))
+        real_replace(src, dst)
 
-    monkeypatch.setattr(zarr.storage.LocalStore, "set", counting_set)
+    monkeypatch.setattr("wmrobot.files.os.replace", counting_replace)
     store.append([make_episode(5, rng), make_episode(3, rng)])
-    assert writes.count("zarr.json") == 1, writes
+    root = tmp_path / "d.zarr" / "zarr.json"
+    assert written.count(root) == 1, written
+    assert any(p.parent.name == "obs" and p.name == "zarr.json" for p in written)  # its growth
+    assert len(written) > 8  # and chunks of every array
     store.finalize_stats()
-    assert writes.count("zarr.json") == 2
+    assert written.count(root) == 2
 
 
 def test_narrow_rows_get_longer_chunks():
