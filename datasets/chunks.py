@@ -139,7 +139,7 @@ class LocalArray:
         chunks = grid.get("configuration", {}).get("chunk_shape", [])
         try:
             kind = np.dtype(doc.get("data_type")).kind
-        except TypeError:  # a data type NumPy does not name
+        except (TypeError, ValueError):  # a data type NumPy does not name
             kind = None
         if not (
             sys.byteorder == "little"

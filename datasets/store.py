@@ -39,8 +39,12 @@ def is_local(path: str) -> bool:
 
 
 def normalise_path(path: str | os.PathLike) -> str:
-    """A dataset path without a trailing slash (a local one also normalised)."""
-    path = str(path).rstrip("/") or "/"
+    """A dataset path without a trailing slash (a local one also normalised; a ``file://``
+    URL becomes the path it names)."""
+    path = str(path)
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    path = path.rstrip("/") or "/"
     return os.path.normpath(path) if is_local(path) else path
 
 

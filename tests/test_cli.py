@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from wmrobot.cli import main
+from wmrobot.datasets import EpisodeStore
 from wmrobot.datasets.policies import PolicySpec
 
 
@@ -169,3 +170,17 @@ def test_an_env_default_spelled_out_names_the_same_env():
     assert given == spelled and given["frame_skip"] == 5
     assert given != _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze", "frame_skip": 4})
     assert given != _full_kwargs("wmrobot/PointMaze-v0", {"layout": "ring"})
+
+
+def test_a_file_url_names_the_local_dataset_at_its_path(
+    small_dataset, tmp_path, monkeypatch, capsys
+):
+    assert main(["data", "info", f"file://{small_dataset}"]) == 0
+    out = capsys.readouterr().out
+    assert "3 episodes" in out and "remote" not in out and "KiB" in out
+    # collecting to one writes the dataset at that path (it used to make a folder "file:")
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "made.zarr"
+    assert main(["collect", "episodes=1", "env.kwargs.layout=open", f"out=file://{made}"]) == 0
+    assert EpisodeStore.open(made).n_episodes == 1
+    assert not any(p.name.startswith("file:") for p in tmp_path.rglob("*"))

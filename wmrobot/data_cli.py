@@ -31,7 +31,10 @@ USAGE = """usage: wmrobot data <info|validate|replay|merge|convert> ...
 
 
 def _size(path: str) -> str:
-    if not Path(path).exists():
+    from wmrobot.datasets.store import is_local, normalise_path
+
+    path = normalise_path(path)
+    if not is_local(path):
         return "remote"
     size = float(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
     for unit in ("B", "KiB", "MiB"):
