@@ -33,12 +33,14 @@ def read_document(folder: Path) -> dict[str, Any]:
     return json.loads((folder / ZARR_JSON).read_bytes())
 
 
-def write_document(folder: Path, document: dict[str, Any]) -> None:
-    """Write a node's ``zarr.json`` atomically, formatted as zarr formats it."""
-    data = json.dumps(document, indent=2, allow_nan=True).encode()
+def write_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """Write a node's ``zarr.json`` atomically, formatted as zarr formats it; returns the
+    document as a reader parses it (a copy of its own, tuples as lists)."""
+    data = json.dumps(document, indent=2, allow_nan=True)
     folder.mkdir(parents=True, exist_ok=True)
     # Not synced, as zarr's local store does not sync either.
-    write_atomically(folder / ZARR_JSON, lambda f: f.write(data), sync=False)
+    write_atomically(folder / ZARR_JSON, lambda f: f.write(data.encode()), sync=False)
+    return json.loads(data)
 
 
 def group_document(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -121,9 +123,7 @@ class LocalArray:
     @classmethod
     def create(cls, folder: Path, **kwargs: Any) -> LocalArray:
         """A new array at ``folder``, with :func:`array_document`'s arguments."""
-        document = array_document(**kwargs)
-        write_document(folder, document)
-        return cls(folder, document)
+        return cls(folder, write_document(folder, array_document(**kwargs)))
 
     @classmethod
     def open(cls, folder: Path) -> LocalArray | None:
@@ -158,9 +158,10 @@ class LocalArray:
         return cls(folder, doc)
 
     def resize(self, shape: tuple[int, ...]) -> None:
-        """Grow to ``shape`` (a metadata write; chunks past the old shape hold nothing)."""
-        self.document = {**self.document, "shape": list(shape)}
-        write_document(self.folder, self.document)
+        """Grow to ``shape`` (a metadata write; chunks past the old shape hold nothing). The
+        shape held here changes only once the write has landed: after a failed write, the
+        next append grows the array again rather than commit rows past its shape on disk."""
+        self.document = write_document(self.folder, {**self.document, "shape": list(shape)})
 
     def _file(self, index: int) -> Path:
         return self.folder.joinpath("c", str(index), *["0"] * (len(self.chunks) - 1))
@@ -205,12 +206,12 @@ class LocalGroup:
 
     @classmethod
     def create(cls, folder: Path, attributes: dict[str, Any]) -> LocalGroup:
-        write_document(folder, group_document(attributes))
-        return cls(folder, attributes)
+        return cls(folder, write_document(folder, group_document(attributes))["attributes"])
 
     def put(self, attributes: dict[str, Any]) -> None:
-        write_document(self.folder, group_document(attributes))
-        self.attributes = attributes
+        """Replace the attributes (one atomic write). What is held here afterwards is what a
+        reader of the file gets, not the caller's objects, which the caller may change."""
+        self.attributes = write_document(self.folder, group_document(attributes))["attributes"]
 
     def create_array(self, name: str, **kwargs: Any) -> LocalArray:
         """A new array at ``name`` (``a/b``), with :func:`array_document`'s arguments; the

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,15 +36,21 @@ STD_FLOOR = 1e-6  # standardising by the stored stats divides by max(std, STD_FL
 
 
 def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+    return "://" not in path or path.startswith("file:")
 
 
 def normalise_path(path: str | os.PathLike) -> str:
-    """A dataset path without a trailing slash (a local one also normalised; a ``file://``
-    URL becomes the path it names)."""
+    """A dataset path without a trailing slash (a local one also normalised; a ``file:`` URL
+    becomes the path it names)."""
     path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://") :]
+    if path.startswith("file:"):  # file:///a/b, file:/a/b or file://localhost/a/b
+        url = urllib.parse.urlsplit(path)
+        if url.netloc not in ("", "localhost") or not url.path:
+            raise DatasetError(
+                f"{path!r} names no local path; give a path such as /data/d.zarr or "
+                f"file:///data/d.zarr"
+            )
+        path = urllib.parse.unquote(url.path)
     path = path.rstrip("/") or "/"
     return os.path.normpath(path) if is_local(path) else path
 
@@ -196,7 +203,12 @@ class EpisodeStore:
             chunks = (EPISODE_CHUNK, width)
             arrays.append(("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
         marker = {_CREATING: True}
-        if local and sys.byteorder == "little":  # written without zarr: datasets/chunks.py
+        # Written without zarr (datasets/chunks.py) where every array holds numbers it writes
+        # (booleans, integers, floats up to 8 bytes); other dtypes go through zarr, which
+        # spells their metadata or refuses them.
+        direct = local and sys.byteorder == "little"
+        direct = direct and all(_writes_directly(dtype) for _, _, _, dtype, _, _ in arrays)
+        if direct:
             root = LocalGroup.create(Path(build), marker)
             for name, shape, chunks, dtype, fill, shuffle in arrays:
                 root.create_array(
@@ -605,6 +617,11 @@ def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
     mask = np.ones(n_rows, dtype=bool)
     mask[np.asarray(ends, dtype=np.int64) - 1] = False
     return mask
+
+
+def _writes_directly(dtype: Any) -> bool:
+    dtype = np.dtype(dtype)
+    return dtype.kind in "biuf" and dtype.itemsize <= 8 and dtype.isnative
 
 
 def row_chunk(shape: tuple[int, ...], dtype: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,55 @@ def test_a_zarr_handle_opened_before_a_commit_reads_what_it_committed(new_store,
     for index, episode in enumerate(episodes):
         np.testing.assert_array_equal(store.episode(index)["obs"], episode["obs"])
     store.validate()
+
+
+def test_a_failed_growth_is_grown_again_by_the_next_append(new_store, make_episode, monkeypatch):
+    # The array's zarr.json write fails (disk full): the store must not go on believing the
+    # array grew, or the retried append commits rows past the shape on disk.
+    rng = np.random.default_rng(0)
+    store = new_store()
+    episode = make_episode(9, rng)
+    real_replace, failed = os.replace, []
+
+    def full_disk_once(src, dst):
+        if str(dst).endswith(os.path.join("data", "obs", "zarr.json")) and not failed:
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("wmrobot.files.os.replace", full_disk_once)
+    with pytest.raises(OSError, match="No space"):
+        store.append([episode])
+    store.append([episode])  # retried on the same handle
+    assert failed
+    again = EpisodeStore.open(store.path)  # validates: every array holds the committed rows
+    assert again.n_episodes == 1
+    np.testing.assert_array_equal(again.episode(0)["obs"], episode["obs"])
+
+
+def test_the_attributes_held_are_what_was_written_not_the_callers_objects(tmp_path):
+    kwargs = {"size": (3, 4)}
+    store = EpisodeStore.create(
+        tmp_path / "d.zarr",
+        env={"id": "synthetic", "kwargs": kwargs},
+        spaces={},
+        row_shapes={"obs": ((3,), "float32"), "action": ((2,), "float32")},
+    )
+    kwargs["size"] = "changed later by the caller"
+    assert store.attrs["env"]["kwargs"] == {"size": [3, 4]}
+    store.update_attrs(note="x")  # a commit writes what is held
+    assert EpisodeStore.open(tmp_path / "d.zarr").attrs["env"]["kwargs"] == {"size": [3, 4]}
+
+
+def test_dtypes_it_does_not_write_go_through_zarr(tmp_path, make_episode):
+    rng = np.random.default_rng(0)
+    episode = make_episode(4, rng)
+    episode["big"] = rng.random((5, 3)).astype(">f4")  # big-endian: zarr spells its codec
+    episode["count"] = np.arange(5).astype(">i8")
+    shapes = {k: (v.shape[1:], v.dtype.str) for k, v in episode.items() if hasattr(v, "shape")}
+    store = EpisodeStore.create(tmp_path / "d.zarr", env={}, spaces={}, row_shapes=shapes)
+    assert store._local is None  # the whole dataset through zarr, as before
+    store.append([episode])
+    read = EpisodeStore.open(tmp_path / "d.zarr").episode(0)
+    for key in ("big", "count", "obs"):
+        np.testing.assert_array_equal(read[key], episode[key])

@@ -243,3 +243,26 @@ def test_capacity_at_least_doubles_when_it_grows(new_store, make_episode, rng):
     assert len(grown) <= 4  # whole-chunk growth would have grown 6 times
     store.validate()
     assert store.n_episodes == 12
+
+
+@pytest.mark.parametrize(
+    "url, path",
+    [
+        ("file:///data/d.zarr", "/data/d.zarr"),
+        ("file:/data/d.zarr/", "/data/d.zarr"),
+        ("file://localhost/data/d.zarr", "/data/d.zarr"),
+        ("file:///data/my%20runs/d.zarr", "/data/my runs/d.zarr"),
+    ],
+)
+def test_a_file_url_is_the_path_it_names(url, path):
+    from wmrobot.datasets.store import is_local, normalise_path
+
+    assert normalise_path(url) == path and is_local(url)
+
+
+@pytest.mark.parametrize("url", ["file://otherhost/data/d.zarr", "file://"])
+def test_a_file_url_without_a_local_path_is_refused_in_one_line(url):
+    from wmrobot.datasets.store import normalise_path
+
+    with pytest.raises(DatasetError, match="names no local path"):
+        normalise_path(url)
