@@ -2,8 +2,8 @@
 writes them, and whole chunks written straight to their files.
 
 A collection's writer process does nothing but create a dataset, append rows and rewrite its
-attributes. Loading zarr for that costs a quarter of a CPU second (its modules, and the
-entry-point registries it scans), a fixed cost that on two cores comes out of stepping. And
+attributes. Loading zarr for that costs a few tenths of a CPU second (its modules, and the
+entry-point registries it scans; docs/BENCHMARKS.md gives the command), a fixed cost that on two cores comes out of stepping. And
 zarr's write path runs each chunk's read, decode, encode and file write as tasks handed to a
 thread pool and back, a fixed cost per chunk that dwarfs encoding a chunk of a few hundred
 kilobytes. So a local dataset is written here: the same documents (``zarr.json``) and the same
@@ -26,6 +26,18 @@ from wmrobot.files import write_atomically
 
 ZARR_JSON = "zarr.json"
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # numcodecs' numbers for blosc's
+
+
+def writes_directly(dtype: Any) -> bool:
+    """Whether arrays of ``dtype`` are written here: booleans, integers and floats of up to 8
+    bytes in this machine's order, on a little-endian machine (the bytes zarr's "bytes" codec
+    writes, little-endian, are then the array's own). Other dtypes go through zarr."""
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):  # a data type NumPy does not name
+        return False
+    little = sys.byteorder == "little" and dtype.isnative
+    return little and dtype.kind in "biuf" and dtype.itemsize <= 8
 
 
 def read_document(folder: Path) -> dict[str, Any]:
@@ -128,8 +140,8 @@ class LocalArray:
     @classmethod
     def open(cls, folder: Path) -> LocalArray | None:
         """The array at ``folder``, or None where its layout is not the one this writes
-        (other codecs, chunks split along other axes or other chunk keys, a big-endian
-        machine): those go through zarr."""
+        (other codecs, chunks split along other axes or other chunk keys, a dtype it does not
+        write): those go through zarr."""
         doc = read_document(folder)
         codecs = doc.get("codecs", [])
         names = [c.get("name") for c in codecs]
@@ -137,13 +149,8 @@ class LocalArray:
         keys = doc.get("chunk_key_encoding", {})
         grid = doc.get("chunk_grid", {})
         chunks = grid.get("configuration", {}).get("chunk_shape", [])
-        try:
-            kind = np.dtype(doc.get("data_type")).kind
-        except (TypeError, ValueError):  # a data type NumPy does not name
-            kind = None
         if not (
-            sys.byteorder == "little"
-            and doc.get("node_type") == "array"
+            doc.get("node_type") == "array"
             and names == ["bytes", "blosc"]
             and endian == "little"
             and keys.get("name") == "default"
@@ -151,8 +158,7 @@ class LocalArray:
             and grid.get("name") == "regular"
             and chunks[1:] == doc["shape"][1:]
             and not doc.get("storage_transformers")
-            and kind is not None
-            and kind in "biuf"
+            and writes_directly(doc.get("data_type"))
         ):
             return None
         return cls(folder, doc)

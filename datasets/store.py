@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wmrobot.datasets.chunks import LocalArray, LocalGroup
+from wmrobot.datasets.chunks import LocalArray, LocalGroup, writes_directly
 from wmrobot.errors import DatasetError
 
 if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
@@ -203,12 +202,9 @@ class EpisodeStore:
             chunks = (EPISODE_CHUNK, width)
             arrays.append(("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
         marker = {_CREATING: True}
-        # Written without zarr (datasets/chunks.py) where every array holds numbers it writes
-        # (booleans, integers, floats up to 8 bytes); other dtypes go through zarr, which
-        # spells their metadata or refuses them.
-        direct = local and sys.byteorder == "little"
-        direct = direct and all(_writes_directly(dtype) for _, _, _, dtype, _, _ in arrays)
-        if direct:
+        # Written without zarr (datasets/chunks.py) where it writes every array's dtype; other
+        # dtypes go through zarr, which spells their metadata or refuses them.
+        if local and all(writes_directly(dtype) for _, _, _, dtype, _, _ in arrays):
             root = LocalGroup.create(Path(build), marker)
             for name, shape, chunks, dtype, fill, shuffle in arrays:
                 root.create_array(
@@ -617,11 +613,6 @@ def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
     mask = np.ones(n_rows, dtype=bool)
     mask[np.asarray(ends, dtype=np.int64) - 1] = False
     return mask
-
-
-def _writes_directly(dtype: Any) -> bool:
-    dtype = np.dtype(dtype)
-    return dtype.kind in "biuf" and dtype.itemsize <= 8 and dtype.isnative
 
 
 def row_chunk(shape: tuple[int, ...], dtype: Any) -> int:

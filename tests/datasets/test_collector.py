@@ -330,7 +330,7 @@ def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
 def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     # The writer creates the dataset too, so the stepping process keeps its core for stepping;
     # and a new local dataset is written without zarr (datasets/chunks.py), so the writer
-    # never loads it either: a quarter of a CPU second that would come out of stepping.
+    # never loads it either: tenths of a CPU second that would come out of stepping.
     report = tmp_path / "writer.txt"
     code = (
         "import sys\n"
@@ -348,8 +348,8 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     result = _run_script(tmp_path, code)
     assert result.returncode == 0, result.stderr
     store = EpisodeStore.open(tmp_path / "d.zarr")
-    episodes, transitions, loaded, pid = result.stdout.split()
-    assert [episodes, transitions, loaded] == [
+    n_episodes, n_transitions, loaded, pid = result.stdout.split()
+    assert [n_episodes, n_transitions, loaded] == [
         str(store.n_episodes),
         str(store.n_transitions),
         "False",
