@@ -32,7 +32,7 @@ from wmrobot.datasets.episodes import (
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
-from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local, stat_rows
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local
 from wmrobot.errors import DatasetError
 
 
@@ -195,19 +195,17 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
-    # Loaded now, while the first episodes run, not in a commit's way: numpy.ma, which
-    # np.quantile (the statistics at the end) loads on first use, and what writes the dataset:
-    # numcodecs (Blosc) for a local one, which is written without zarr (datasets/chunks.py),
-    # zarr for one at a URL.
+    # Loaded now, while the first episodes run, not in a commit's way: what writes the
+    # dataset, numcodecs (Blosc) for a local one, which is written without zarr
+    # (datasets/chunks.py), zarr for one at a URL.
     import numcodecs  # noqa: F401
-    import numpy.ma  # noqa: F401
 
     if not is_local(path):
         import zarr  # noqa: F401
 
     store, error = None, None
-    # The statistics' rows of a dataset this writer fills from empty, kept (up to a cap) so
-    # that the q01/q99 pass at the end need not read every row back.
+    # The statistics' columns of a dataset this writer fills from empty, kept (up to a cap)
+    # so that the q01/q99 pass at the end need not read every row back.
     kept: list[dict[str, np.ndarray]] | None = None
     size = 0
     closing = False
@@ -236,21 +234,21 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
             if store is None:
                 store = EpisodeStore.open(path, mode="a")
                 kept = [] if store.n_rows == 0 else None
-            store.append(batch)
+            columns = store.append(batch)
         except Exception as e:  # reported to the collecting process, which raises it
             error = " ".join(str(e).split()) or type(e).__name__
             done.put(("error", error))
             continue
         if kept is not None:
-            kept.append(stat_rows(batch, store.stat_keys))
+            kept.append(columns)
             size += sum(v.nbytes for v in kept[-1].values())
             kept = kept if size <= KEEP_BYTES else None
         n = sum(len(e["action"]) - 1 for e in batch)
         done.put(("committed", (store.n_episodes, store.n_transitions, len(batch), n)))
     final = None
     if error is None and store is not None and kept:
-        rows = {k: np.concatenate([part[k] for part in kept]) for k in store.stat_keys}
-        store.finalize_stats(rows)
+        columns = {k: np.concatenate([part[k] for part in kept], axis=1) for k in store.stat_keys}
+        store.finalize_stats(columns)
         final = (store.n_episodes, store.n_transitions)
     done.put(("closed", final))
 

@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
-from wmrobot.datasets.store import stat_rows
+from wmrobot.datasets.store import quantiles, stat_columns
 from wmrobot.errors import DatasetError
 
 
@@ -83,18 +83,44 @@ def test_rows_past_the_commit_are_invisible_and_overwritten(new_store, make_epis
     np.testing.assert_array_equal(final.episode(0)["obs"], first["obs"])
 
 
-def test_finalize_stats_leaves_the_rows_it_is_given_as_they_were(new_store, make_episode, rng):
-    # The quantiles partition a copy in place; a float64 single column (the reward's here)
-    # would otherwise be partitioned in the caller's own array.
+def test_finalize_stats_leaves_the_columns_it_is_given_as_they_were(new_store, make_episode, rng):
+    # The quantiles sort a copy; sorting in place would reorder the caller's own arrays.
     episodes = [make_episode(t, rng) for t in (6, 3, 9)]
     store = new_store()
-    store.append(episodes)
-    rows = {k: v.astype(np.float64) for k, v in stat_rows(episodes, store.stat_keys).items()}
-    before = {k: v.copy() for k, v in rows.items()}
-    given = store.finalize_stats(rows)
-    for key in rows:
-        np.testing.assert_array_equal(rows[key], before[key])
+    columns = store.append(episodes)
+    assert columns.keys() == set(store.stat_keys)
+    np.testing.assert_array_equal(
+        columns["action"].T, np.concatenate([e["action"][:-1] for e in episodes])
+    )
+    before = {k: v.copy() for k, v in columns.items()}
+    given = store.finalize_stats(columns)
+    for key in columns:
+        np.testing.assert_array_equal(columns[key], before[key])
     assert given == store.finalize_stats()  # the same as from the stored rows
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 1001, 4099])
+def test_quantiles_equal_numpys(n, rng):
+    x = rng.normal(size=(5, n))
+    x[1] = np.round(x[1])  # ties
+    x[2, n // 2] = np.nan  # a row holding NaN
+    x[3] = 7.0  # constant
+    qs = (0.0, 0.01, 0.25, 0.5, 0.99, 1.0)
+    before = x.copy()
+    got = quantiles(x, qs)
+    np.testing.assert_array_equal(x, before)
+    for q, values in zip(qs, got, strict=True):
+        np.testing.assert_array_equal(values, np.quantile(x, q, axis=1))
+
+
+def test_stat_columns_are_the_counted_rows_feature_by_feature(make_episode, rng):
+    episodes = [make_episode(t, rng) for t in (4, 2)]
+    columns = stat_columns(episodes, ["obs", "action", "reward"])
+    for key in ("obs", "action", "reward"):
+        rows = [e[key][:-1] if key != "obs" else e[key] for e in episodes]
+        expected = np.concatenate(rows).reshape(sum(len(r) for r in rows), -1).T
+        assert columns[key].dtype == np.float64 and columns[key].flags.c_contiguous
+        np.testing.assert_array_equal(columns[key], expected)
 
 
 def test_stats_match_numpy(new_store, make_episode, rng):
