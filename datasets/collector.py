@@ -352,6 +352,7 @@ def collect(
     reached = held >= steps if steps else done >= episodes
     last = time.perf_counter()
     closing = False  # whether the commit before the closing one is handed over
+    early = False  # whether the one before that is
     start_held = held
     created = store is not None
     writer: _Writer | None = None
@@ -395,6 +396,13 @@ def collect(
                     left = int(np.ceil((steps - held) / max(mean, 1.0)))
                 else:
                     left = episodes - 1 - index
+                # And once before, when a quarter of a flush interval's stepping is left (at
+                # this run's pace): what waits then would otherwise go into that commit, and
+                # the writer would still be at it after the last episode. Each commit costs
+                # a few milliseconds whatever it holds, so this is the only extra one.
+                left_seconds = left * (now - start) / (index - done + 1)
+                if not early and left_seconds <= FLUSH_SECONDS / 4:
+                    due = early = True
                 if left <= workers:
                     due = closing = True
             if due or reached:

@@ -460,16 +460,37 @@ def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("workers", "target", "handed"),
-    [(1, {"episodes": 6}, [5, 1]), (2, {"episodes": 6}, [4, 2]), (1, {"steps": 150}, [4, 1])],
+    ("workers", "target", "flush", "handed"),
+    [
+        # the last episode's start hands over what waits; half a second of stepping before
+        # (a quarter of the flush interval), so does the one before
+        (1, {"episodes": 6}, 8.0, [4, 1, 1]),
+        (2, {"episodes": 6}, 8.0, [4, 2]),  # both at once
+        (1, {"steps": 150}, 8.0, [3, 1, 1]),  # episodes left, from their mean length
+        (1, {"episodes": 8}, 3.0, [3, 3, 1, 1]),  # by time, then the last one's start
+    ],
 )
 def test_the_closing_commit_holds_only_the_last_episodes(
-    tmp_path, monkeypatch, workers, target, handed
+    tmp_path, monkeypatch, workers, target, flush, handed
 ):
     # By default batches go by time; what waits when the last episodes start is handed over
-    # then, so that the commit at the end, which nothing overlaps, is small.
+    # then, and what waits a little before that too, so that the commit at the end, which
+    # nothing overlaps, is small and the writer is done with the one before. Each episode
+    # takes one second here, on a clock of the test's.
+    from types import SimpleNamespace
+
     from wmrobot.datasets import collector
 
+    clock = [0.0]
+    monkeypatch.setattr(collector, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_episodes = collector.episodes_in_order
+
+    def one_second_each(*args, **kwargs):
+        for episode in real_episodes(*args, **kwargs):
+            clock[0] += 1.0
+            yield episode
+
+    monkeypatch.setattr(collector, "episodes_in_order", one_second_each)
     sizes = []
     real = collector._Writer.put
 
@@ -479,7 +500,7 @@ def test_the_closing_commit_holds_only_the_last_episodes(
         real(self, batch)
 
     monkeypatch.setattr(collector._Writer, "put", put)
-    monkeypatch.setattr(collector, "FLUSH_SECONDS", 1e9)  # no batch is due by time
+    monkeypatch.setattr(collector, "FLUSH_SECONDS", flush)
     kwargs = {"max_episode_steps": 30}
     path = tmp_path / "d.zarr"
     collect(str(path), ENV_ID, kwargs, **target, workers=workers, fast=False, progress=False)
