@@ -31,51 +31,76 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _obs_rows(obs_list: list[Any]) -> dict[str, np.ndarray]:
-    # np.array of a list of equal-shape arrays gives np.stack's result at about half its cost.
-    if isinstance(obs_list[0], dict):
-        return {f"obs/{k}": np.array([o[k] for o in obs_list]) for k in obs_list[0]}
-    return {"obs": np.array(obs_list)}
+def _set_aside(value: Any, rows: int) -> np.ndarray:
+    """An empty array of ``rows`` rows shaped and typed as ``value``."""
+    value = np.asarray(value)
+    return np.empty((rows, *value.shape), dtype=value.dtype)
+
+
+def _doubled(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([rows, np.empty_like(rows)])
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None) -> dict[str, Any]:
     """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0.
 
-    The full physics state (as :func:`wmrobot.envs.get_physics_state`) of every row is
-    written straight into one preallocated float64 array of ``rows`` rows (by default the
-    time limit + 1), doubled if the episode runs past it. The loop is the collector's hot
-    path, so it calls ``mj_getState`` itself, with an int signature, rather than through a
-    reader function.
+    Every observation, action and full physics state (as
+    :func:`wmrobot.envs.get_physics_state`) is copied as it comes into arrays set aside for
+    ``rows`` rows (by default the time limit + 1), doubled if the episode runs past them. The
+    loop is the collector's hot path: the env's own arrays are let go at once, so that what it
+    touches stays a few arrays written in order (a list of a thousand small arrays, stacked at
+    the end, costs a few per cent more CPU, most of it in two processes sharing a machine's
+    caches), and it calls ``mj_getState`` itself, with an int signature.
     """
     obs, info = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    if rows is None:
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        rows = (limit or 1000) + 1
+    keys = list(obs) if isinstance(obs, dict) else None
+    if keys is None:
+        observed = _set_aside(obs, rows)
+        observed[0] = obs
+    else:
+        columns = {k: _set_aside(obs[k], rows) for k in keys}
+        for k in keys:
+            columns[k][0] = obs[k]
     physics = views = None
     if (mujoco_env := model_data(env)) is not None:
-        if rows is None:
-            limit = env.spec.max_episode_steps if env.spec is not None else None
-            rows = (limit or 1000) + 1
         model, data = mujoco_env
         get_state = mujoco.mj_getState
         physics = np.empty((rows, mujoco.mj_stateSize(model, FULL_SIGNATURE)))
         views = list(physics)  # every row's view made at once, cheaper than indexing each step
         get_state(model, data, views[0], FULL_SIGNATURE)
-    n = 1
     frames = [env.render()] if env.render_mode == "rgb_array" else None
     step, act = env.step, policy.act
+    action = np.asarray(act(obs), dtype=np.float32)
+    actions = _set_aside(action, rows)
+    rewards, terms, truncs = [], [], []
+    n = 1  # rows written
     success = False
     while True:
-        action = np.asarray(act(obs), dtype=np.float32)
+        if n == rows:  # longer than its time limit said (or it has none)
+            rows *= 2
+            actions = _doubled(actions)
+            if keys is None:
+                observed = _doubled(observed)
+            else:
+                columns = {k: _doubled(v) for k, v in columns.items()}
+            if physics is not None:
+                physics = _doubled(physics)
+                views = list(physics)
+        actions[n - 1] = action
         obs, reward, terminated, truncated, info = step(action)
-        observations.append(obs)
-        actions.append(action)
+        if keys is None:
+            observed[n] = obs
+        else:
+            for k in keys:
+                columns[k][n] = obs[k]
         rewards.append(reward)
         terms.append(terminated)
         truncs.append(truncated)
         if views is not None:
-            if n == len(views):  # longer than its time limit said (or it has none)
-                physics = np.concatenate([physics, np.empty_like(physics)])
-                views = list(physics)
             get_state(model, data, views[n], FULL_SIGNATURE)
         n += 1
         if frames is not None:
@@ -84,10 +109,11 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
             success = True
         if terminated or truncated:
             break
+        action = np.asarray(act(obs), dtype=np.float32)
     return episode_rows(
         env,
-        _obs_rows(observations),
-        np.array(actions),
+        {"obs": observed[:n]} if keys is None else {f"obs/{k}": v[:n] for k, v in columns.items()},
+        actions[: n - 1],
         rewards,
         terms,
         truncs,

@@ -3,6 +3,7 @@ preallocated physics rows, the stacked observations and actions, episode after e
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -51,12 +52,40 @@ def test_run_episode_rows_equal_a_plain_loop_over_several_episodes(env_id, kwarg
         assert np.isnan(episode["action"][-1]).all()
 
 
-def test_physics_rows_grow_past_their_first_capacity():
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [("wmrobot/PointMaze-v0", {"layout": "open"}), ("HalfCheetah-v5", {"max_episode_steps": 50})],
+)
+def test_rows_grow_past_their_first_capacity(env_id, kwargs):
     """An episode longer than the rows set aside (an env without a time limit) still records
-    every physics state: the array doubles, 2 -> 4 -> ... -> 64 rows for 50 steps."""
-    env, policy = make_env_and_policy("HalfCheetah-v5", {"max_episode_steps": 50}, PolicySpec())
+    every observation, action and physics state: the arrays double, 2 -> 4 -> ... rows."""
+    env, policy = make_env_and_policy(env_id, kwargs, PolicySpec())
     episode = run_episode(env, policy, seed=3, rows=2)
     env.close()
-    expected = plain_episode("HalfCheetah-v5", {"max_episode_steps": 50}, seed=3)
-    assert episode["physics"].shape == expected["physics"].shape == (51, 19)
-    np.testing.assert_array_equal(episode["physics"], expected["physics"])
+    expected = plain_episode(env_id, kwargs, seed=3)
+    assert len(expected["action"]) > 4
+    for key, rows in expected.items():
+        got = episode[key][:-1] if key == "action" else episode[key]
+        assert got.shape == rows.shape and got.dtype == rows.dtype, key
+        np.testing.assert_array_equal(got, rows, err_msg=key)
+
+
+def test_rows_are_copies_of_what_the_env_returns():
+    """An env may hand back the same observation array each step, changed in place: the rows
+    hold each step's values, not one array seen T+1 times."""
+
+    class SameArray(gym.ObservationWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.buffer = np.zeros(env.observation_space.shape, env.observation_space.dtype)
+
+        def observation(self, obs):
+            self.buffer[:] = obs
+            return self.buffer
+
+    kwargs = {"max_episode_steps": 20}
+    env, policy = make_env_and_policy("HalfCheetah-v5", kwargs, PolicySpec())
+    episode = run_episode(SameArray(env), policy, seed=3)
+    env.close()
+    expected = plain_episode("HalfCheetah-v5", kwargs, seed=3)
+    np.testing.assert_array_equal(episode["obs"], expected["obs"])
