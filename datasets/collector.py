@@ -100,7 +100,7 @@ def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | No
 # Each commit has a fixed cost (a dozen file writes, whatever the number of rows), so by
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
-KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' rows, at most
+KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' columns, at most
 WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
 
 
@@ -248,7 +248,7 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     final = None
     if error is None and store is not None and kept:
         columns = {k: np.concatenate([part[k] for part in kept], axis=1) for k in store.stat_keys}
-        store.finalize_stats(columns)
+        store.finalize_stats(columns, overwrite_input=True)
         final = (store.n_episodes, store.n_transitions)
     done.put(("closed", final))
 
@@ -397,11 +397,12 @@ def collect(
                 else:
                     left = episodes - 1 - index
                 # And once before, when a quarter of a flush interval's stepping is left (at
-                # this run's pace): what waits then would otherwise go into that commit, and
-                # the writer would still be at it after the last episode. Each commit costs
-                # a few milliseconds whatever it holds, so this is the only extra one.
+                # this run's pace, known from its second episode on): what waits then would
+                # otherwise go into that commit, and the writer would still be at it after
+                # the last episode. Each commit costs a few milliseconds whatever it holds,
+                # so this is the only extra one.
                 left_seconds = left * (now - start) / (index - done + 1)
-                if not early and left_seconds <= FLUSH_SECONDS / 4:
+                if not early and index > done and left_seconds <= FLUSH_SECONDS / 4:
                     due = early = True
                 if left <= workers:
                     due = closing = True

@@ -41,6 +41,18 @@ def _doubled(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([rows, np.empty_like(rows)])
 
 
+def _widened(rows: np.ndarray, value: Any) -> np.ndarray:
+    """``rows`` in a dtype that holds ``value`` too (an env may reset to ints, step to floats)."""
+    dtype = np.result_type(rows.dtype, np.asarray(value).dtype)
+    return rows if dtype == rows.dtype else rows.astype(dtype)
+
+
+def _first(rows: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` rows; an array of their own when fewer than were set aside, so that an
+    episode that ends early does not keep the rest alive."""
+    return rows[:n] if n == len(rows) else rows[:n].copy()
+
+
 def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None) -> dict[str, Any]:
     """One episode as T+1 rows: the final observation is kept, its action is NaN, reward 0.
 
@@ -92,6 +104,11 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
                 views = list(physics)
         actions[n - 1] = action
         obs, reward, terminated, truncated, info = step(action)
+        if n == 1:  # the first step's observation may be of a wider dtype than the reset's
+            if keys is None:
+                observed = _widened(observed, obs)
+            else:
+                columns = {k: _widened(v, obs[k]) for k, v in columns.items()}
         if keys is None:
             observed[n] = obs
         else:
@@ -112,14 +129,16 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
         action = np.asarray(act(obs), dtype=np.float32)
     return episode_rows(
         env,
-        {"obs": observed[:n]} if keys is None else {f"obs/{k}": v[:n] for k, v in columns.items()},
+        {"obs": _first(observed, n)}
+        if keys is None
+        else {f"obs/{k}": _first(v, n) for k, v in columns.items()},
         actions[: n - 1],
         rewards,
         terms,
         truncs,
         seed,
         success,
-        physics=physics[:n] if physics is not None else None,
+        physics=_first(physics, n) if physics is not None else None,
         pixels=np.stack(frames).astype(np.uint8) if frames is not None else None,  # (T+1,H,W,C)
         factors=info.get("factors"),
     )

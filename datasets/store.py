@@ -506,23 +506,26 @@ class EpisodeStore:
         skip = ("physics", "terminated", "truncated")
         return [k for k in self.keys if k not in skip and not k.startswith("pixels")]
 
-    def finalize_stats(self, columns: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def finalize_stats(
+        self, columns: Mapping[str, np.ndarray] | None = None, overwrite_input: bool = False
+    ) -> dict[str, Any]:
         """Add the q01/q99 quantiles, which need all rows, to the stored statistics.
 
         ``columns`` (per statistics key, every committed row as :func:`stat_columns` gives
         them) spares reading the dataset back; a writer that wrote every row passes what
-        :meth:`append` returned, concatenated along the rows."""
+        :meth:`append` returned, concatenated along the rows, and with ``overwrite_input``
+        lets them be sorted in place rather than copied."""
         stats = dict(self._attributes["stats"])
         if self.n_rows == 0:
             return stats
         valid = _valid_action_rows(self.episode_ends, self.n_rows) if columns is None else None
         for key in self.stat_keys:
-            if columns is None:
+            if columns is None:  # read back into an array of its own: sorted in place
                 x = self.array(key)[: self.n_rows]
                 x = _as_columns(x[valid] if key in ("action", "reward") else x)
+                q01, q99 = quantiles(x, (0.01, 0.99), overwrite_input=True)
             else:
-                x = columns[key]
-            q01, q99 = quantiles(x, (0.01, 0.99))
+                q01, q99 = quantiles(columns[key], (0.01, 0.99), overwrite_input)
             stats[key] = {**stats[key], "q01": q01.tolist(), "q99": q99.tolist()}
         self.update_attrs(stats=stats)
         return stats
@@ -599,14 +602,16 @@ _EPISODE_META = {
 
 def stat_columns(episodes: list[Mapping[str, Any]], keys: list[str]) -> dict[str, np.ndarray]:
     """Per key, the rows of ``episodes`` that the statistics count (final-row actions and
-    rewards, which are NaN and 0, left out) as columns: a float64 (features, rows) array, C
-    order. Each feature's values lie contiguous, where reductions and sorts run fastest."""
+    rewards, which are NaN and 0, left out) as columns: a (features, rows) array in the rows'
+    own dtype, C order. Each feature's values lie contiguous, where reductions and sorts run
+    fastest."""
     out = {}
     for key in keys:
         parts = [np.asarray(ep[key]) for ep in episodes]
         if key in ("action", "reward"):
             parts = [p[:-1] for p in parts]
-        columns = np.empty((int(np.prod(parts[0].shape[1:])), sum(len(p) for p in parts)))
+        features = int(np.prod(parts[0].shape[1:]))
+        columns = np.empty((features, sum(len(p) for p in parts)), dtype=np.result_type(*parts))
         at = 0
         for p in parts:
             columns[:, at : at + len(p)] = p.reshape(len(p), -1).T
@@ -616,15 +621,22 @@ def stat_columns(episodes: list[Mapping[str, Any]], keys: list[str]) -> dict[str
 
 
 def _as_columns(rows: np.ndarray) -> np.ndarray:
-    return np.array(rows.reshape(len(rows), -1).T, dtype=np.float64, order="C")
+    return np.ascontiguousarray(rows.reshape(len(rows), -1).T)
 
 
-def quantiles(columns: np.ndarray, qs: Iterable[float]) -> list[np.ndarray]:
-    """Each row of ``columns``' ``qs`` quantiles: ``np.quantile(columns, q, axis=1)``'s values
-    (its default, linear interpolation; NaN for a row holding NaN), from one sort of a copy.
-    On float64 NumPy sorts with SIMD several times faster than it partitions (which
-    ``np.quantile`` does, once per pair of ranks), and it loads ``numpy.ma`` on first use."""
-    ordered = np.sort(columns, axis=1)  # NaN sorts last
+def quantiles(
+    columns: np.ndarray, qs: Iterable[float], overwrite_input: bool = False
+) -> list[np.ndarray]:
+    """Each row of ``columns``' ``qs`` quantiles, as float64: the values of
+    ``np.quantile(columns.astype(np.float64), q, axis=1)`` (its default, linear interpolation;
+    NaN for a row holding NaN), from one sort, of a copy unless ``overwrite_input``. NumPy sorts
+    floats with SIMD several times faster than it partitions (which ``np.quantile`` does, once
+    per pair of ranks), and ``np.quantile`` loads ``numpy.ma`` on first use."""
+    if overwrite_input:
+        columns.sort(axis=1)  # NaN sorts last
+        ordered = columns
+    else:
+        ordered = np.sort(columns, axis=1)
     n = ordered.shape[1]
     nan = np.isnan(ordered[:, -1])
     out = []
@@ -632,9 +644,12 @@ def quantiles(columns: np.ndarray, qs: Iterable[float]) -> list[np.ndarray]:
         index = (n - 1) * q
         lo = int(np.floor(index))
         hi, t = min(lo + 1, n - 1), index - lo
-        a, b = ordered[:, lo], ordered[:, hi]
+        # the rows' own order is their float64 values' order: convert the two picked only
+        a, b = ordered[:, lo].astype(np.float64), ordered[:, hi].astype(np.float64)
         # NumPy's interpolation: from the nearer end, so that t = 0 and t = 1 give a and b
-        value = a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
+        # (and between infinities NaN, as NumPy gives, without its warning)
+        with np.errstate(invalid="ignore"):
+            value = a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
         out.append(np.where(nan, np.nan, value))
     return out
 
@@ -661,12 +676,12 @@ def _merge_moments(moments: Mapping[str, Any], columns: Mapping[str, np.ndarray]
     out = dict(moments)
     for key, x in columns.items():
         old = moments.get(key)
-        new = {
+        new = {  # summed in float64, whatever the rows' own dtype
             "n": x.shape[1],
-            "sum": x.sum(1),
-            "sumsq": np.einsum("ij,ij->i", x, x),
-            "min": x.min(1),
-            "max": x.max(1),
+            "sum": x.sum(1, dtype=np.float64),
+            "sumsq": np.einsum("ij,ij->i", x, x, dtype=np.float64),
+            "min": x.min(1).astype(np.float64),
+            "max": x.max(1).astype(np.float64),
         }
         if old:
             new = {

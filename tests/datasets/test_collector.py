@@ -337,9 +337,9 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
         "import wmrobot.datasets.collector as c\n"
         "c.WRITER_PROCESS_STEPS = 0\n"
         "finalize = c.EpisodeStore.finalize_stats\n"
-        "def finalize_and_report(self, rows=None):\n"  # the writer's last step
+        "def finalize_and_report(self, *args, **kwargs):\n"  # the writer's last step
         f"    open({str(report)!r}, 'w').write(f\"{{'zarr' in sys.modules}} {{c.os.getpid()}}\")\n"
-        "    return finalize(self, rows)\n"
+        "    return finalize(self, *args, **kwargs)\n"
         "c.EpisodeStore.finalize_stats = finalize_and_report\n"
         "if __name__ == '__main__':\n"
         f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3)}\n"
@@ -460,18 +460,20 @@ def test_ctrl_c_commits_the_finished_episodes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("workers", "target", "flush", "handed"),
+    ("workers", "target", "flush", "before", "handed"),
     [
         # the last episode's start hands over what waits; half a second of stepping before
         # (a quarter of the flush interval), so does the one before
-        (1, {"episodes": 6}, 8.0, [4, 1, 1]),
-        (2, {"episodes": 6}, 8.0, [4, 2]),  # both at once
-        (1, {"steps": 150}, 8.0, [3, 1, 1]),  # episodes left, from their mean length
-        (1, {"episodes": 8}, 3.0, [3, 3, 1, 1]),  # by time, then the last one's start
+        (1, {"episodes": 6}, 8.0, 0, [4, 1, 1]),
+        (2, {"episodes": 6}, 8.0, 0, [4, 2]),  # both at once
+        (1, {"steps": 150}, 8.0, 0, [3, 1, 1]),  # episodes left, from their mean length
+        (1, {"episodes": 8}, 3.0, 0, [3, 3, 1, 1]),  # by time, then the last one's start
+        (1, {"episodes": 8}, 8.0, 2, [4, 1, 1]),  # resumed: this run's pace and episodes
+        (1, {"episodes": 3}, 8.0, 0, [2, 1]),  # the pace is not known at the first episode
     ],
 )
 def test_the_closing_commit_holds_only_the_last_episodes(
-    tmp_path, monkeypatch, workers, target, flush, handed
+    tmp_path, monkeypatch, workers, target, flush, before, handed
 ):
     # By default batches go by time; what waits when the last episodes start is handed over
     # then, and what waits a little before that too, so that the commit at the end, which
@@ -503,9 +505,12 @@ def test_the_closing_commit_holds_only_the_last_episodes(
     monkeypatch.setattr(collector, "FLUSH_SECONDS", flush)
     kwargs = {"max_episode_steps": 30}
     path = tmp_path / "d.zarr"
+    if before:
+        collect(str(path), ENV_ID, kwargs, episodes=before, fast=False, progress=False)
+        sizes.clear()
     collect(str(path), ENV_ID, kwargs, **target, workers=workers, fast=False, progress=False)
     assert sizes == [*handed, None]
-    assert EpisodeStore.open(path).n_episodes == sum(handed)
+    assert EpisodeStore.open(path).n_episodes == before + sum(handed)
 
 
 def test_factors_of_variation_are_recorded_per_episode_and_replayed(tmp_path):
@@ -553,9 +558,9 @@ def test_quantiles_from_the_writer_equal_a_pass_over_the_stored_rows(
     calls = []
     finalize = EpisodeStore.finalize_stats
 
-    def spy(self, rows=None):
-        calls.append(rows is not None)
-        return finalize(self, rows)
+    def spy(self, columns=None, **kwargs):
+        calls.append(columns is not None)
+        return finalize(self, columns, **kwargs)
 
     monkeypatch.setattr(EpisodeStore, "finalize_stats", spy)
     path = tmp_path / "q.zarr"

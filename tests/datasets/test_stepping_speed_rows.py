@@ -1,5 +1,6 @@
 """The collector's stepping path records exactly what a plain step-by-step loop reads: the
-preallocated physics rows, the stacked observations and actions, episode after episode."""
+observations, actions and physics states copied into rows set aside for them, episode after
+episode."""
 
 from __future__ import annotations
 
@@ -89,3 +90,53 @@ def test_rows_are_copies_of_what_the_env_returns():
     env.close()
     expected = plain_episode("HalfCheetah-v5", kwargs, seed=3)
     np.testing.assert_array_equal(episode["obs"], expected["obs"])
+
+
+class _IntsThenFloats(gym.Env):
+    """Resets to integer observations, steps to floats (a plain dict entry included)."""
+
+    observation_space = gym.spaces.Dict(
+        {"pos": gym.spaces.Box(-10, 10, (2,)), "t": gym.spaces.Box(0, 10, ())}
+    )
+    action_space = gym.spaces.Box(-1, 1, (2,), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return {"pos": np.zeros(2, dtype=np.int64), "t": 0}, {}
+
+    def step(self, action):
+        self.t += 1
+        obs = {"pos": np.array([0.25, 0.75]) * self.t, "t": 0.5 * self.t}
+        return obs, 0.0, False, self.t == 3, {}
+
+
+def test_a_step_observation_of_a_wider_dtype_than_the_reset_one_is_kept_whole():
+    from wmrobot.datasets.policies import RandomPolicy
+
+    env = _IntsThenFloats()
+    episode = run_episode(env, RandomPolicy(env.action_space), seed=0, rows=4)
+    np.testing.assert_array_equal(
+        episode["obs/pos"], [[0, 0], [0.25, 0.75], [0.5, 1.5], [0.75, 2.25]]
+    )
+    np.testing.assert_array_equal(episode["obs/t"], [0, 0.5, 1.0, 1.5])
+    assert episode["obs/pos"].dtype == episode["obs/t"].dtype == np.float64
+
+
+def test_an_episode_that_ends_early_holds_only_its_own_rows():
+    """Rows are set aside for the time limit; an episode that ends before it returns arrays
+    of its own length, not views that keep every row set aside alive."""
+
+    class EndsAtFive(gym.Wrapper):
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.steps = getattr(self, "steps", 0) + 1
+            return obs, reward, terminated or self.steps == 5, truncated, info
+
+    env, policy = make_env_and_policy("HalfCheetah-v5", {"max_episode_steps": 50}, PolicySpec())
+    episode = run_episode(EndsAtFive(env), policy, seed=3)
+    env.close()
+    for key in ("obs", "physics"):
+        rows = episode[key]
+        assert len(rows) == 6
+        assert rows.base is None or rows.base.nbytes == rows.nbytes, key
