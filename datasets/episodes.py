@@ -302,12 +302,16 @@ def episodes_in_order(
         return len(peeked) >= k
 
     def top_up() -> None:
-        """Keep two episodes queued for every worker process, and 2 * workers held. Near the
-        end of a finite ``seeds``, a worker's second episode goes to this process instead:
-        otherwise this process can run out of episodes while a worker still has two to run."""
+        """Keep three episodes queued for every worker process, and 2 * workers held. A third
+        means a worker finds its next episode queued even when this process comes back from
+        an episode of its own just as the worker finishes its second (otherwise the worker
+        waits for that). Near the end of a finite ``seeds``, a worker's third and then second
+        episode go to this process instead: otherwise this process can run out of episodes
+        while a worker still has several to run."""
         running = sum(isinstance(e, Future) and not e.done() for e in ahead)
         while len(ahead) < LOOKAHEAD * workers:
-            queue_one = running < workers - 1 or (running < 2 * (workers - 1) and left(workers))
+            per_worker = 3 if left(2 * workers) else 2 if left(workers) else 1
+            queue_one = running < per_worker * (workers - 1)
             if not queue_one and len(ahead) >= 2 * workers:
                 return
             s = next_seed()
