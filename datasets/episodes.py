@@ -69,14 +69,11 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
     if rows is None:
         limit = env.spec.max_episode_steps if env.spec is not None else None
         rows = (limit or 1000) + 1
+    # Observation rows by the observation's key (None for an array observation).
     keys = list(obs) if isinstance(obs, dict) else None
-    if keys is None:
-        observed = _set_aside(obs, rows)
-        observed[0] = obs
-    else:
-        columns = {k: _set_aside(obs[k], rows) for k in keys}
-        for k in keys:
-            columns[k][0] = obs[k]
+    observed = {k: _set_aside(obs if k is None else obs[k], rows) for k in keys or [None]}
+    for k, v in observed.items():
+        v[0] = obs if k is None else obs[k]
     physics = views = None
     if (mujoco_env := model_data(env)) is not None:
         model, data = mujoco_env
@@ -95,25 +92,19 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
         if n == rows:  # longer than its time limit said (or it has none)
             rows *= 2
             actions = _doubled(actions)
-            if keys is None:
-                observed = _doubled(observed)
-            else:
-                columns = {k: _doubled(v) for k, v in columns.items()}
+            observed = {k: _doubled(v) for k, v in observed.items()}
             if physics is not None:
                 physics = _doubled(physics)
                 views = list(physics)
         actions[n - 1] = action
         obs, reward, terminated, truncated, info = step(action)
         if n == 1:  # the first step's observation may be of a wider dtype than the reset's
-            if keys is None:
-                observed = _widened(observed, obs)
-            else:
-                columns = {k: _widened(v, obs[k]) for k, v in columns.items()}
+            observed = {k: _widened(v, obs if k is None else obs[k]) for k, v in observed.items()}
         if keys is None:
-            observed[n] = obs
+            observed[None][n] = obs
         else:
             for k in keys:
-                columns[k][n] = obs[k]
+                observed[k][n] = obs[k]
         rewards.append(reward)
         terms.append(terminated)
         truncs.append(truncated)
@@ -129,9 +120,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
         action = np.asarray(act(obs), dtype=np.float32)
     return episode_rows(
         env,
-        {"obs": _first(observed, n)}
-        if keys is None
-        else {f"obs/{k}": _first(v, n) for k, v in columns.items()},
+        {"obs" if k is None else f"obs/{k}": _first(v, n) for k, v in observed.items()},
         actions[: n - 1],
         rewards,
         terms,
