@@ -58,11 +58,10 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, rows: int | None = None
 
     Every observation, action and full physics state (as
     :func:`wmrobot.envs.get_physics_state`) is copied as it comes into arrays set aside for
-    ``rows`` rows (by default the time limit + 1), doubled if the episode runs past them. The
-    loop is the collector's hot path: the env's own arrays are let go at once, so that what it
-    touches stays a few arrays written in order (a list of a thousand small arrays, stacked at
-    the end, costs a few per cent more CPU, most of it in two processes sharing a machine's
-    caches), and it calls ``mj_getState`` itself, with an int signature.
+    ``rows`` rows (by default the time limit + 1), doubled if the episode runs past them:
+    copies, so that an env that hands back one array changed in place is recorded step by
+    step. The loop is the collector's hot path (``benchmarks/stepping_overhead.py`` measures
+    it against the bare loop), so it calls ``mj_getState`` itself, with an int signature.
     """
     obs, info = env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))

@@ -630,8 +630,8 @@ def quantiles(
     """Each row of ``columns``' ``qs`` quantiles, as float64: the values of
     ``np.quantile(columns.astype(np.float64), q, axis=1)`` (its default, linear interpolation;
     NaN for a row holding NaN), from one sort, of a copy unless ``overwrite_input``. NumPy sorts
-    floats with SIMD several times faster than it partitions (which ``np.quantile`` does, once
-    per pair of ranks), and ``np.quantile`` loads ``numpy.ma`` on first use."""
+    floats with SIMD, faster than ``np.quantile`` partitions them at the four ranks it needs,
+    and ``np.quantile`` loads ``numpy.ma`` on first use."""
     if overwrite_input:
         columns.sort(axis=1)  # NaN sorts last
         ordered = columns
