@@ -27,6 +27,7 @@ from wmrobot.datasets.episodes import (
     episodes_in_order,
     forking_quietly,
     make_env_and_policy,
+    only_workers_step,
     pixel_kwargs,
 )
 from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
@@ -344,10 +345,13 @@ def collect(
     )
     indices = itertools.count(done) if steps else range(done, episodes)
     seeds = (episode_seed(seed, index) for index in indices)
+    # With worker processes that fork, every episode is stepped in one, and this process
+    # only receives them and writes (see below).
+    pooled = not fast and only_workers_step(env, env_kwargs, policy, workers)
     stream = (
         fast_episodes(env_id, env_kwargs, policy, seeds, threads=workers)
         if fast
-        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers, made=(env, act))
+        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers, (env, act), pooled)
     )
     reached = held >= steps if steps else done >= episodes
     last = time.perf_counter()
@@ -357,11 +361,14 @@ def collect(
     created = store is not None
     writer: _Writer | None = None
     # Stepping in this process and writing in a thread compete for the GIL; on collections
-    # long enough to repay its start-up, a writer process avoids that. (The fast path keeps
-    # a thread: it simulates in mujoco.rollout, which releases the GIL.)
+    # long enough to repay its start-up, a writer process avoids that. Where this process
+    # does not step (the fast path simulates in mujoco.rollout, which releases the GIL, and
+    # pooled workers step in processes of their own), a thread writes: it takes the episodes
+    # as they come, with no second hand-over to another process.
     horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
     remaining = steps - held if steps else (episodes - done) * horizon
-    own_process = not fast and remaining >= WRITER_PROCESS_STEPS and can_fork()
+    steps_here = not fast and not pooled
+    own_process = steps_here and remaining >= WRITER_PROCESS_STEPS and can_fork()
     if own_process and not reached:  # started now, its imports overlap the first episodes
         writer = _Writer(path, bar, count_steps=bool(steps), process=True)
     try:

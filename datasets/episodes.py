@@ -174,6 +174,11 @@ def episode_rows(
 _WORKER: dict[str, Any] = {}
 # Episodes held in order, at most, per worker: finished ones wait behind one still running.
 LOOKAHEAD = 4
+# What the pipe that brings the workers' episodes back holds (Linux; 1 MiB is the most an
+# unprivileged process may ask for by default): a few state-only episodes, so that a worker
+# writes its episode and steps on, instead of writing 64 KiB (the default) at a time, each
+# time this process has read the last.
+RESULT_PIPE_BYTES = 2**20
 
 
 def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
@@ -243,6 +248,45 @@ def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -
     return "fork" if can_fork() and policy.name != "sb3" and not renders and not pixels else "spawn"
 
 
+def only_workers_step(
+    env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec, workers: int
+) -> bool:
+    """Whether :func:`episodes_in_order` runs every episode in a worker process, leaving the
+    collecting process free to write: with more than one worker where workers fork (they
+    start in milliseconds). Spawned workers take half a second or more to start, during which
+    the collecting process steps in their place, and goes on stepping beside them."""
+    return workers > 1 and start_method(env, env_kwargs, policy) == "fork"
+
+
+def widen_result_pipe(pool: ProcessPoolExecutor) -> int | None:
+    """Make the pipe of ``pool``'s results hold ``RESULT_PIPE_BYTES``; returns its size, or
+    None where that cannot be done (not Linux, or a Python whose pool keeps its results
+    elsewhere: the pool's queue is a private attribute). A narrow pipe is slower, not wrong."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import fcntl
+
+    try:
+        fd = pool._result_queue._reader.fileno()  # type: ignore[attr-defined]
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except (AttributeError, OSError):
+        return None
+
+
+def _result(future: Future, env_id: str) -> dict[str, Any]:
+    """A worker's episode; one clear line where the workers died or could not start."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DatasetError(
+            f"collector worker processes for {env_id!r} died or could not start; "
+            f"workers that start afresh (pixels, an sb3 policy) need an env "
+            f"registered at import time, not under `if __name__ == '__main__'`; "
+            f"or collect with workers=1"
+        ) from None
+
+
 def episodes_in_order(
     env_id: str,
     env_kwargs: dict[str, Any],
@@ -250,13 +294,16 @@ def episodes_in_order(
     seeds: Iterable[int],
     workers: int = 1,
     made: tuple[gym.Env, Policy] | None = None,
+    pooled: bool | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run one episode per seed and yield them in the order of ``seeds``.
 
-    With ``workers > 1``, ``workers - 1`` worker processes run episodes and this process runs
-    one too whenever the next episode in order is not back yet, so ``workers`` processes step
-    at once without a process that only waits. Episodes come back in order, so the result does
-    not depend on the number of workers. ``seeds`` may be endless: at most
+    With ``workers > 1``, ``workers`` processes step at once. ``pooled``: whether they are all
+    worker processes, and this process only receives their episodes (and so is free to write
+    them); else ``workers - 1`` worker processes run episodes and this process runs one too
+    whenever the next episode in order is not back yet, so that no process only waits. By
+    default (None), as :func:`only_workers_step` says. Episodes come back in order, so the
+    result does not depend on the number of workers. ``seeds`` may be endless: at most
     ``LOOKAHEAD * workers`` episodes run ahead of the consumer. ``made``: the env and policy
     this process steps with, made by the caller (who closes them), else made and closed here.
     """
@@ -270,11 +317,51 @@ def episodes_in_order(
         finally:
             close()
         return
+    if pooled is None:
+        pooled = only_workers_step(env, env_kwargs, policy, workers)
     ctx = mp.get_context(start_method(env, env_kwargs, policy))
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
     # restarted for ever, as multiprocessing.Pool would.
     init = (env_id, env_kwargs, policy, os.getpid())
-    pool = ProcessPoolExecutor(workers - 1, ctx, _worker_init, init)
+    pool = ProcessPoolExecutor(workers if pooled else workers - 1, ctx, _worker_init, init)
+    widen_result_pipe(pool)
+    try:
+        if pooled:
+            yield from _from_workers(pool, seeds, workers, env_id)
+        else:
+            yield from _beside_workers(pool, seeds, workers, env_id, env, act)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        close()
+
+
+def _from_workers(
+    pool: ProcessPoolExecutor, seeds: Iterator[int], workers: int, env_id: str
+) -> Iterator[dict[str, Any]]:
+    """Every episode from the pool's ``workers`` processes, in order."""
+    ahead: deque[Future] = deque()
+
+    def top_up() -> None:
+        while len(ahead) < LOOKAHEAD * workers and (s := next(seeds, None)) is not None:
+            ahead.append(pool.submit(_worker_episode, s))
+
+    with forking_quietly():
+        top_up()  # the first submission starts the workers
+    while ahead:
+        head = ahead.popleft()
+        top_up()
+        yield _result(head, env_id)
+
+
+def _beside_workers(
+    pool: ProcessPoolExecutor,
+    seeds: Iterator[int],
+    workers: int,
+    env_id: str,
+    env: gym.Env,
+    act: Policy,
+) -> Iterator[dict[str, Any]]:
+    """Episodes from the pool's ``workers - 1`` processes and from this one, in order."""
     # In order: each entry is a Future (a worker's), or a finished episode (this process's),
     # or a seed nobody has started yet.
     ahead: deque[Any] = deque()
@@ -311,39 +398,27 @@ def episodes_in_order(
             else:
                 ahead.append(int(s))
 
-    try:
-        with forking_quietly():
-            top_up()  # the first submission starts the workers
-        while ahead:
-            head = ahead[0]
-            if isinstance(head, Future) and not head.done():
-                # Step the first episode nobody has started, rather than wait; if there is
-                # none, start the next one (up to LOOKAHEAD * workers held), so that this
-                # process never waits for a worker that is behind it.
-                waiting = next((i for i, e in enumerate(ahead) if isinstance(e, int)), None)
-                if waiting is None and len(ahead) < LOOKAHEAD * workers:
-                    s = next_seed()
-                    if s is not None:
-                        ahead.append(int(s))
-                        waiting = len(ahead) - 1
-                if waiting is not None:
-                    ahead[waiting] = run_episode(env, act, ahead[waiting])
-                    continue
-            ahead.popleft()
-            if isinstance(head, int):
-                head = run_episode(env, act, head)
-            elif isinstance(head, Future):
-                try:
-                    head = head.result()
-                except BrokenProcessPool:
-                    raise DatasetError(
-                        f"collector worker processes for {env_id!r} died or could not start; "
-                        f"workers that start afresh (pixels, an sb3 policy) need an env "
-                        f"registered at import time, not under `if __name__ == '__main__'`; "
-                        f"or collect with workers=1"
-                    ) from None
-            top_up()  # before handing the episode over: the workers keep busy meanwhile
-            yield head
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        close()
+    with forking_quietly():
+        top_up()  # the first submission starts the workers
+    while ahead:
+        head = ahead[0]
+        if isinstance(head, Future) and not head.done():
+            # Step the first episode nobody has started, rather than wait; if there is
+            # none, start the next one (up to LOOKAHEAD * workers held), so that this
+            # process never waits for a worker that is behind it.
+            waiting = next((i for i, e in enumerate(ahead) if isinstance(e, int)), None)
+            if waiting is None and len(ahead) < LOOKAHEAD * workers:
+                s = next_seed()
+                if s is not None:
+                    ahead.append(int(s))
+                    waiting = len(ahead) - 1
+            if waiting is not None:
+                ahead[waiting] = run_episode(env, act, ahead[waiting])
+                continue
+        ahead.popleft()
+        if isinstance(head, int):
+            head = run_episode(env, act, head)
+        elif isinstance(head, Future):
+            head = _result(head, env_id)
+        top_up()  # before handing the episode over: the workers keep busy meanwhile
+        yield head

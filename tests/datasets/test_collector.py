@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from wmrobot.datasets import EpisodeStore, collect, episodes, merge
 from wmrobot.datasets.episodes import episode_seed
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.replay import replay
+from wmrobot.envs import make_env
 from wmrobot.errors import DatasetError, EnvError
 
 ENV_ID = "wmrobot/PointMaze-v0"
@@ -238,17 +241,41 @@ def _tagged_worker_episode(seed):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers (Linux)")
 def test_the_collecting_process_takes_the_last_episodes_rather_than_wait(monkeypatch):
-    # With one worker process and two episodes left, the worker gets one and this process the
-    # other; queueing both on the worker would leave this process waiting with nothing to do.
+    # Where this process steps beside the workers (spawned ones, which start slowly; forked
+    # here, to see which process ran what): with one worker process and two episodes left,
+    # the worker gets one and this process the other; queueing both on the worker would
+    # leave this process waiting with nothing to do.
     monkeypatch.setattr(episodes, "_worker_episode", _tagged_worker_episode)
     seeds = [episode_seed(0, i) for i in range(2)]
-    got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), seeds, workers=2))
+    run = functools.partial(episodes.episodes_in_order, ENV_ID, KWARGS, PolicySpec(), workers=2)
+    got = list(run(seeds, pooled=False))
     assert [e["seed"] for e in got] == seeds
     mine = os.getpid()
     assert [e.get("pid", mine) != mine for e in got] == [True, False]  # a worker, then this one
-    got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), range(1, 9), workers=2))
+    got = list(run(range(1, 9), pooled=False))
     pids = {e.get("pid", mine) for e in got}
     assert len(pids) == 2 and [e["seed"] for e in got] == list(range(1, 9))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers (Linux)")
+@pytest.mark.parametrize("workers", [2, 3])
+def test_forked_workers_step_every_episode_and_this_process_none(monkeypatch, workers):
+    # Forked workers start at once, so they step all the episodes, in order, and the
+    # collecting process is left free to write.
+    monkeypatch.setattr(episodes, "_worker_episode", _tagged_worker_episode)
+    env = make_env(ENV_ID, KWARGS)
+    assert episodes.only_workers_step(env, KWARGS, PolicySpec(), workers)
+    assert not episodes.only_workers_step(env, KWARGS, PolicySpec(), 1)
+    env.close()
+    seeds = list(range(1, 4 * workers + 2))
+    got = list(episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), seeds, workers))
+    assert [e["seed"] for e in got] == seeds
+    pids = {e.get("pid") for e in got}
+    assert None not in pids and os.getpid() not in pids and len(pids) <= workers
+    # An endless stream of seeds, read as far as the consumer goes.
+    endless = episodes.episodes_in_order(ENV_ID, KWARGS, PolicySpec(), itertools.count(), workers)
+    assert [e["seed"] for e in itertools.islice(endless, 3)] == [0, 1, 2]
+    endless.close()
 
 
 def test_workers_that_cannot_start_fail_fast_with_a_clear_error(tmp_path):
@@ -268,7 +295,6 @@ def test_forked_workers_know_an_env_registered_in_a_script(tmp_path):
 
 def test_workers_fork_only_where_they_run_numpy_and_physics(tmp_path):
     from wmrobot.datasets.episodes import start_method
-    from wmrobot.envs import make_env
 
     forks = "fork" if sys.platform.startswith("linux") else "spawn"
     env = make_env("wmrobot/PointMaze-v0")
@@ -280,6 +306,15 @@ def test_workers_fork_only_where_they_run_numpy_and_physics(tmp_path):
     env = make_env("wmrobot/PointMaze-v0", {"render_mode": "rgb_array", "width": 16, "height": 16})
     assert start_method(env, {}, PolicySpec("random")) == "spawn"  # OpenGL
     env.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_the_pipe_of_the_workers_episodes_holds_several_of_them():
+    # Else a worker writes each episode 64 KiB at a time, waiting for this process to read.
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp.get_context("fork")) as pool:
+        assert episodes.widen_result_pipe(pool) == episodes.RESULT_PIPE_BYTES
 
 
 def test_a_trailing_slash_names_the_same_dataset(tmp_path):
