@@ -68,6 +68,7 @@ CPU: dict[str, list[float]] = {}  # core-seconds per measured row, round by roun
 
 
 def _bare_part(go: mp.Event, out: mp.Queue, episodes: int, seed: int, first: int) -> None:
+    gym.make(ENV).close()  # a first make loads the env's modules: done before, as a collector's
     out.put(None)  # started and imported: only the stepping is timed
     go.wait()
     cpu = time.process_time()
@@ -94,13 +95,15 @@ def when_ready(target: Callable[..., None], *calls: tuple) -> tuple[float, list]
     return start, done
 
 
-def parallel_bare_loops(episodes: int, seed: int) -> float:
-    """Env steps/s of two bare loops in two processes at once, each stepping half of the
-    episodes: what two processes can step on this machine, without storing anything (the
-    ceiling of any 2-process stepping collector)."""
-    half = episodes // 2
-    start, done = when_ready(_bare_part, (half, seed, 0), (episodes - half, seed, half))
-    CPU.setdefault("2 bare loops in parallel", []).append(sum(cpu for _, _, cpu in done))
+def parallel_bare_loops(episodes: int, seed: int, processes: int = 2) -> float:
+    """Env steps/s of ``processes`` bare loops in as many processes at once, each stepping its
+    share of the episodes: what that many processes can step on this machine, without storing
+    anything (the ceiling of any stepping collector with that many workers)."""
+    parts = [episodes // processes + (i < episodes % processes) for i in range(processes)]
+    firsts = np.cumsum([0, *parts[:-1]])
+    calls = [(n, seed, int(first)) for n, first in zip(parts, firsts, strict=True) if n]
+    start, done = when_ready(_bare_part, *calls)
+    CPU.setdefault(f"{processes} bare loops in parallel", []).append(sum(c for _, _, c in done))
     return sum(n for n, _, _ in done) / (max(end for _, end, _ in done) - start)
 
 
