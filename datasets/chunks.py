@@ -1,7 +1,8 @@
 """Local Zarr v3 groups and arrays written without zarr: their metadata documents, as zarr
 writes them, and whole chunks written straight to their files.
 
-A collection's writer process does nothing but create a dataset, append rows and rewrite its
+A collection's writer (a process of its own, or a thread of a collecting process that only
+receives episodes) does nothing but create a dataset, append rows and rewrite its
 attributes. Loading zarr for that costs a few tenths of a CPU second (its modules, and the
 entry-point registries it scans; docs/BENCHMARKS.md gives the command), a fixed cost that on
 two cores comes out of stepping. And zarr's write path runs each chunk's read, decode, encode

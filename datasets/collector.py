@@ -109,11 +109,11 @@ class _Writer:
     """Appends (and so commits) batches of episodes in order, away from the collecting loop,
     so that compression and storage overlap with simulation; at most ``depth`` batches wait.
 
-    It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux): this
-    process steps the env too (with any number of workers), and a writing thread would take
-    the GIL from stepping, while a process writes beside it. A new dataset is created by the
-    writer too (:meth:`create`, before the first batch), so that with a writer process the
-    collecting process need not load the storage stack at all.
+    It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux):
+    where this process steps the env too (one worker, or beside spawned workers), a writing
+    thread would take the GIL from stepping, while a process writes beside it. A new dataset
+    is created by the writer too (:meth:`create`, before the first batch), so that with a
+    writer process the collecting process need not load the storage stack at all.
     """
 
     def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
@@ -376,7 +376,7 @@ def collect(
             buffer.append(episode)
             held += len(episode["action"]) - 1
             reached = held >= steps if steps else index == episodes - 1
-            if writer is None:
+            if writer is None:  # a thread: started only now, after the pool's workers forked
                 writer = _Writer(path, bar, count_steps=bool(steps), process=False)
             if not created:  # by the writer, which loads zarr there, not here
                 created = True
@@ -415,8 +415,9 @@ def collect(
                     due = closing = True
             if due or reached:
                 last = now
-                writer.put(buffer)
-                buffer = []
+                # Emptied first: a Ctrl-C during the hand-over must not hand these over again.
+                handed, buffer = buffer, []
+                writer.put(handed)
             if reached:
                 break
     except KeyboardInterrupt:  # keep the episodes that are finished

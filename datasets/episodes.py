@@ -181,8 +181,15 @@ LOOKAHEAD = 4
 RESULT_PIPE_BYTES = 2**20
 
 
-def _worker_init(env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int) -> None:
+def _worker_init(
+    env_id: str, env_kwargs: dict[str, Any], policy: PolicySpec, parent: int, stop: Any
+) -> None:
+    # Ctrl-C reaches the whole process group. The collecting process handles it and stops
+    # its workers (``stop``); interrupted themselves, they would each print a traceback, and
+    # one cut off while writing its episode to the result pipe could leave the pool waiting.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
+    _WORKER["stop"] = stop
     _WORKER["env"], _WORKER["policy"] = make_env_and_policy(env_id, env_kwargs, policy)
 
 
@@ -203,7 +210,9 @@ def pixel_kwargs(size: int | None) -> dict[str, Any]:
     return {} if not size else {"render_mode": "rgb_array", "width": size, "height": size}
 
 
-def _worker_episode(seed: int) -> dict[str, Any]:
+def _worker_episode(seed: int) -> dict[str, Any] | None:
+    if _WORKER["stop"].is_set():  # the collection is over: what is still queued is skipped
+        return None
     return run_episode(_WORKER["env"], _WORKER["policy"], seed)
 
 
@@ -274,17 +283,32 @@ def widen_result_pipe(pool: ProcessPoolExecutor) -> int | None:
         return None
 
 
-def _result(future: Future, env_id: str) -> dict[str, Any]:
+def _broken(env_id: str, spawned: bool) -> DatasetError:
+    """The one line for a pool whose worker processes died or could not start."""
+    if spawned:
+        hint = (
+            "workers that start afresh (pixels, an sb3 policy) need an env registered at "
+            "import time, not under `if __name__ == '__main__'`; or collect with workers=1"
+        )
+    else:  # forked workers start with everything this process has: one was killed
+        hint = "one was killed (out of memory?); collect with fewer workers, or workers=1"
+    what = f"collector worker processes for {env_id!r} died or could not start"
+    return DatasetError(f"{what}; {hint}")
+
+
+def _submit(pool: ProcessPoolExecutor, seed: int, env_id: str, spawned: bool) -> Future:
+    try:
+        return pool.submit(_worker_episode, seed)
+    except BrokenProcessPool:
+        raise _broken(env_id, spawned) from None
+
+
+def _result(future: Future, env_id: str, spawned: bool) -> dict[str, Any]:
     """A worker's episode; one clear line where the workers died or could not start."""
     try:
         return future.result()
     except BrokenProcessPool:
-        raise DatasetError(
-            f"collector worker processes for {env_id!r} died or could not start; "
-            f"workers that start afresh (pixels, an sb3 policy) need an env "
-            f"registered at import time, not under `if __name__ == '__main__'`; "
-            f"or collect with workers=1"
-        ) from None
+        raise _broken(env_id, spawned) from None
 
 
 def episodes_in_order(
@@ -319,38 +343,44 @@ def episodes_in_order(
         return
     if pooled is None:
         pooled = only_workers_step(env, env_kwargs, policy, workers)
-    ctx = mp.get_context(start_method(env, env_kwargs, policy))
+    method = start_method(env, env_kwargs, policy)
+    ctx = mp.get_context(method)
+    # Set once this generator is done (consumed, closed, or interrupted): the workers then
+    # skip the episodes already handed to them, which the pool cannot take back.
+    stop = ctx.Event()
     # A worker that fails to start breaks this pool (BrokenProcessPool) instead of being
     # restarted for ever, as multiprocessing.Pool would.
-    init = (env_id, env_kwargs, policy, os.getpid())
+    init = (env_id, env_kwargs, policy, os.getpid(), stop)
     pool = ProcessPoolExecutor(workers if pooled else workers - 1, ctx, _worker_init, init)
-    widen_result_pipe(pool)
+    spawned = method == "spawn"
     try:
+        widen_result_pipe(pool)
         if pooled:
-            yield from _from_workers(pool, seeds, workers, env_id)
+            yield from _from_workers(pool, seeds, workers, env_id, spawned)
         else:
-            yield from _beside_workers(pool, seeds, workers, env_id, env, act)
+            yield from _beside_workers(pool, seeds, workers, env_id, spawned, env, act)
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         close()
 
 
 def _from_workers(
-    pool: ProcessPoolExecutor, seeds: Iterator[int], workers: int, env_id: str
+    pool: ProcessPoolExecutor, seeds: Iterator[int], workers: int, env_id: str, spawned: bool
 ) -> Iterator[dict[str, Any]]:
     """Every episode from the pool's ``workers`` processes, in order."""
     ahead: deque[Future] = deque()
 
     def top_up() -> None:
         while len(ahead) < LOOKAHEAD * workers and (s := next(seeds, None)) is not None:
-            ahead.append(pool.submit(_worker_episode, s))
+            ahead.append(_submit(pool, s, env_id, spawned))
 
     with forking_quietly():
         top_up()  # the first submission starts the workers
     while ahead:
         head = ahead.popleft()
         top_up()
-        yield _result(head, env_id)
+        yield _result(head, env_id, spawned)
 
 
 def _beside_workers(
@@ -358,6 +388,7 @@ def _beside_workers(
     seeds: Iterator[int],
     workers: int,
     env_id: str,
+    spawned: bool,
     env: gym.Env,
     act: Policy,
 ) -> Iterator[dict[str, Any]]:
@@ -393,7 +424,7 @@ def _beside_workers(
             if s is None:
                 return
             if queue_one:
-                ahead.append(pool.submit(_worker_episode, s))
+                ahead.append(_submit(pool, s, env_id, spawned))
                 running += 1
             else:
                 ahead.append(int(s))
@@ -419,6 +450,6 @@ def _beside_workers(
         if isinstance(head, int):
             head = run_episode(env, act, head)
         elif isinstance(head, Future):
-            head = _result(head, env_id)
+            head = _result(head, env_id, spawned)
         top_up()  # before handing the episode over: the workers keep busy meanwhile
         yield head

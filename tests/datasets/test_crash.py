@@ -139,7 +139,7 @@ def test_sigkill_during_creation_leaves_no_dataset_or_a_valid_one(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "setup", "children"),
     [
-        (", workers=2, fast=False", "", 1),  # a stepping worker (and this process)
+        (", workers=2, fast=False", "", 2),  # two stepping workers (this process writes)
         # one worker and a writer process (what long collections use)
         (", fast=False", "import wmrobot.datasets.collector as c; c.WRITER_PROCESS_STEPS = 0; ", 1),
     ],
@@ -163,3 +163,60 @@ def test_killing_the_collector_also_ends_its_workers(tmp_path, extra, setup, chi
     assert not alive, f"workers {alive} outlived their collector"
     store = EpisodeStore.open(path)
     assert store.n_episodes >= 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers, /proc")
+def test_ctrl_c_stops_a_collection_with_workers_in_one_line_and_it_resumes(tmp_path):
+    # Ctrl-C reaches the whole process group: the collecting process says so in one line, its
+    # workers print nothing, what is finished stays committed, and resuming ends where an
+    # uninterrupted run does.
+    path = tmp_path / "c.zarr"
+    args = [
+        "collect",
+        "env.kwargs.layout=open",
+        "+env.kwargs.max_episode_steps=10",
+        "workers=2",
+        "fast=false",
+        "flush_every=5",
+        "seed=7",
+        f"out={path}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wmrobot.cli", *args, "episodes=100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 60
+    while _committed(path) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, "the collection should be running"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err  # a user-facing error, as bad input
+    assert err.strip().splitlines() == ["wmrobot collect: error: interrupted"], err
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    store = EpisodeStore.open(path)
+    interrupted = store.n_episodes
+    assert 10 <= interrupted < 100000
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "wmrobot.cli", *args, f"episodes={interrupted + 20}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference.zarr"
+    whole = [a for a in args if not a.startswith("out=")]
+    whole += [f"out={reference}", f"episodes={interrupted + 20}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "wmrobot.cli", *whole], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    a, b = EpisodeStore.open(path), EpisodeStore.open(reference)
+    assert a.n_episodes == b.n_episodes == interrupted + 20
+    for key in a.keys:
+        np.testing.assert_array_equal(a.array(key)[: a.n_rows], b.array(key)[: b.n_rows])
