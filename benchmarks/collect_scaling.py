@@ -1,11 +1,12 @@
 """How collection scales with workers: the collector with N workers ÷ N bare loops in parallel.
 
 On HalfCheetah-v5, state only, uniform random actions, stepping the env (``fast=False``; the
-same seeds and actions everywhere): for each N, the collector with ``workers=N`` and N bare
-gymnasium loops, each in processes started and imported before the clock starts
-(``collect_throughput.py``'s), each stepping ``--episodes-per-worker`` x N episodes in all,
-rounds alternating. N bare loops are what N processes can step on this machine without storing
-anything: the ceiling of any collector with N workers. Run on a machine with at least N cores:
+same seeds and actions everywhere): for each N, the collector with ``workers=N``, and N bare
+gymnasium loops that take the same episodes from one shared queue, as the collector's workers
+do (so that neither side waits on a straggler the other would not), each side in processes
+started and imported before the clock starts; each round measures every row once. N bare loops
+are what N processes can step on this machine without storing anything: the ceiling of any
+collector with N workers. Run on a machine with at least N cores:
 
     python benchmarks/collect_scaling.py [--workers 2,4,8] [--episodes-per-worker 16] [--rounds 3]
 """
@@ -13,14 +14,47 @@ anything: the ceiling of any collector with N workers. Run on a machine with at 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
-from collect_throughput import _collect_part, bare_loop, parallel_bare_loops, when_ready
+from collect_throughput import ENV, _collect_part, bare_loop, when_ready
+
+from wmrobot.datasets.episodes import episode_seed
+from wmrobot.datasets.policies import RandomPolicy
+
+
+def _bare_taking(go: mp.Event, out: mp.Queue, tasks: mp.Queue, seed: int) -> None:
+    """A bare loop over the episode indices it takes from ``tasks`` until a None."""
+    env = gym.make(ENV)
+    policy = RandomPolicy(env.action_space)
+    out.put(None)
+    go.wait()
+    steps = 0
+    while (index := tasks.get()) is not None:
+        s = episode_seed(seed, index)
+        env.reset(seed=s)
+        policy.reset(np.random.default_rng(s))
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(policy.act())
+            steps += 1
+            done = terminated or truncated
+    out.put((steps, time.perf_counter()))
+
+
+def bare_loops_taking(episodes: int, seed: int, processes: int) -> float:
+    """Env steps/s of ``processes`` bare loops sharing ``episodes`` through one queue."""
+    tasks = mp.get_context("spawn").Queue()
+    for index in [*range(episodes), *[None] * processes]:
+        tasks.put(index)
+    start, done = when_ready(_bare_taking, *[(tasks, seed)] * processes)
+    return sum(n for n, _ in done) / (max(end for _, end in done) - start)
 
 
 def default_workers() -> str:
@@ -67,7 +101,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 t, steps = _timed_bare(args.episodes_per_worker, args.seed)
                 single.append(steps / t)
-                ceiling.append(parallel_bare_loops(episodes, args.seed, n))
+                ceiling.append(bare_loops_taking(episodes, args.seed, n))
                 collector.append(ours(n, episodes))
             ratio = np.array(collector) / np.array(ceiling)
             print(
