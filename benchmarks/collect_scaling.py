@@ -14,47 +14,13 @@ collector with N workers. Run on a machine with at least N cores:
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
-from collect_throughput import ENV, _collect_part, bare_loop, when_ready
-
-from wmrobot.datasets.episodes import episode_seed
-from wmrobot.datasets.policies import RandomPolicy
-
-
-def _bare_taking(go: mp.Event, out: mp.Queue, tasks: mp.Queue, seed: int) -> None:
-    """A bare loop over the episode indices it takes from ``tasks`` until a None."""
-    env = gym.make(ENV)
-    policy = RandomPolicy(env.action_space)
-    out.put(None)
-    go.wait()
-    steps = 0
-    while (index := tasks.get()) is not None:
-        s = episode_seed(seed, index)
-        env.reset(seed=s)
-        policy.reset(np.random.default_rng(s))
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(policy.act())
-            steps += 1
-            done = terminated or truncated
-    out.put((steps, time.perf_counter()))
-
-
-def bare_loops_taking(episodes: int, seed: int, processes: int) -> float:
-    """Env steps/s of ``processes`` bare loops sharing ``episodes`` through one queue."""
-    tasks = mp.get_context("spawn").Queue()
-    for index in [*range(episodes), *[None] * processes]:
-        tasks.put(index)
-    start, done = when_ready(_bare_taking, *[(tasks, seed)] * processes)
-    return sum(n for n, _ in done) / (max(end for _, end in done) - start)
+from collect_throughput import bare_loop, collect_in_process, parallel_bare_loops, timed
 
 
 def default_workers() -> str:
@@ -78,10 +44,8 @@ def main() -> None:
 
     def ours(workers: int, episodes: int) -> float:
         path = tmp / f"w{workers}.zarr"
-        shutil.rmtree(path, ignore_errors=True)
-        kwargs = {"episodes": episodes, "seed": args.seed, "progress": False}
-        kwargs |= {"workers": workers, "fast": False}
-        _, [(steps, seconds, _)] = when_ready(_collect_part, (str(path), kwargs))
+        kwargs = {"episodes": episodes, "seed": args.seed, "workers": workers, "fast": False}
+        steps, seconds, _ = collect_in_process(path, **kwargs)
         assert steps == episodes * 1000, steps  # the same episodes as the bare loops
         return steps / seconds
 
@@ -99,9 +63,9 @@ def main() -> None:
             episodes = n * args.episodes_per_worker
             ceiling, collector, single = [], [], []
             for _ in range(args.rounds):
-                t, steps = _timed_bare(args.episodes_per_worker, args.seed)
+                t, steps = timed(lambda: bare_loop(args.episodes_per_worker, args.seed))
                 single.append(steps / t)
-                ceiling.append(bare_loops_taking(episodes, args.seed, n))
+                ceiling.append(parallel_bare_loops(episodes, args.seed, n))
                 collector.append(ours(n, episodes))
             ratio = np.array(collector) / np.array(ceiling)
             print(
@@ -112,13 +76,6 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _timed_bare(episodes: int, seed: int) -> tuple[float, int]:
-    """One bare loop in this process: seconds and steps."""
-    start = time.perf_counter()
-    steps = bare_loop(episodes, seed)
-    return time.perf_counter() - start, steps
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from unittest.mock import patch
 
@@ -38,16 +38,14 @@ from wmrobot.datasets.policies import RandomPolicy
 ENV = "HalfCheetah-v5"
 
 
-def bare_loop(
-    episodes: int, seed: int, render: int | None = None, first: int = 0, **kwargs: object
+def bare_episodes(
+    env: gym.Env, policy: RandomPolicy, indices: Iterable[int], seed: int, render: bool = False
 ) -> int:
     """The reference: gymnasium's loop with the collector's actions, nothing stored, over
-    episodes ``first``, ... (``render=N`` also renders an N x N frame after every reset and
-    step)."""
-    env = gym.make(ENV, **pixel_kwargs(render), **kwargs)
-    policy = RandomPolicy(env.action_space)
+    episodes ``indices`` (``render``: also render a frame after every reset and step).
+    Returns the steps taken."""
     steps = 0
-    for index in range(first, first + episodes):
+    for index in indices:
         s = episode_seed(seed, index)
         env.reset(seed=s)
         policy.reset(np.random.default_rng(s))
@@ -60,6 +58,14 @@ def bare_loop(
                 env.render()
             steps += 1
             done = terminated or truncated
+    return steps
+
+
+def bare_loop(episodes: int, seed: int, render: int | None = None, **kwargs: object) -> int:
+    """:func:`bare_episodes` over episodes 0, 1, ... in an env of its own (``render=N``: N x N
+    frames)."""
+    env = gym.make(ENV, **pixel_kwargs(render), **kwargs)
+    steps = bare_episodes(env, RandomPolicy(env.action_space), range(episodes), seed, bool(render))
     env.close()
     return steps
 
@@ -67,12 +73,14 @@ def bare_loop(
 CPU: dict[str, list[float]] = {}  # core-seconds per measured row, round by round
 
 
-def _bare_part(go: mp.Event, out: mp.Queue, episodes: int, seed: int, first: int) -> None:
-    gym.make(ENV).close()  # a first make loads the env's modules: done before, as a collector's
+def _bare_part(go: mp.Event, out: mp.Queue, tasks: mp.Queue, seed: int) -> None:
+    """A bare loop over the episode indices it takes from ``tasks``, until a None."""
+    env = gym.make(ENV)  # made before the clock starts, as a collector's process has made one
+    policy = RandomPolicy(env.action_space)
     out.put(None)  # started and imported: only the stepping is timed
     go.wait()
     cpu = time.process_time()
-    steps = bare_loop(episodes, seed, first=first)
+    steps = bare_episodes(env, policy, iter(tasks.get, None), seed)
     out.put((steps, time.perf_counter(), time.process_time() - cpu))
 
 
@@ -96,13 +104,14 @@ def when_ready(target: Callable[..., None], *calls: tuple) -> tuple[float, list]
 
 
 def parallel_bare_loops(episodes: int, seed: int, processes: int = 2) -> float:
-    """Env steps/s of ``processes`` bare loops in as many processes at once, each stepping its
-    share of the episodes: what that many processes can step on this machine, without storing
-    anything (the ceiling of any stepping collector with that many workers)."""
-    parts = [episodes // processes + (i < episodes % processes) for i in range(processes)]
-    firsts = np.cumsum([0, *parts[:-1]])
-    calls = [(n, seed, int(first)) for n, first in zip(parts, firsts, strict=True) if n]
-    start, done = when_ready(_bare_part, *calls)
+    """Env steps/s of ``processes`` bare loops at once, in as many processes, taking the
+    episodes from one shared queue as a collector's workers do (so that none waits on a
+    straggler that a collector would not): what that many processes can step on this machine,
+    without storing anything, the ceiling of any stepping collector with that many workers."""
+    tasks = mp.get_context("spawn").Queue()
+    for index in [*range(episodes), *[None] * processes]:
+        tasks.put(index)
+    start, done = when_ready(_bare_part, *[(tasks, seed)] * processes)
     CPU.setdefault(f"{processes} bare loops in parallel", []).append(sum(c for _, _, c in done))
     return sum(n for n, _, _ in done) / (max(end for _, end, _ in done) - start)
 
@@ -119,6 +128,14 @@ def _collect_part(go: mp.Event, out: mp.Queue, path: str, kwargs: dict) -> None:
     for child in mp.active_children():  # a writer process exits on its own: reap it
         child.join(10)
     out.put((result.transitions, seconds, cpu_seconds() - cpu))
+
+
+def collect_in_process(path: Path, **kwargs: object) -> tuple[int, float, float]:
+    """``collect(path, ENV, **kwargs)`` afresh at ``path``, in a process of its own
+    (:func:`_collect_part`): the transitions, seconds and core-seconds it took."""
+    shutil.rmtree(path, ignore_errors=True)
+    _, [done] = when_ready(_collect_part, (str(path), {"progress": False, **kwargs}))
+    return done
 
 
 def _mj_step_rate(seconds: float, out: mp.Queue) -> None:
@@ -222,9 +239,9 @@ def main() -> None:
         """Each collection runs in a fresh process, so none inherits another's state (zarr
         loaded, its threads started) and each starts as a user's would."""
         path = tmp / (re.sub(r"\W+", "_", name) + ".zarr")
-        shutil.rmtree(path, ignore_errors=True)
-        kwargs = {"episodes": args.episodes, "seed": args.seed, "progress": False, **kwargs}
-        _, [(n, t, cpu)] = when_ready(_collect_part, (str(path), kwargs))
+        n, t, cpu = collect_in_process(
+            path, **{"episodes": args.episodes, "seed": args.seed, **kwargs}
+        )
         CPU.setdefault(name, []).append(cpu)
         return t, n
 
