@@ -6,14 +6,10 @@ import datetime as _dt
 import itertools
 import multiprocessing as mp
 import os
-import platform
 import queue
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -35,6 +31,7 @@ from wmrobot.datasets.policies import PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
 from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local
 from wmrobot.errors import DatasetError
+from wmrobot.provenance import git_revision, versions
 
 
 @dataclass(frozen=True)
@@ -43,31 +40,6 @@ class CollectResult:
     episodes: int
     transitions: int
     seconds: float
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour a dataset or checkpoint depends on."""
-    out = {"python": platform.python_version()}
-    for name in ("wmrobot", "mujoco", "gymnasium", "zarr", "numpy", "torch", "stable-baselines3"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _spec_json(env: gym.Env) -> str | None:

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wmrobot.datasets.collector import _row_shapes, git_revision, versions
+from wmrobot.datasets.collector import _row_shapes
 from wmrobot.datasets.spaces import describe_spaces, space_from_json
 from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local, normalise_path
 from wmrobot.errors import DatasetError, EnvError
+from wmrobot.provenance import git_revision, versions
 
 if TYPE_CHECKING:
     import gymnasium as gym

@@ -246,7 +246,7 @@ def _say(message: str) -> None:
 def _provenance(meta: dict[str, Any], pairs: list[dict[str, Any]], config: Any) -> dict:
     from omegaconf import OmegaConf
 
-    from wmrobot.datasets.collector import git_revision, versions
+    from wmrobot.provenance import git_revision, versions
 
     return {
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
@@ -458,9 +458,9 @@ def run_distill(c: Any, run_dir: Path) -> None:
     import torch
 
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.datasets.collector import git_revision, versions
     from wmrobot.distill import distill
     from wmrobot.errors import ConfigError
+    from wmrobot.provenance import git_revision, versions
     from wmrobot.train import load_checkpoint, save_checkpoint
     from wmrobot.train.trainer import check_compatible
 

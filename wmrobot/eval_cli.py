@@ -185,8 +185,8 @@ def audit_command(options: dict[str, Any], console: Console) -> Path:
 
     from wmrobot.cli import _run_dir
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.datasets.collector import git_revision, versions
     from wmrobot.eval.audit import audit
+    from wmrobot.provenance import git_revision, versions
     from wmrobot.train import load_checkpoint
 
     torch.set_num_threads(options["threads"])

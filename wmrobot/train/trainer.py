@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from wmrobot.datasets import EpisodeStore, WindowSampler
-from wmrobot.datasets.collector import git_revision, versions
 from wmrobot.errors import CheckpointError, ConfigError, DatasetError
 from wmrobot.files import write_atomically
 from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
+from wmrobot.provenance import git_revision, versions
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.critic import CriticConfig, HindsightGoals, critic_loss
 from wmrobot.train.critic import update_target as critic_update
