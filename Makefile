@@ -29,7 +29,7 @@ demo: $(STAMP)
 test: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 format: $(DEV)
 	$(BIN)/ruff format .
