@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import STD_FLOOR
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
@@ -99,29 +98,28 @@ def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None
 
 class FastActor:
     """Mode-1 of a state MLP world model, compiled: normalise, encode the observation and the
-    goal state, run the actor, rescale to the action bounds, all in one call of the Numba
-    backend (:func:`~wmrobot.planners.numba_backend.run_actor`; the hybrid's imagined rollout
-    likewise), where torch spends most of a one-env decision dispatching some 40 small
-    operators.
+    goal state, run the actor, rescale to the action bounds, all in one call
+    (:func:`~wmrobot.agent_numba.run_actor`; the hybrid's imagined rollout likewise), where
+    torch spends most of a one-env decision dispatching some 40 small operators. It runs the
+    model's export (:meth:`WorldModel.export`).
     ``FastActor.build(model)`` is None for models it cannot run (use torch then)."""
 
     def __init__(self, model: WorldModel) -> None:
         # numba loads only when a compiled actor is built (it takes a second to import)
-        from wmrobot.planners.numba_backend import export_mlp, run_actor, run_actor_rollout
+        from wmrobot.agent_numba import run_actor, run_actor_rollout
+        from wmrobot.planners.numba.kernels import pack_mlp
 
         self.run_actor, self.run_rollout = run_actor, run_actor_rollout
-
-        def arr(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy().astype(np.float32)
-
-        d, a = model.latent_dim, model.action_dim
-        self.mean, self.std = arr(model.obs_mean), arr(model.obs_std.clamp_min(STD_FLOOR))
-        self.encoder = export_mlp(model.encoder.net, model.obs_dim, "encoder")
-        self.actor = export_mlp(model.actor.net, 2 * d, "actor")
-        self.mid, self.half = (arr(t) for t in model.action_scale())
+        exported = model.export()
+        d, a = exported.latent_dim, exported.action_dim
+        self.mean, self.std = exported.obs_mean, exported.obs_std
+        self.encoder = pack_mlp(exported.encoder, len(exported.obs_mean), "encoder")
+        self.actor = pack_mlp(exported.actor, 2 * d, "actor")
+        low, high = exported.action_low, exported.action_high
+        self.mid, self.half = (high + low) / 2, (high - low) / 2
         self.predictor = None
-        if model.cfg.predictor == "mlp":  # z' = z + net([z, a])
-            self.predictor = export_mlp(model.predictor.net, d + a, "predictor")
+        if exported.predictor_kind == "mlp":  # z' = z + net([z, a])
+            self.predictor = pack_mlp(exported.predictor, d + a, "predictor")
 
     @classmethod
     def build(cls, model: WorldModel) -> FastActor | None:
@@ -129,7 +127,7 @@ class FastActor:
             return None
         try:
             return cls(model)
-        except (ConfigError, AttributeError):  # not Linear/LayerNorm/ReLU Sequentials
+        except ConfigError:  # not Linear/LayerNorm/ReLU Sequentials
             return None
 
     def proposal(self, z: np.ndarray, goal_z: np.ndarray, horizon: int) -> np.ndarray | None:
