@@ -36,7 +36,7 @@ if "NUMBA_SLP_VECTORIZE" not in os.environ:
 
 
 class MLPWeights(NamedTuple):
-    """One ``nn.Sequential`` of Linear / LayerNorm / ReLU as flat arrays (layer l of L).
+    """One MLP of Linear / LayerNorm / ReLU layers as flat arrays (layer l of L).
 
     ``ops`` (L,) layer kinds; ``dims`` (L,) output widths; ``offsets`` (L, 2) where the
     weight (LINEAR: (in, out); LayerNorm: gamma) and the bias

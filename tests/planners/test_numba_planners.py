@@ -7,6 +7,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,6 +159,38 @@ def test_auto_keeps_torch_where_numba_cannot_run():
     model = tiny_world_model(critic=False)
     assert choose_backend(model, planner_config("grad")) == "torch"
     assert choose_backend(PointMass(), config("mppi")) == "torch"
+
+
+class Wrapped:
+    """Any Dynamics whose export() has the documented attributes plans on numba: here a
+    world model behind a plain object, its export a plain namespace."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model, self.latent_dim, self.has_value = model, model.latent_dim, model.has_value
+        self.action_low, self.action_high = model.action_low, model.action_high
+
+    def rollout(self, z0, actions):
+        return self.model.rollout(z0, actions)
+
+    def cost(self, z, goal_z):
+        return self.model.cost(z, goal_z)
+
+    def value(self, z, goal_z):
+        return self.model.value(z, goal_z)
+
+    def export(self):
+        return SimpleNamespace(**vars(self.model.export()))
+
+
+def test_the_numba_backend_reads_only_the_export_of_a_dynamics():
+    model = tiny_world_model(critic=True)
+    cfg = config("mppi", min_std=0.2)
+    z0, goal = problem(2)
+    plain = make_numba_planner(Wrapped(model), cfg, seed=7).plan(z0, goal)
+    torch.testing.assert_close(
+        plain, TORCH_PLANNERS["mppi"](model, cfg, seed=7).plan(z0, goal), rtol=0, atol=1e-4
+    )
+    assert plain.abs().max() > 0.05
 
 
 def test_make_planner_backend_numba_drives_receding_horizon():
