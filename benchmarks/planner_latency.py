@@ -32,7 +32,7 @@ import yaml
 
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.planners import TORCH_PLANNERS, PlannerConfig, as_config
-from wmrobot.planners.numba_backend import make_numba_planner
+from wmrobot.planners.numba import make_numba_planner
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # TD-MPC2's planning budget (Hansen et al. 2024: 512 samples, 6 iterations, 64 elites).

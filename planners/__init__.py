@@ -14,28 +14,22 @@ from wmrobot.planners.icem import ICEM
 from wmrobot.planners.mpc import RecedingHorizon
 from wmrobot.planners.mppi import MPPI
 from wmrobot.planners.noise import draw_noise
-
-TORCH_PLANNERS: dict[str, type[Planner]] = {
-    "cem": CEM,
-    "icem": ICEM,
-    "mppi": MPPI,
-    "grad": GradientPlanner,
-}
+from wmrobot.planners.registry import TORCH_PLANNERS
 
 
 def make_planner(
     dynamics: Dynamics, cfg: PlannerConfig | Mapping[str, Any], seed: int = 0
 ) -> Planner:
     """The planner ``cfg.name`` on ``cfg.backend``: torch, numba, or auto (the faster of the
-    two on this model, measured now: :func:`~wmrobot.planners.numba_backend.choose_backend`)."""
+    two on this model, measured now: :func:`~wmrobot.planners.numba.choose_backend`)."""
     cfg = as_config(cfg)
     backend = cfg.backend
     if backend == "auto":
-        from wmrobot.planners.numba_backend import choose_backend
+        from wmrobot.planners.numba import choose_backend
 
         backend = choose_backend(dynamics, cfg, seed)
     if backend == "numba":
-        from wmrobot.planners.numba_backend import make_numba_planner
+        from wmrobot.planners.numba import make_numba_planner
 
         return make_numba_planner(dynamics, cfg, seed)
     return TORCH_PLANNERS[cfg.name](dynamics, cfg, seed)

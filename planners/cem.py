@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from wmrobot.planners.refit import smooth
 from wmrobot.planners.sampling import SamplingPlanner, weighted_moments
 
 
@@ -19,7 +20,5 @@ class CEM(SamplingPlanner):
         finite = torch.isfinite(elite_cost).float()
         elite_mean, elite_std = weighted_moments(elites, finite / finite.sum(1, keepdim=True))
         alpha = self.cfg.alpha
-        new_std = alpha * std + (1 - alpha) * elite_std
-        return alpha * mean + (1 - alpha) * elite_mean, new_std.clamp(
-            self.cfg.min_std, self.cfg.max_std
-        )
+        new_std = smooth(alpha, std, elite_std).clamp(self.cfg.min_std, self.cfg.max_std)
+        return smooth(alpha, mean, elite_mean), new_std

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from wmrobot.planners.config import MPPIConfig
+from wmrobot.planners.refit import mppi_logit
 from wmrobot.planners.sampling import SamplingPlanner, weighted_moments
 
 __all__ = ["MPPI", "MPPIConfig"]
@@ -19,6 +20,7 @@ class MPPI(SamplingPlanner):
     """
 
     def refit(self, mean, std, elites, elite_cost):
-        weights = torch.softmax(-(elite_cost - elite_cost[:, :1]) / self.cfg.temperature, dim=1)
+        logits = mppi_logit(elite_cost, elite_cost[:, :1], self.cfg.temperature)
+        weights = torch.softmax(logits, dim=1)
         new_mean, new_std = weighted_moments(elites, weights)
         return new_mean, new_std.clamp(self.cfg.min_std, self.cfg.max_std)

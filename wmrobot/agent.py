@@ -1,18 +1,22 @@
-"""Agents with a stable-baselines3-like ``predict``: Mode-1 (the actor), Mode-2 (planning in
-latent space), the hybrid (the planner seeded by the actor), random."""
+"""Agents with stable-baselines3's verbs (``predict``, ``save``, ``load``): Mode-1 (the actor),
+Mode-2 (planning in latent space), the hybrid (the planner seeded by the actor), random."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import STD_FLOOR
-from wmrobot.errors import ConfigError
+from wmrobot.errors import CheckpointError, ConfigError
+from wmrobot.files import write_atomically
 from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
+from wmrobot.train.checkpoint import load_checkpoint, save_checkpoint
 
 Obs = dict[str, np.ndarray]
 
@@ -24,6 +28,40 @@ def _batched(obs: Obs) -> tuple[Obs, bool]:
 
 
 MODES = ("1", "2", "hybrid")
+AGENT_FILE = "agent.json"  # an agent's settings, beside its model's checkpoint files
+SETTINGS = {"ActorAgent": ("agent", "fast"), "PlanningAgent": ("agent", "mode", "planner", "seed")}
+
+
+def save_agent(model: WorldModel, path: str | Path, settings: dict[str, Any]) -> Path:
+    """Write the model's checkpoint and the agent's ``settings`` (JSON) into directory ``path``."""
+    path = save_checkpoint(model, path, {})
+    text = json.dumps(settings, indent=2).encode()
+    write_atomically(path / AGENT_FILE, lambda f: f.write(text))
+    return path
+
+
+def load_agent(path: str | Path, kind: str) -> tuple[WorldModel, dict[str, Any]]:
+    """The model and the settings of the agent ``kind`` saved in ``path``; never executes code
+    from the files (JSON, and weights read with ``weights_only``)."""
+    model, _ = load_checkpoint(path)
+    file = Path(path) / AGENT_FILE
+    try:
+        settings = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{str(path)!r} holds a model but no {AGENT_FILE}: load it with load_checkpoint, "
+            f"or save an agent there with agent.save(path)"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(file)!r} is malformed: {e}") from None
+    saved = settings.get("agent") if isinstance(settings, dict) else None
+    if saved in SETTINGS and saved != kind:
+        raise CheckpointError(
+            f"{str(file)!r} holds agent={saved!r}, not {kind}: load it with {saved}.load"
+        )
+    if saved != kind or not set(SETTINGS[kind]) <= set(settings):
+        raise CheckpointError(f"{str(file)!r} is malformed: {kind} needs {SETTINGS[kind]}")
+    return model, settings
 
 
 class Observer:
@@ -99,29 +137,28 @@ def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None
 
 class FastActor:
     """Mode-1 of a state MLP world model, compiled: normalise, encode the observation and the
-    goal state, run the actor, rescale to the action bounds, all in one call of the Numba
-    backend (:func:`~wmrobot.planners.numba_backend.run_actor`; the hybrid's imagined rollout
-    likewise), where torch spends most of a one-env decision dispatching some 40 small
-    operators.
+    goal state, run the actor, rescale to the action bounds, all in one call
+    (:func:`~wmrobot.agent_numba.run_actor`; the hybrid's imagined rollout likewise), where
+    torch spends most of a one-env decision dispatching some 40 small operators. It runs the
+    model's export (:meth:`WorldModel.export`).
     ``FastActor.build(model)`` is None for models it cannot run (use torch then)."""
 
     def __init__(self, model: WorldModel) -> None:
         # numba loads only when a compiled actor is built (it takes a second to import)
-        from wmrobot.planners.numba_backend import export_mlp, run_actor, run_actor_rollout
+        from wmrobot.agent_numba import run_actor, run_actor_rollout
+        from wmrobot.planners.numba.kernels import pack_mlp
 
         self.run_actor, self.run_rollout = run_actor, run_actor_rollout
-
-        def arr(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy().astype(np.float32)
-
-        d, a = model.latent_dim, model.action_dim
-        self.mean, self.std = arr(model.obs_mean), arr(model.obs_std.clamp_min(STD_FLOOR))
-        self.encoder = export_mlp(model.encoder.net, model.obs_dim, "encoder")
-        self.actor = export_mlp(model.actor.net, 2 * d, "actor")
-        self.mid, self.half = (arr(t) for t in model.action_scale())
+        exported = model.export()
+        d, a = exported.latent_dim, exported.action_dim
+        self.mean, self.std = exported.obs_mean, exported.obs_std
+        self.encoder = pack_mlp(exported.encoder, len(exported.obs_mean), "encoder")
+        self.actor = pack_mlp(exported.actor, 2 * d, "actor")
+        low, high = exported.action_low, exported.action_high
+        self.mid, self.half = (high + low) / 2, (high - low) / 2
         self.predictor = None
-        if model.cfg.predictor == "mlp":  # z' = z + net([z, a])
-            self.predictor = export_mlp(model.predictor.net, d + a, "predictor")
+        if exported.predictor_kind == "mlp":  # z' = z + net([z, a])
+            self.predictor = pack_mlp(exported.predictor, d + a, "predictor")
 
     @classmethod
     def build(cls, model: WorldModel) -> FastActor | None:
@@ -129,7 +166,7 @@ class FastActor:
             return None
         try:
             return cls(model)
-        except (ConfigError, AttributeError):  # not Linear/LayerNorm/ReLU Sequentials
+        except ConfigError:  # not Linear/LayerNorm/ReLU Sequentials
             return None
 
     def proposal(self, z: np.ndarray, goal_z: np.ndarray, horizon: int) -> np.ndarray | None:
@@ -188,6 +225,20 @@ class ActorAgent:
         self.goal_observation = goal_observation
         self.observer = Observer(model, goal_observation)
         self.fast = FastActor.build(model) if fast else None
+        self.settings = {"agent": "ActorAgent", "mode": "1", "fast": fast}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model's checkpoint and this agent's settings into directory ``path``."""
+        return save_agent(self.model, path, self.settings)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, goal_observation: Callable[[np.ndarray], np.ndarray]
+    ) -> ActorAgent:
+        """The agent saved in ``path``; ``goal_observation`` as for the constructor (code, so
+        never read from the file)."""
+        model, settings = load_agent(path, "ActorAgent")
+        return cls(model, goal_observation, fast=bool(settings["fast"]))
 
     def reset(self) -> None:
         self.observer.reset()
@@ -230,6 +281,12 @@ class PlanningAgent:
         self.model = model.eval()
         self.goal_observation = goal_observation
         planner = as_config(planner)
+        self.settings = {
+            "agent": "PlanningAgent",
+            "mode": "hybrid" if hybrid else "2",
+            "planner": dataclasses.asdict(planner),
+            "seed": seed,
+        }
         prior = None
         if hybrid:
             require_actor(model, "hybrid")
@@ -239,6 +296,21 @@ class PlanningAgent:
             make_planner(model, planner, seed), planner.replan_every, prior
         )
         self.observer = Observer(model, goal_observation)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model's checkpoint and this agent's settings (planner, mode, seed) into
+        directory ``path``."""
+        return save_agent(self.model, path, self.settings)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, goal_observation: Callable[[np.ndarray], np.ndarray]
+    ) -> PlanningAgent:
+        """The agent saved in ``path``, planning afresh from its seed; ``goal_observation`` as
+        for the constructor (code, so never read from the file)."""
+        model, settings = load_agent(path, "PlanningAgent")
+        hybrid = settings["mode"] == "hybrid"
+        return cls(model, settings["planner"], goal_observation, settings["seed"], hybrid)
 
     def reset(self) -> None:
         self.controller.reset()

@@ -30,6 +30,9 @@ class PointMass:
     def cost(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(z - goal_z, dim=-1)
 
+    def value(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the point mass has no critic (has_value is False)")
+
 
 class Broken(PointMass):
     """Predicts ``bad`` (NaN or Inf) for every state, as a model far off its data can."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.model.export import ExportedModel, export_model
 
 ENCODERS = ("mlp", "cnn", "fusion")
 PREDICTORS = ("mlp", "gru", "transformer")
@@ -250,6 +251,10 @@ class WorldModel(nn.Module):
             raise RuntimeError("this model has no actor head; make one with `wmrobot distill`")
         mid, half = self.action_scale()
         return mid + self.actor(z, goal_z) * half  # the actor's tanh in [-1, 1]
+
+    def export(self) -> ExportedModel:
+        """This model as plain arrays, for compiled consumers (:mod:`wmrobot.model.export`)."""
+        return export_model(self)
 
     def action_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mid, half) of the action bounds: an action is mid + half * u for u in [-1, 1]."""

@@ -10,17 +10,13 @@ import torch
 from torch import nn
 from toys import planner_config, tiny_world_model
 
+from wmrobot.model.export import export_mlp
 from wmrobot.model.world_model import WorldModel, mlp
-from wmrobot.planners import Objective, numba_backend
-from wmrobot.planners.numba_backend import (
-    BLOCK,
-    ROW_BY_ROW,
-    export_mlp,
-    export_model,
-    make_numba_planner,
-    run_mlp,
-    score,
-)
+from wmrobot.planners import Objective
+from wmrobot.planners.numba import make_numba_planner
+from wmrobot.planners.numba import planners as numba_planners
+from wmrobot.planners.numba.kernels import BLOCK, ROW_BY_ROW, pack_mlp, run_mlp
+from wmrobot.planners.numba.scoring import pack_model, score
 
 
 def odd_world_model() -> WorldModel:
@@ -44,7 +40,7 @@ def scores(model, z0, goal, actions, smooth_weight=0.05):
     objective = Objective(model, cfg)
     with torch.no_grad():
         expect = objective(z0, goal, actions).numpy()
-    got = score(export_model(model), objective, z0, goal, actions)
+    got = score(pack_model(model), objective, z0, goal, actions)
     return got, expect
 
 
@@ -95,7 +91,7 @@ def test_run_mlp_is_the_torch_mlp_on_any_number_of_rows(rows):
     x = torch.randn(rows, 32)
     with torch.no_grad():
         expect = net(x).numpy()
-    got = run_mlp(export_mlp(net, 32, "test"), x)
+    got = run_mlp(pack_mlp(export_mlp(net), 32, "test"), x)
     assert got.shape == (rows, 3)
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
@@ -112,7 +108,7 @@ def test_a_nan_row_stays_nan_through_relu_and_layer_norm_alone_in_its_lane(norm,
     x[1, 1] = torch.nan
     with torch.no_grad():
         expect = net(x).numpy()
-    got = run_mlp(export_mlp(net, 6, "test"), x)
+    got = run_mlp(pack_mlp(export_mlp(net), 6, "test"), x)
     assert np.isnan(expect[1]).all() and np.isnan(got[1]).all()  # max(NaN, 0) is NaN
     others = np.arange(len(x)) != 1
     np.testing.assert_allclose(got[others], expect[others], rtol=1e-5, atol=1e-5)
@@ -121,10 +117,11 @@ def test_a_nan_row_stays_nan_through_relu_and_layer_norm_alone_in_its_lane(norm,
 def test_the_one_thread_path_plans_as_the_prange_path(monkeypatch):
     model = tiny_world_model(critic=True)
     z0, goal, _ = random_problem(model, 2, 1, 1, seed=4)
-    decide = numba_backend._decide
+    decide = numba_planners._decide
     plans = []
     for serial in (True, False):  # the last argument: score the blocks on the calling thread
-        monkeypatch.setattr(numba_backend, "_decide", lambda *args, s=serial: decide(*args[:-1], s))
+        serial_decide = lambda *args, s=serial: decide(*args[:-1], s)  # noqa: E731
+        monkeypatch.setattr(numba_planners, "_decide", serial_decide)
         plans.append(make_numba_planner(model, planner_config("icem", horizon=5)).plan(z0, goal))
     torch.testing.assert_close(plans[0], plans[1], rtol=0, atol=1e-6)
 

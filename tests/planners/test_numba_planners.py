@@ -7,6 +7,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,13 +17,8 @@ from toys import PointMass, planner_config, tiny_world_model
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.planners import TORCH_PLANNERS, Objective, RecedingHorizon, make_planner
-from wmrobot.planners.numba_backend import (
-    NUMBA_PLANNERS,
-    choose_backend,
-    export_model,
-    make_numba_planner,
-    score,
-)
+from wmrobot.planners.numba import NUMBA_PLANNERS, choose_backend, make_numba_planner
+from wmrobot.planners.numba.scoring import pack_model, score
 
 SAMPLING = ["mppi", "cem", "icem"]
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "planner_latency.py"
@@ -49,7 +45,7 @@ def test_the_exported_model_scores_as_the_torch_objective():
     objective = Objective(model, cfg)
     with torch.no_grad():
         expect = objective(z0, goal, actions).numpy()
-    got = score(export_model(model), objective, z0, goal, actions)
+    got = score(pack_model(model), objective, z0, goal, actions)
     assert objective.value_weight > 0 and objective.smooth_weight > 0
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
@@ -137,7 +133,7 @@ def test_refuses_a_model_whose_export_does_not_reproduce_it():
     torch.manual_seed(0)
     model = ScaledCost(4, 2, ModelConfig(16, 32, 2, 8, 0.99, 0.1, 1.0)).eval()
     with pytest.raises(ConfigError, match="differs from its torch outputs"):
-        export_model(model)
+        pack_model(model)
 
 
 def slowed(planner_class: type) -> type:
@@ -153,9 +149,7 @@ def slowed(planner_class: type) -> type:
 
 @pytest.mark.parametrize("slow", ["torch", "numba"])
 def test_auto_picks_the_backend_that_decides_faster(slow, monkeypatch):
-    from wmrobot.planners import numba_backend
-
-    table = TORCH_PLANNERS if slow == "torch" else numba_backend.NUMBA_PLANNERS
+    table = TORCH_PLANNERS if slow == "torch" else NUMBA_PLANNERS
     monkeypatch.setitem(table, "mppi", slowed(table["mppi"]))
     faster = "numba" if slow == "torch" else "torch"
     assert choose_backend(tiny_world_model(critic=False), config("mppi")) == faster
@@ -165,6 +159,38 @@ def test_auto_keeps_torch_where_numba_cannot_run():
     model = tiny_world_model(critic=False)
     assert choose_backend(model, planner_config("grad")) == "torch"
     assert choose_backend(PointMass(), config("mppi")) == "torch"
+
+
+class Wrapped:
+    """Any Dynamics whose export() has the documented attributes plans on numba: here a
+    world model behind a plain object, its export a plain namespace."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model, self.latent_dim, self.has_value = model, model.latent_dim, model.has_value
+        self.action_low, self.action_high = model.action_low, model.action_high
+
+    def rollout(self, z0, actions):
+        return self.model.rollout(z0, actions)
+
+    def cost(self, z, goal_z):
+        return self.model.cost(z, goal_z)
+
+    def value(self, z, goal_z):
+        return self.model.value(z, goal_z)
+
+    def export(self):
+        return SimpleNamespace(**vars(self.model.export()))
+
+
+def test_the_numba_backend_reads_only_the_export_of_a_dynamics():
+    model = tiny_world_model(critic=True)
+    cfg = config("mppi", min_std=0.2)
+    z0, goal = problem(2)
+    plain = make_numba_planner(Wrapped(model), cfg, seed=7).plan(z0, goal)
+    torch.testing.assert_close(
+        plain, TORCH_PLANNERS["mppi"](model, cfg, seed=7).plan(z0, goal), rtol=0, atol=1e-4
+    )
+    assert plain.abs().max() > 0.05
 
 
 def test_make_planner_backend_numba_drives_receding_horizon():
