@@ -81,6 +81,11 @@ def run_cli(cwd, *args: str, **env: str) -> subprocess.CompletedProcess:
             "wmrobot train: error: unknown option 'model.train.lrr'; see `wmrobot train --help`",
         ),
         (
+            ["train", "-m", "dataset=/no/such.zarr", "seed=0,1"],
+            "wmrobot train: error: '/no/such.zarr' is not a wmrobot dataset (no such path); "
+            "make one with `wmrobot collect`",
+        ),
+        (
             ["train", "-m", "dataset=d.zarr", "seed=0,-1", "model.train.lrr=1"],
             "wmrobot train: error: unknown option 'model.train.lrr'; see `wmrobot train --help`",
         ),

@@ -87,17 +87,17 @@ def run_dir() -> Path:
 
 def _discard_unused(path: Path, cfg: DictConfig) -> None:
     """Remove a run directory Hydra made for a run that stopped before producing anything,
-    and the folders above it it leaves empty; never a directory the user named with out=."""
+    and the folders above it that it leaves empty; never one the user named with out=."""
     path, cwd, named = path.resolve(), Path.cwd().resolve(), cfg.get("out")
     if named and Path(str(named)).resolve() == path or cwd not in path.parents:
         return
     if {p.name for p in path.iterdir()} - {".hydra", "run.log", "config.yaml"}:
         return
     shutil.rmtree(path)
-    for parent in path.parents:
-        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+    for parent in path.parents:  # a sweep's folder holds multirun.yaml and its jobs
+        if parent == cwd or {p.name for p in parent.iterdir()} - {"multirun.yaml"}:
             break
-        parent.rmdir()
+        shutil.rmtree(parent)
 
 
 @contextmanager
