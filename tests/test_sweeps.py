@@ -104,6 +104,9 @@ def test_help_lists_options_with_values_and_descriptions(capsys):
     out = capsys.readouterr().out
     assert "model.train.steps=7" in out and "optimisation steps" in out
     assert "model.train.lr=0.001" in out
+    assert main(["collect", "env=reacher", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert 'env.id="wmrobot/Reacher-v0"' in out and "planner" not in out
 
 
 def test_a_non_zero_rank_makes_no_run_directory_and_no_log(tmp_path):

@@ -511,11 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         choices = ", ".join([*JOBS, *SUBCOMMANDS])
         return error(None, f"unknown command {command!r}; choose one of {choices}")
     if any(a in ("-h", "--help") for a in rest):
+        from wmrobot.config import own_sections
         from wmrobot.errors import ConfigError
 
         overrides = [a for a in rest if not a.startswith("-")]  # -m and its kin: not for help
         try:
-            print(command_help(command, compose(command, overrides)))
+            print(command_help(command, own_sections(command, compose(command, overrides))))
         except ConfigError as e:
             return error(command, str(e))
         return 0

@@ -205,13 +205,18 @@ SCHEMAS = {
 }
 
 
+def own_sections(command: str, cfg: DictConfig) -> DictConfig:
+    """``cfg`` without the sections its command has no use for: a task config carries the
+    planner settings that suit the task (``env=reacher``), and collect has no planner."""
+    if "planner" in cfg and "planner" not in SCHEMAS[command].__dataclass_fields__:
+        return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "planner"])
+    return cfg
+
+
 def validate(command: str, cfg: DictConfig) -> Any:
     """``cfg`` (a composed ``configs/<command>.yaml``) as the command's typed, checked object."""
     try:
-        if "planner" in cfg and "planner" not in SCHEMAS[command].__dataclass_fields__:
-            # A task config carries the planner settings that suit it; collect has no planner.
-            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "planner"])
-        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[command]), cfg)
+        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[command]), own_sections(command, cfg))
         missing = sorted(OmegaConf.missing_keys(typed))
         if missing:
             raise ConfigError(f"{missing[0]} is required: add {missing[0]}=... to the command")
