@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -100,6 +101,18 @@ def _discard_unused(path: Path, cfg: DictConfig) -> None:
         shutil.rmtree(parent)
 
 
+def _end_run_logging() -> None:
+    """Detach the run's log handlers (configs/hydra/*_logging/wmrobot.yaml), so that a
+    caller in the same process (a test, a notebook) does not log into a finished run."""
+    for name in ("wmrobot", "hydra"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
 @contextmanager
 def _hydra_argv(argv: list[str]):
     """Hydra reads its arguments from sys.argv and prints its own errors with a stack hint:
@@ -154,4 +167,6 @@ def run_app(
         return error(command, str(e))
     except KeyboardInterrupt:
         return error(command, "interrupted")
+    finally:
+        _end_run_logging()
     return 0
