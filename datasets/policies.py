@@ -48,11 +48,11 @@ class PolicySpec:
         if self.name not in NAMES:
             raise EnvError(f"unknown policy {self.name!r}; choose one of {list(NAMES)}")
         if self.beta < 0:
-            raise EnvError(f"policy beta={self.beta} must be >= 0 (0 = white, 1 = pink, 2 = red)")
+            raise EnvError(f"policy.beta={self.beta} must be >= 0 (0 = white, 1 = pink, 2 = red)")
         if not 0 <= self.epsilon <= 1:
-            raise EnvError(f"policy epsilon={self.epsilon} must be in [0, 1]")
+            raise EnvError(f"policy.epsilon={self.epsilon} must be in [0, 1]")
         if self.noise < 0:
-            raise EnvError(f"policy noise={self.noise} must be >= 0")
+            raise EnvError(f"policy.noise={self.noise} must be >= 0")
         if self.name == "sb3" and not self.path:
             raise EnvError(
                 "policy=sb3 needs policy.path=FILE.zip (a saved stable-baselines3 model)"

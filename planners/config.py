@@ -70,7 +70,10 @@ class PlannerConfig:
             if not getattr(self, key) >= 0:
                 _bad(key, getattr(self, key), "it must be >= 0")
         if self.elites > self.samples:
-            _bad("elites", self.elites, f"it exceeds planner.samples={self.samples}: lower it")
+            raise ConfigError(
+                f"planner.elites={self.elites} exceeds planner.samples={self.samples}: "
+                "lower elites or raise samples"
+            )
         if self.min_std > self.max_std:
             _bad("min_std", self.min_std, f"it exceeds planner.max_std={self.max_std}: lower it")
         if self.replan_every > self.horizon:

@@ -154,7 +154,10 @@ def test_the_audit_reads_pixel_models_with_frame_stacks(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- CLI
-def test_eval_model_prints_tables_and_writes_the_json_and_plots(maze, checkpoint, tmp_path, capsys):
+def test_eval_model_prints_tables_and_writes_the_json_and_plots(
+    maze, checkpoint, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # Hydra's run directory, runs/eval/<timestamp>/, goes there
     out = tmp_path / "audit"
     args = [f"checkpoint={checkpoint}", f"dataset={maze}", "horizon=6", "max_windows=200"]
     assert main(["eval", "model", *args, f"out={out}"]) == 0
@@ -183,7 +186,7 @@ def other_spaces_checkpoint(tmp_path):
         (["checkpoint={ckpt}", "dataset={maze}", "horizon=500"], "horizon=500"),
         (["checkpoint={ckpt}", "dataset={maze}", "horizon=abc"], "horizon='abc'"),
         (["checkpoint={ckpt}", "dataset={maze}", "colour=red"], "unknown option 'colour'"),
-        (["checkpoint={ckpt}"], "dataset= is required"),
+        (["checkpoint={ckpt}"], "dataset is required"),
         (["checkpoint={other}", "dataset={maze}"], "but the model was trained on 6"),
     ],
 )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from wmrobot.cli import _config_dir, compose
-from wmrobot.config import RANGES, SCHEMAS, CollectCommand, DemoCommand, validate
+from wmrobot.cli_common import compose, config_dir
+from wmrobot.config import SCHEMAS, CollectCommand, DemoCommand, validate
 from wmrobot.errors import ConfigError
 
 REQUIRED = {
@@ -16,6 +16,7 @@ REQUIRED = {
     "plan": ["checkpoint=ckpt"],
     "demo": [],
     "distill": ["checkpoint=ckpt"],
+    "eval_model": ["checkpoint=ckpt", "dataset=d.zarr"],
 }
 
 
@@ -57,20 +58,28 @@ def test_agent_and_actor_settings_are_checked(command, override, needle):
         checked(command, override)
 
 
-def test_every_range_names_a_key_some_command_has():
-    keys = set()
-    for command in SCHEMAS:
-        keys |= _leaf_keys(checked(command))
-    assert set(RANGES) <= keys
-
-
-def _leaf_keys(obj, prefix: str = "") -> set[str]:
-    if not hasattr(obj, "__dataclass_fields__"):
-        return {prefix.rstrip(".")}
-    out = set()
-    for name in obj.__dataclass_fields__:
-        out |= _leaf_keys(getattr(obj, name), f"{prefix}{name}.")
-    return out
+@pytest.mark.parametrize(
+    ("command", "key", "bad", "want"),
+    [
+        ("collect", "workers", 0, ">= 1"),
+        ("collect", "steps", 0, ">= 1"),
+        ("collect", "env.eval.pairs", 0, ">= 1"),
+        ("plan", "env.eval.max_distance", 0.0, "> 0"),
+        ("plan", "threads", 0, ">= 1"),
+        ("train", "model.hidden", 0, ">= 1"),
+        ("train", "model.ema_end", 2.0, "in [0, 1]"),
+        ("train", "model.train.lr", 0.0, "> 0"),
+        ("train", "model.train.loss.cost", -1.0, ">= 0"),
+        ("train", "model.train.critic.lr", 0.0, "> 0"),
+        ("demo", "rl.batch_size", 0, ">= 1"),
+        ("distill", "seed", -1, ">= 0"),
+        ("eval_model", "threads", 0, ">= 1"),
+    ],
+)
+def test_each_range_is_checked_by_its_dataclass_with_one_message(command, key, bad, want):
+    with pytest.raises(ConfigError) as e:
+        checked(command, f"{key}={bad}")
+    assert str(e.value) == f"{key}={bad} is out of range: it must be {want}"
 
 
 @pytest.mark.parametrize(
@@ -138,9 +147,7 @@ def test_a_frozen_set_of_another_env_is_refused():
         _evaluation_set(typed.env)
 
 
-@pytest.mark.parametrize(
-    "env", sorted(p.stem for p in (Path(_config_dir()) / "env").glob("*.yaml"))
-)
+@pytest.mark.parametrize("env", sorted(p.stem for p in (Path(config_dir()) / "env").glob("*.yaml")))
 @pytest.mark.parametrize("command", ["collect", "plan", "demo"])
 def test_every_task_config_composes_for_every_command_that_takes_one(env, command):
     typed = checked(command, f"env={env}")

@@ -1,18 +1,22 @@
-"""The ``wmrobot`` command: collect, train, plan, demo; Hydra configs, one-line errors."""
+"""The ``wmrobot`` command: one dispatcher; collect, train, plan, distill, demo as Hydra apps."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import re
-import shutil
+import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
-from importlib import resources
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from wmrobot import data_cli, envs_cli, eval_cli
+from wmrobot.cli_common import compose, error, group_options, run_app
+
+log = logging.getLogger("wmrobot")
 
 USAGE = """usage: wmrobot <command> [key=value ...] [--help]
 
@@ -32,8 +36,10 @@ commands:
   eval      model: audit a checkpoint on a dataset: latent prediction error against the
             horizon, linear-probe R² of positions and velocities, collapse metrics
 
-Options are Hydra overrides (key=value, group=option). `wmrobot <command> --help` lists a
-command's options with their current values. Each run writes runs/<command>/<timestamp>/.
+Options are Hydra overrides (key=value, group=option); -m sweeps them (key=a,b), with
+hydra/launcher=joblib in parallel. `wmrobot <command> --help` lists a command's options with
+their current values. Each run writes runs/<command>/<timestamp>/, a sweep
+runs/<command>/multirun/<timestamp>/<job>/.
 """
 
 DESCRIPTIONS = {
@@ -115,75 +121,14 @@ OPTION_HELP = {
 }
 
 
-def _error(command: str | None, message: str) -> int:
-    where = f"wmrobot {command}" if command else "wmrobot"
-    print(f"{where}: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _config_dir() -> str:
-    return str(resources.files("wmrobot.configs"))
-
-
-def _group_options(group: str) -> list[str]:
-    folder = Path(_config_dir()) / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
-def _without_foreign_sections(command: str, cfg: Any) -> Any:
-    """Drop the sections a task config sets for other commands (``env=reacher`` carries the
-    planner settings that suit the task; ``collect`` has no planner)."""
-    from omegaconf import open_dict
-
-    from wmrobot.config import SCHEMAS
-
-    known = {f.name for f in fields(SCHEMAS[command])} if command in SCHEMAS else {"planner"}
-    if "planner" in cfg and "planner" not in known:
-        with open_dict(cfg):
-            del cfg["planner"]
-    return cfg
-
-
-def compose(command: str, overrides: list[str]) -> Any:
-    """The command's config with ``overrides`` applied (Hydra's compose API)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from wmrobot.errors import ConfigError
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=_config_dir(), version_base=None):
-            cfg = hydra_compose(config_name=command, overrides=overrides)
-        return _without_foreign_sections(command, cfg)
-    except (HydraException, OmegaConfBaseException) as e:
-        text = str(e)
-        missing = re.search(r"Could not find '([\w-]+)/([^']+)'", text)
-        if missing:
-            group, option = missing.groups()
-            raise ConfigError(
-                f"unknown {group} {option!r}; available: {', '.join(_group_options(group))}"
-            ) from None
-        unknown = re.search(r"Could not override '([^']+)'", text)
-        if unknown:
-            raise ConfigError(
-                f"unknown option {unknown.group(1)!r}; see `wmrobot {command} --help`"
-            ) from None
-        raise ConfigError(text.strip().splitlines()[0]) from None
-
-
 def command_help(command: str, cfg: Any) -> str:
-    from omegaconf import OmegaConf
-
+    """The command's description and every option with its current value."""
     lines = [f"usage: wmrobot {command} [key=value ...]", "", DESCRIPTIONS[command], ""]
     groups = [g for g in ("env", "policy", "model", "planner", "rl") if g in cfg]
     if groups:
         lines.append("config groups (choose with group=option):")
         for g in groups:
-            lines.append(f"  {g:<28} {OPTION_HELP.get(g, '')}; one of {_group_options(g)}")
+            lines.append(f"  {g:<28} {OPTION_HELP.get(g, '')}; one of {group_options(g)}")
         lines.append("")
     lines.append("options (current value; add a key that is not listed with +key=value):")
 
@@ -206,46 +151,7 @@ def command_help(command: str, cfg: Any) -> str:
     return "\n".join(lines)
 
 
-def _run_dir(command: str, out: str | None) -> Path:
-    """``runs/<command>/<timestamp>/``; for plan and demo, ``out=`` names it instead. Under
-    ``torchrun`` only rank 0 keeps one: the other ranks get a scratch directory."""
-    import os
-
-    if os.environ.get("RANK", "0") != "0":
-        import tempfile
-
-        return Path(tempfile.mkdtemp(prefix=f"wmrobot-{command}-rank{os.environ['RANK']}-"))
-    if out and command in ("plan", "demo"):
-        path = Path(out)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / command / stamp
-    path, n = base, 1
-    while path.exists():
-        path, n = base.with_name(f"{stamp}-{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
-
-
-_LOG: list[Path] = []  # the current run's run.log, once its directory exists
-
-
-def _say(message: str) -> None:
-    """Print a progress line and keep it in the run's run.log (rank 0 only under torchrun)."""
-    import os
-
-    if os.environ.get("RANK", "0") != "0":
-        return
-    print(message, flush=True)
-    if _LOG:
-        with open(_LOG[0], "a") as f:
-            f.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} {message}\n")
-
-
 def _provenance(meta: dict[str, Any], pairs: list[dict[str, Any]], config: Any) -> dict:
-    from omegaconf import OmegaConf
-
     from wmrobot.provenance import git_revision, versions
 
     return {
@@ -259,6 +165,8 @@ def _provenance(meta: dict[str, Any], pairs: list[dict[str, Any]], config: Any) 
 
 # ------------------------------------------------------------------------------------ commands
 def _model_config(section: Any) -> Any:
+    from dataclasses import fields
+
     from wmrobot.model import ModelConfig
 
     return ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
@@ -271,10 +179,9 @@ def _collect(c: Any, path: str) -> Any:
 
     steps = getattr(c, "steps", None)
     target = f"{steps:,} steps" if steps else f"{c.episodes} episodes"
-    policy = PolicySpec(**asdict(c.policy))
-    policy.check()
+    policy = PolicySpec(**asdict(c.policy))  # checked when the config was built
     params = ", ".join(f"{k}={v}" for k, v in policy.record()["policy_params"].items())
-    _say(f"collect: {target} of {c.env.id} ({policy.name}: {params})")
+    log.info(f"collect: {target} of {c.env.id} ({policy.name}: {params})")
     res = collect(
         path,
         c.env.id,
@@ -288,7 +195,7 @@ def _collect(c: Any, path: str) -> Any:
         pixels=getattr(c, "pixels", None),
         fast=getattr(c, "fast", None),
     )
-    _say(
+    log.info(
         f"collect: {res.episodes} episodes, {res.transitions:,} steps in {path} "
         f"({res.seconds:.1f} s, {res.transitions / max(res.seconds, 1e-9):,.0f} steps/s)"
     )
@@ -299,7 +206,7 @@ def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> No
     """Train ``c.model`` on ``dataset`` into the checkpoint directory ``out`` (train, demo)."""
     from wmrobot.train import train
 
-    _say(f"train: {c.model.train.steps} steps on {dataset}")
+    log.info(f"train: {c.model.train.steps} steps on {dataset}")
     start = time.perf_counter()
     resume = getattr(c, "resume", False)  # train only; demo always starts afresh
     train(dataset, out, _model_config(c.model), c.model.train, config_record, resume=resume)
@@ -307,18 +214,25 @@ def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> No
 
     with open(out / "metrics.csv") as f:  # the critic's fine-tuning rows carry no "loss"
         loss = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")][-1]
-    _say(f"train: {time.perf_counter() - start:.1f} s, final loss {loss:.4f}; checkpoint {out}")
+    log.info(f"train: {time.perf_counter() - start:.1f} s, final loss {loss:.4f}; checkpoint {out}")
 
 
-def run_collect(c: Any, run_dir: Path) -> None:
+def run_collect(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot collect``: a dataset at ``out`` (default: ``dataset.zarr`` in the run dir)."""
+    from wmrobot.config import validate
+
+    c = validate("collect", cfg)
     _collect(c, c.out or str(run_dir / "dataset.zarr"))
 
 
-def run_train(c: Any, run_dir: Path, config_record: dict[str, Any]) -> None:
+def run_train(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot train``: a checkpoint at ``out`` (default: ``checkpoint`` in the run dir)."""
     import torch
 
+    from wmrobot.config import validate
     from wmrobot.datasets import EpisodeStore
 
+    c, config_record = validate("train", cfg), OmegaConf.to_container(cfg, resolve=True)
     EpisodeStore.open(c.dataset)  # a clear error before anything is built
     torch.set_num_threads(c.threads)
     _train(c, c.dataset, Path(c.out) if c.out else run_dir / "checkpoint", config_record)
@@ -352,7 +266,9 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
     from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
 
     pairs, budget = _evaluation_set(c.env), c.env.eval.budget
-    _say(f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget")
+    log.info(
+        f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget"
+    )
     start = time.perf_counter()
     results = []
     if c.baseline:
@@ -376,7 +292,7 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
         )
     if c.video:
         _video(model, c.planner, env_id, env_kwargs, pairs, budget, run_dir, mode)
-    _say(f"evaluate: {time.perf_counter() - start:.1f} s")
+    log.info(f"evaluate: {time.perf_counter() - start:.1f} s")
     return results, pairs
 
 
@@ -422,13 +338,16 @@ def _task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in VIEW_KWARGS}
 
 
-def run_plan(c: Any, run_dir: Path) -> list[Any]:
+def run_plan(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot plan``: evaluate a checkpoint's agent on the env's evaluation set."""
     import torch
 
     from wmrobot.agent import observation_kwargs, require_actor
+    from wmrobot.config import validate
     from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint
 
+    c = validate("plan", cfg)
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
@@ -447,16 +366,17 @@ def run_plan(c: Any, run_dir: Path) -> list[Any]:
     env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
     results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
     _report(results, run_dir, c, env_id, meta, pairs)
-    _say(f"plan: results in {run_dir}/")
-    return results
+    log.info(f"plan: results in {run_dir}/")
 
 
-def run_distill(c: Any, run_dir: Path) -> None:
+def run_distill(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot distill``: a checkpoint with a Mode-1 actor head at ``out``."""
     import csv
     import dataclasses
 
     import torch
 
+    from wmrobot.config import validate
     from wmrobot.datasets import EpisodeStore
     from wmrobot.distill import distill
     from wmrobot.errors import ConfigError
@@ -464,6 +384,7 @@ def run_distill(c: Any, run_dir: Path) -> None:
     from wmrobot.train import load_checkpoint, save_checkpoint
     from wmrobot.train.trainer import check_compatible
 
+    c = validate("distill", cfg)
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
     dataset = c.dataset or meta.get("dataset", {}).get("path")
@@ -473,13 +394,13 @@ def run_distill(c: Any, run_dir: Path) -> None:
     check_compatible(model, store)
     env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
     out = Path(c.out) if c.out else run_dir / "checkpoint"
-    _say(
+    log.info(
         f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "
         f"({c.actor.states} dataset states, {c.actor.rounds} DAgger rounds x "
         f"{c.actor.episodes} episodes)"
     )
     start = time.perf_counter()
-    history = distill(model, c.planner, store, env_id, env_kwargs, c.actor, c.seed, say=_say)
+    history = distill(model, c.planner, store, env_id, env_kwargs, c.actor, c.seed, say=log.info)
     record = {
         "source_checkpoint": str(c.checkpoint),
         "dataset": {"path": dataset, "fingerprint": store.fingerprint()},
@@ -498,7 +419,7 @@ def run_distill(c: Any, run_dir: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    _say(
+    log.info(
         f"distill: {record['seconds']:.0f} s, {record['env_steps']:,} env steps; checkpoint "
         f"{out} (plan with agent.mode=1 or agent.mode=hybrid)"
     )
@@ -518,30 +439,31 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mod
         path = run_dir / "mpc_episode.gif"
     ok = record_video(agent, env_id, env_kwargs, pairs[0], budget, str(path))
     goal_env.close()
-    _say(f"video: {path} ({'success' if ok else 'failure'})")
+    log.info(f"video: {path} ({'success' if ok else 'failure'})")
 
 
-def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
+def run_demo(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot demo``: collect, train, plan and the baselines into the run directory."""
     import torch
 
-    from wmrobot.bench import summarise
+    from wmrobot.bench import DISPLAY_NAMES, summarise
+    from wmrobot.config import validate
     from wmrobot.rl import run_seeds
     from wmrobot.train import load_checkpoint
 
+    c, config_record = validate("demo", cfg), OmegaConf.to_container(cfg, resolve=True)
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
     data, ckpt = str(run_dir / "dataset.zarr"), run_dir / "checkpoint"
-    _say("[1/4] data")
+    log.info("[1/4] data")
     res = _collect(c, data)
-    _say("[2/4] world model")
+    log.info("[2/4] world model")
     _train(c, data, ckpt, config_record)
     model, meta = load_checkpoint(ckpt)
-    from wmrobot.bench import DISPLAY_NAMES
-
-    _say(f"[3/4] random policy and Mode-2 {DISPLAY_NAMES.get(c.planner.name, c.planner.name)}")
+    log.info(f"[3/4] random policy and Mode-2 {DISPLAY_NAMES.get(c.planner.name, c.planner.name)}")
     results, pairs = _evaluate(c, model, c.env.id, c.env.kwargs, res.transitions, run_dir)
     if c.rl_seeds:
-        _say(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
+        log.info(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
         start = time.perf_counter()
         budget = c.env.eval.budget
         runs = run_seeds(
@@ -550,14 +472,29 @@ def run_demo(c: Any, run_dir: Path, config_record: dict[str, Any]) -> list[Any]:
         per_seed = {r["seed"]: r["records"] for r in runs}
         latency = sum(r["latency_ms"] for r in runs) / len(runs)
         results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency, "training"))
-        _say(f"SAC: {time.perf_counter() - start:.1f} s")
+        log.info(f"SAC: {time.perf_counter() - start:.1f} s")
     _report(results, run_dir, c, c.env.id, meta, pairs)
-    _say(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
-    return results
+    log.info(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
 
 
 # ---------------------------------------------------------------------------------------- main
+JOBS: dict[str, Callable[[DictConfig, Path], None]] = {
+    "collect": run_collect,
+    "train": run_train,
+    "plan": run_plan,
+    "distill": run_distill,
+    "demo": run_demo,
+}
+# Commands with positional arguments of their own (eval model is a Hydra app inside).
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "data": data_cli.main,
+    "envs": envs_cli.main,
+    "eval": eval_cli.main,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``wmrobot <command> ...``: dispatch on the first word; the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -568,61 +505,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wmrobot {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "data":
-        from wmrobot.data_cli import main as data_main
+    if command in SUBCOMMANDS:
+        return SUBCOMMANDS[command](rest)
+    if command not in JOBS:
+        choices = ", ".join([*JOBS, *SUBCOMMANDS])
+        return error(None, f"unknown command {command!r}; choose one of {choices}")
+    if any(a in ("-h", "--help") for a in rest):
+        from wmrobot.config import own_sections
+        from wmrobot.errors import ConfigError
 
-        return data_main(rest)
-    if command == "envs":
-        from wmrobot.envs_cli import main as envs_main
-
-        return envs_main(rest)
-    if command == "eval":
-        from wmrobot.eval_cli import main as eval_main
-
-        return eval_main(rest)
-    runners: dict[str, Callable[..., Any]] = {
-        "collect": run_collect,
-        "train": run_train,
-        "plan": run_plan,
-        "demo": run_demo,
-        "distill": run_distill,
-    }
-    if command not in runners:
-        choices = ", ".join([*runners, "data", "envs", "eval"])
-        return _error(None, f"unknown command {command!r}; choose one of {choices}")
-    want_help = any(a in ("-h", "--help") for a in rest)
-    overrides = [a for a in rest if a not in ("-h", "--help")]
-
-    from omegaconf import OmegaConf
-
-    from wmrobot.config import validate
-    from wmrobot.errors import WmrobotError
-
-    try:
-        cfg = compose(command, overrides)
-        if want_help:
-            print(command_help(command, cfg))
-            return 0
-        typed = validate(command, cfg)
-        run_dir = _run_dir(command, getattr(typed, "out", None))
-        created_run_dir = run_dir.parent.parent == Path("runs")
-        _LOG[:] = [run_dir / "run.log"]
-        record = OmegaConf.to_container(cfg, resolve=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        if command in ("train", "demo"):
-            runners[command](typed, run_dir, record)
-        else:
-            runners[command](typed, run_dir)
-    except WmrobotError as e:
-        # A run that stopped on bad input before producing anything leaves no directory.
-        if "run_dir" in locals() and created_run_dir:
-            leftovers = {p.name for p in run_dir.iterdir()}
-            if leftovers <= {"config.yaml", "run.log"}:
-                shutil.rmtree(run_dir)
-        return _error(command, str(e))
-    except KeyboardInterrupt:
-        return _error(command, "interrupted")
-    return 0
+        overrides = [a for a in rest if not a.startswith("-")]  # -m and its kin: not for help
+        try:
+            print(command_help(command, own_sections(command, compose(command, overrides))))
+        except ConfigError as e:
+            return error(command, str(e))
+        return 0
+    return run_app(command, command, JOBS[command], rest)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
-"""Structured configs: the types and ranges every command's composed Hydra config must satisfy."""
+"""Structured configs: each command's schema; every dataclass checks its own ranges once, when
+it is built (``__post_init__``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from wmrobot.agent import MODES
+from wmrobot.datasets.policies import PolicySpec
 from wmrobot.distill import DistillConfig
-from wmrobot.errors import ConfigError
+from wmrobot.errors import ConfigError, EnvError, check_range
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
 from wmrobot.rl.sac import RLConfig
@@ -24,6 +26,11 @@ class EvalSetConfig:
     budget: int = 100
     max_distance: Optional[float] = None  # noqa: UP045
     file: Optional[str] = None  # noqa: UP045  (a frozen set: its pairs and budget win)
+
+    def __post_init__(self) -> None:
+        check_range("env.eval.pairs", self.pairs, 1)
+        check_range("env.eval.budget", self.budget, 1)
+        check_range("env.eval.max_distance", self.max_distance, 0, closed=False)
 
 
 @dataclass
@@ -44,10 +51,37 @@ class PolicyConfig:
     path: Optional[str] = None  # noqa: UP045
     deterministic: bool = True
 
+    def __post_init__(self) -> None:
+        try:
+            PolicySpec(**asdict(self)).check()
+        except EnvError as e:  # a policy setting: a config error here
+            raise ConfigError(str(e)) from None
+
 
 @dataclass
 class ModelSection(ModelConfig):
     train: TrainConfig = MISSING  # required; after ModelConfig's fields with defaults
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.actor:
+            raise ConfigError(
+                "model.actor=true: the actor head is trained after the world model, by "
+                "`wmrobot distill checkpoint=DIR`; drop model.actor"
+            )
+
+
+def _check_run(cmd: Any) -> None:
+    """The settings several commands share: seed, threads, episodes, flush_every, seeds."""
+    names = {f.name for f in fields(cmd)}
+    check_range("seed", getattr(cmd, "seed", None), 0)
+    check_range("threads", getattr(cmd, "threads", None), 1)
+    check_range("episodes", getattr(cmd, "episodes", None), 1)
+    check_range("flush_every", getattr(cmd, "flush_every", None), 1)
+    for key in ("seeds", "rl_seeds"):
+        seeds = getattr(cmd, key) if key in names else None
+        if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
+            raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
 
 
 @dataclass
@@ -63,6 +97,11 @@ class CollectCommand:
     fast: Optional[bool]  # noqa: UP045
     out: Optional[str]  # noqa: UP045
 
+    def __post_init__(self) -> None:
+        _check_run(self)
+        check_range("steps", self.steps, 1)
+        check_range("workers", self.workers, 1)
+
 
 @dataclass
 class TrainCommand:
@@ -73,10 +112,19 @@ class TrainCommand:
     out: Optional[str]  # noqa: UP045
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        _check_run(self)
+
 
 @dataclass
 class AgentConfig:
     mode: str = "2"  # 1 (actor), 2 (planner), hybrid (actor-seeded planner)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(
+                f"agent.mode={self.mode!r} is not a mode; choose one of {list(MODES)}"
+            )
 
 
 @dataclass
@@ -90,6 +138,9 @@ class PlanCommand:
     video: bool
     threads: int
     out: Optional[str]  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        _check_run(self)
 
 
 @dataclass
@@ -109,6 +160,9 @@ class DemoCommand:
     threads: int
     out: Optional[str]  # noqa: UP045
 
+    def __post_init__(self) -> None:
+        _check_run(self)
+
 
 @dataclass
 class DistillCommand:
@@ -120,6 +174,26 @@ class DistillCommand:
     out: Optional[str]  # noqa: UP045
     actor: DistillConfig
 
+    def __post_init__(self) -> None:
+        _check_run(self)
+
+
+@dataclass
+class EvalModelCommand:
+    """``wmrobot eval model``; :func:`wmrobot.eval.audit.audit` checks its own arguments."""
+
+    checkpoint: str
+    dataset: str
+    horizon: int
+    seed: int
+    max_windows: int
+    test_fraction: float
+    threads: int
+    out: Optional[str]  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        _check_run(self)
+
 
 SCHEMAS = {
     "collect": CollectCommand,
@@ -127,121 +201,28 @@ SCHEMAS = {
     "plan": PlanCommand,
     "demo": DemoCommand,
     "distill": DistillCommand,
-}
-
-RL_ALGOS = ["sac"]
-
-# Ranges checked before any work starts: (lowest, highest, whether the bounds are inclusive).
-_POSITIVE_INT = (1, None, True)
-_NON_NEGATIVE = (0, None, True)
-_POSITIVE = (0, None, False)
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "seed": _NON_NEGATIVE,
-    "workers": _POSITIVE_INT,
-    "episodes": _POSITIVE_INT,
-    "steps": _POSITIVE_INT,
-    "flush_every": _POSITIVE_INT,
-    "threads": _POSITIVE_INT,
-    "env.eval.pairs": _POSITIVE_INT,
-    "env.eval.budget": _POSITIVE_INT,
-    "env.eval.max_distance": _POSITIVE,
-    "policy.beta": _NON_NEGATIVE,
-    "policy.epsilon": (0, 1, True),
-    "policy.noise": _NON_NEGATIVE,
-    "model.latent_dim": _POSITIVE_INT,
-    "model.hidden": _POSITIVE_INT,
-    "model.depth": _NON_NEGATIVE,
-    "model.goal_dim": _POSITIVE_INT,
-    "model.ema": (0, 1, True),
-    "model.ema_end": (0, 1, True),
-    "model.history": _POSITIVE_INT,
-    "model.frame_stack": _POSITIVE_INT,
-    "model.width": _POSITIVE_INT,
-    "model.critic_hidden": _POSITIVE_INT,
-    "model.critic_depth": _NON_NEGATIVE,
-    "model.critic_embed": _POSITIVE_INT,
-    "model.latent_weight": _NON_NEGATIVE,
-    "model.cost_weight": _NON_NEGATIVE,
-    "model.train.steps": _POSITIVE_INT,
-    "model.train.batch_size": (2, None, True),
-    "model.train.horizon": _POSITIVE_INT,
-    "model.train.lr": _POSITIVE,
-    "model.train.weight_decay": _NON_NEGATIVE,
-    "model.train.warmup": _NON_NEGATIVE,
-    "model.train.grad_clip": _POSITIVE,
-    "model.train.log_every": _POSITIVE_INT,
-    "model.train.checkpoint_every": _POSITIVE_INT,
-    "model.train.loss.prediction": _NON_NEGATIVE,
-    "model.train.loss.variance": _NON_NEGATIVE,
-    "model.train.loss.covariance": _NON_NEGATIVE,
-    "model.train.loss.sigreg": _NON_NEGATIVE,
-    "model.train.loss.cost": _NON_NEGATIVE,
-    "model.train.loss.critic": _NON_NEGATIVE,
-    "model.train.critic.finetune": _NON_NEGATIVE,
-    "model.train.critic.batch_size": _POSITIVE_INT,
-    "model.train.critic.lr": _POSITIVE,
-    "planner.horizon": _POSITIVE_INT,
-    "planner.samples": _POSITIVE_INT,
-    "planner.iterations": _POSITIVE_INT,
-    "planner.elites": _POSITIVE_INT,
-    "planner.temperature": _POSITIVE,
-    "planner.init_std": _POSITIVE,
-    "planner.min_std": _NON_NEGATIVE,
-    "planner.max_std": _POSITIVE,
-    "planner.terminal_weight": _NON_NEGATIVE,
-    "rl.learning_starts": _NON_NEGATIVE,
-    "rl.batch_size": _POSITIVE_INT,
-    "rl.learning_rate": _POSITIVE,
-    "rl.gamma": (0, 1, True),
+    "eval_model": EvalModelCommand,
 }
 
 
-def _check_range(key: str, value: Any) -> None:
-    low, high, inclusive = RANGES[key]
-    ok = (low is None or (value >= low if inclusive else value > low)) and (
-        high is None or (value <= high if inclusive else value < high)
-    )
-    if not ok:
-        if high is None:
-            want = f"{'>=' if inclusive else '>'} {low}"
-        else:
-            want = f"in [{low}, {high}]" if inclusive else f"in ({low}, {high})"
-        raise ConfigError(f"{key}={value} is out of range: it must be {want}")
+def own_sections(command: str, cfg: DictConfig) -> DictConfig:
+    """``cfg`` without the sections its command has no use for: a task config carries the
+    planner settings that suit the task (``env=reacher``), and collect has no planner."""
+    if "planner" in cfg and "planner" not in SCHEMAS[command].__dataclass_fields__:
+        return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "planner"])
+    return cfg
 
 
 def validate(command: str, cfg: DictConfig) -> Any:
-    """Check ``cfg`` against the command's schema and ranges; return the typed object."""
+    """``cfg`` (a composed ``configs/<command>.yaml``) as the command's typed, checked object."""
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[command]), cfg)
+        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[command]), own_sections(command, cfg))
         missing = sorted(OmegaConf.missing_keys(typed))
         if missing:
             raise ConfigError(f"{missing[0]} is required: add {missing[0]}=... to the command")
-        for key in RANGES:
-            value = OmegaConf.select(typed, key, default=None)
-            if value is not None:
-                _check_range(key, value)
-        for key in ("seeds", "rl_seeds"):
-            seeds = OmegaConf.select(typed, key, default=None)
-            if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
-                raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
-        mode = OmegaConf.select(typed, "agent.mode", default=None)
-        if mode is not None and mode not in MODES:
-            raise ConfigError(f"agent.mode={mode!r} is not a mode; choose one of {list(MODES)}")
-        if OmegaConf.select(typed, "model.actor", default=False):
-            raise ConfigError(
-                "model.actor=true: the actor head is trained after the world model, by "
-                "`wmrobot distill checkpoint=DIR`; drop model.actor"
-            )
-        algo = OmegaConf.select(typed, "rl.algo", default=None)
-        if algo is not None and algo not in RL_ALGOS:
-            raise ConfigError(f"rl.algo={algo!r} is not available; choose one of {RL_ALGOS}")
-        if "planner" in typed and typed.planner.elites > typed.planner.samples:
-            raise ConfigError(
-                f"planner.elites={typed.planner.elites} exceeds planner.samples="
-                f"{typed.planner.samples}: lower elites or raise samples"
-            )
         return OmegaConf.to_object(typed)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        message = str(e).splitlines()[0]
+        key, message = getattr(e, "full_key", None), str(e).splitlines()[0]
+        if key and getattr(e, "value", None) is not None:
+            raise ConfigError(f"{key}={e.value!r}: {message}") from None
         raise ConfigError(f"{key}: {message}" if key else message) from None

@@ -9,7 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from wmrobot.errors import DatasetError
+from wmrobot.cli_common import error
+from wmrobot.errors import DatasetError, WmrobotError
 
 USAGE = """usage: wmrobot data <info|validate|replay|merge|convert> ...
 
@@ -198,9 +199,6 @@ def convert_command(args: list[str], console: Console) -> None:
 
 
 def main(args: list[str]) -> int:
-    from wmrobot.cli import _error
-    from wmrobot.errors import WmrobotError
-
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -213,14 +211,14 @@ def main(args: list[str]) -> int:
         "convert": (0, 1000),  # checked by convert_command, which takes options
     }
     if sub not in commands:
-        return _error("data", f"unknown subcommand {sub!r}; choose one of {', '.join(commands)}")
+        return error("data", f"unknown subcommand {sub!r}; choose one of {', '.join(commands)}")
     low, high = commands[sub]
     if any(a in ("-h", "--help") for a in rest):
         print(USAGE)
         return 0
     if not low <= len(rest) <= high or (sub != "convert" and any(a.startswith("-") for a in rest)):
         expected = {"replay": "PATH [EPISODE]", "merge": "OUT SRC SRC ..."}.get(sub, "PATH")
-        return _error(f"data {sub}", f"expected {expected}, got {rest}")
+        return error(f"data {sub}", f"expected {expected}, got {rest}")
     console = Console(width=max(shutil.get_terminal_size().columns, 110))
     try:
         if sub == "info":
@@ -240,5 +238,5 @@ def main(args: list[str]) -> int:
         else:
             replay_command(rest[0], rest[1] if len(rest) > 1 else None, console)
     except WmrobotError as e:
-        return _error(f"data {sub}", str(e))
+        return error(f"data {sub}", str(e))
     return 0

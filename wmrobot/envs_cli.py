@@ -10,6 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from wmrobot.cli_common import error
+from wmrobot.errors import WmrobotError
+
 USAGE = """usage: wmrobot envs [list | show NAME [options] | evalsets [--score] [--write]]
 
   list (default)     the tasks: observation modes, factors of variation (group: name [bounds]),
@@ -169,9 +172,6 @@ def _value(text: str) -> Any:
 
 
 def main(args: list[str]) -> int:
-    from wmrobot.cli import _error
-    from wmrobot.errors import WmrobotError
-
     if any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
@@ -187,25 +187,25 @@ def main(args: list[str]) -> int:
                 if arg in options:
                     options[arg] = next(it, None)
                     if options[arg] is None:
-                        return _error("envs show", f"{arg} needs a value")
+                        return error("envs show", f"{arg} needs a value")
                 elif "=" in arg:
                     key, value = arg.split("=", 1)
                     kwargs[key] = _value(value)
                 else:
                     positional.append(arg)
             if len(positional) != 1:
-                return _error("envs show", f"expected one task NAME, got {positional}")
+                return error("envs show", f"expected one task NAME, got {positional}")
             env_id = resolve(positional[0])
             size = options["--size"]
             if not size.isdigit():
-                return _error("envs show", f"--size {size!r} must be a whole number of pixels")
+                return error("envs show", f"--size {size!r} must be a whole number of pixels")
             out = Path(options["--out"] or f"{env_id.split('/')[1].rsplit('-', 1)[0]}.png")
             path = show(env_id, out, int(size), kwargs)
             console.print(f"envs show: wrote {path}")
         elif sub == "evalsets" and set(rest) <= {"--score", "--write"}:
             evalsets(console, "--score" in rest, "--write" in rest)
         else:
-            return _error("envs", f"unknown usage {' '.join(args)!r}; see `wmrobot envs --help`")
+            return error("envs", f"unknown usage {' '.join(args)!r}; see `wmrobot envs --help`")
     except WmrobotError as e:
-        return _error("envs", str(e))
+        return error("envs", str(e))
     return 0

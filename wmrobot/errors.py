@@ -19,3 +19,20 @@ class CheckpointError(WmrobotError):
 
 class EnvError(WmrobotError, ValueError):
     """An environment id or argument is unknown or invalid."""
+
+
+def check_range(
+    key: str, value: float | None, low: float | None, high: float | None = None, closed=True
+) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value <= high`` (``<`` if not ``closed``);
+    a bound of None is open, and so is a value of None (an unset optional setting)."""
+    if value is None:
+        return
+    above = low is None or (value >= low if closed else value > low)
+    below = high is None or (value <= high if closed else value < high)
+    if not (above and below):
+        if high is None:
+            want = f"{'>=' if closed else '>'} {low}"
+        else:
+            want = f"in [{low}, {high}]" if closed else f"in ({low}, {high})"
+        raise ConfigError(f"{key}={value} is out of range: it must be {want}")

@@ -9,8 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
+
+from wmrobot.cli_common import error, run_app
 
 USAGE = """usage: wmrobot eval model checkpoint=DIR dataset=PATH [key=value ...]
 
@@ -38,48 +41,10 @@ options (key=value):
   max_windows=1000     windows of horizon steps drawn from each of the two splits
   test_fraction=0.25   share of episodes held out to score the probes
   threads=1            torch CPU threads
-  out=DIR              output folder (default: runs/eval/<timestamp>/)
+  out=DIR              output folder (default: the run directory, runs/eval/<timestamp>/)
 
 example: wmrobot eval model checkpoint=runs/train/<ts>/checkpoint dataset=data/maze.zarr
 """
-
-# key -> (type, default); checkpoint and dataset are required.
-OPTIONS: dict[str, tuple[type, Any]] = {
-    "checkpoint": (str, None),
-    "dataset": (str, None),
-    "horizon": (int, 20),
-    "seed": (int, 0),
-    "max_windows": (int, 1000),
-    "test_fraction": (float, 0.25),
-    "threads": (int, 1),
-    "out": (str, None),
-}
-
-
-def parse_options(args: list[str]) -> dict[str, Any]:
-    """``key=value`` arguments as typed options with defaults; one clear error if any is bad."""
-    from wmrobot.errors import ConfigError
-
-    options = {k: default for k, (_, default) in OPTIONS.items()}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"expected key=value, got {arg!r}; see `wmrobot eval --help`")
-        if key not in OPTIONS:
-            raise ConfigError(f"unknown option {key!r}; choose from {', '.join(OPTIONS)}")
-        kind = OPTIONS[key][0]
-        try:
-            options[key] = kind(value)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise ConfigError(f"{key}={value!r} must be {what}") from None
-    for key in ("checkpoint", "dataset"):
-        if not options[key]:
-            raise ConfigError(f"{key}= is required; see `wmrobot eval --help`")
-    for key, low in (("seed", 0), ("threads", 1)):
-        if options[key] < low:
-            raise ConfigError(f"{key}={options[key]} must be >= {low}")
-    return options
 
 
 def _finite(value: Any) -> Any:
@@ -179,16 +144,20 @@ def plot_report(report: Any, out: Path, title: str) -> list[Path]:
     return paths
 
 
-def audit_command(options: dict[str, Any], console: Console) -> Path:
+def audit_command(cfg: DictConfig, run_dir: Path) -> Path:
     """Load, audit, print, and write the artifacts; returns the output folder."""
+    import dataclasses
+
     import torch
 
-    from wmrobot.cli import _run_dir
+    from wmrobot.config import validate
     from wmrobot.datasets import EpisodeStore
     from wmrobot.eval.audit import audit
     from wmrobot.provenance import git_revision, versions
     from wmrobot.train import load_checkpoint
 
+    options = dataclasses.asdict(validate("eval_model", cfg))
+    console = Console(width=max(shutil.get_terminal_size().columns, 110))
     torch.set_num_threads(options["threads"])
     model, meta = load_checkpoint(options["checkpoint"])
     store = EpisodeStore.open(options["dataset"])
@@ -210,7 +179,7 @@ def audit_command(options: dict[str, Any], console: Console) -> Path:
     )
     print_report(report, console)
 
-    out = Path(options["out"]) if options["out"] else _run_dir("eval", None)
+    out = Path(options["out"]) if options["out"] else run_dir
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "checkpoint": {"path": options["checkpoint"], "steps": meta.get("steps")},
@@ -235,18 +204,11 @@ def audit_command(options: dict[str, Any], console: Console) -> Path:
 
 
 def main(args: list[str]) -> int:
-    from wmrobot.cli import _error
-    from wmrobot.errors import WmrobotError
-
+    """``wmrobot eval <subcommand> ...``; the exit code."""
     if not args or any(a in ("-h", "--help") for a in args):
         print(USAGE)
         return 0
     sub, rest = args[0], args[1:]
     if sub != "model":
-        return _error("eval", f"unknown subcommand {sub!r}; choose one of: model")
-    console = Console(width=max(shutil.get_terminal_size().columns, 110))
-    try:
-        audit_command(parse_options(rest), console)
-    except WmrobotError as e:
-        return _error("eval model", str(e))
-    return 0
+        return error("eval", f"unknown subcommand {sub!r}; choose one of: model")
+    return run_app("eval model", "eval_model", audit_command, rest)

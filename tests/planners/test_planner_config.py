@@ -69,7 +69,7 @@ def test_a_config_changed_after_construction_is_checked_again():
 
 @pytest.mark.parametrize("name", PLANNER_NAMES)
 def test_the_plan_command_accepts_each_planner(name):
-    from wmrobot.cli import compose
+    from wmrobot.cli_common import compose
     from wmrobot.config import validate
 
     typed = validate("plan", compose("plan", ["checkpoint=ckpt", f"planner={name}"]))

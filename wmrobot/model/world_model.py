@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.errors import check_range
 from wmrobot.model.export import ExportedModel, export_model
 
 ENCODERS = ("mlp", "cnn", "fusion")
@@ -54,6 +55,16 @@ class ModelConfig:
     actor: bool = False
     actor_hidden: int = 256
     actor_depth: int = 2
+
+    def __post_init__(self) -> None:
+        for key in ("latent_dim", "hidden", "goal_dim", "history", "frame_stack", "width"):
+            check_range(f"model.{key}", getattr(self, key), 1)
+        for key in ("critic_hidden", "critic_embed", "actor_hidden"):
+            check_range(f"model.{key}", getattr(self, key), 1)
+        for key in ("depth", "critic_depth", "actor_depth", "latent_weight", "cost_weight"):
+            check_range(f"model.{key}", getattr(self, key), 0)
+        check_range("model.ema", self.ema, 0, 1)
+        check_range("model.ema_end", self.ema_end, 0, 1)
 
 
 def mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:

@@ -16,7 +16,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
 from wmrobot.envs import make_env
+from wmrobot.errors import ConfigError, check_range
 from wmrobot.eval.rollout import decision_latency_ms, evaluate
+
+RL_ALGOS = ["sac"]
 
 
 @dataclass
@@ -27,6 +30,14 @@ class RLConfig:
     learning_rate: float
     gamma: float
     net_arch: list[int]
+
+    def __post_init__(self) -> None:
+        if self.algo not in RL_ALGOS:
+            raise ConfigError(f"rl.algo={self.algo!r} is not available; choose one of {RL_ALGOS}")
+        check_range("rl.learning_starts", self.learning_starts, 0)
+        check_range("rl.batch_size", self.batch_size, 1)
+        check_range("rl.learning_rate", self.learning_rate, 0, closed=False)
+        check_range("rl.gamma", self.gamma, 0, 1)
 
 
 class _Progress(BaseCallback):

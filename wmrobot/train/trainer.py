@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wmrobot.datasets import EpisodeStore, WindowSampler
-from wmrobot.errors import CheckpointError, ConfigError, DatasetError
+from wmrobot.errors import CheckpointError, ConfigError, DatasetError, check_range
 from wmrobot.files import write_atomically
 from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
 from wmrobot.model.world_model import ModelConfig, WorldModel
@@ -49,6 +49,20 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the encoder and predictor (pays off on GPU)
     critic: CriticConfig = field(default_factory=CriticConfig)  # when model.critic is on
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "horizon", "log_every", "checkpoint_every"):
+            check_range(f"model.train.{key}", getattr(self, key), 1)
+        check_range("model.train.batch_size", self.batch_size, 2)  # the variance term needs 2
+        for key in ("weight_decay", "warmup"):
+            check_range(f"model.train.{key}", getattr(self, key), 0)
+        for key in ("lr", "grad_clip"):
+            check_range(f"model.train.{key}", getattr(self, key), 0, closed=False)
+        for key, weight in vars(self.loss).items():
+            check_range(f"model.train.loss.{key}", weight, 0)
+        check_range("model.train.critic.finetune", self.critic.finetune, 0)
+        check_range("model.train.critic.batch_size", self.critic.batch_size, 1)
+        check_range("model.train.critic.lr", self.critic.lr, 0, closed=False)
 
 
 # Settings that change how a run is watched or where it runs, not the numbers it computes.
