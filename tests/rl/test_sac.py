@@ -54,8 +54,8 @@ def test_bad_settings_are_refused_naming_the_key(change, named):
 
 def test_sac_her_relabels_with_future_goals():
     env = make_env(ENV_ID, {"layout": "open"}, max_episode_steps=100)
-    model = make_sac(env, small("sac_her"), steps=300, seed=0)
-    model.learn(300)
+    model = make_sac(env, small("sac_her", learning_starts=200), steps=250, seed=0)
+    model.learn(250)
     buffer = model.replay_buffer
     assert isinstance(buffer, HerReplayBuffer)
     assert buffer.n_sampled_goal == 4
@@ -102,8 +102,8 @@ def test_evaluate_rl_is_the_demo_row(tmp_path):
     env = make_env(ENV_ID, {"layout": "open"})
     pairs = eval_pairs(env, 2, seed=1234)
     cfg = small("sac_her")
-    result = evaluate_rl(ENV_ID, {"layout": "open"}, cfg, 150, [0], pairs, 10, tmp_path, 1, False)
+    result = evaluate_rl(ENV_ID, {"layout": "open"}, cfg, 120, [0], pairs, 10, tmp_path, 1, False)
     assert result.method == "SAC+HER (SB3)"
-    assert (result.env_steps, result.spread_over, len(result.success)) == (150, "training", 1)
+    assert (result.env_steps, result.spread_over, len(result.success)) == (120, "training", 1)
     assert len(result.episodes) == 2 and result.latency_ms > 0
     assert (tmp_path / "sac_her_seed0.zip").exists()
