@@ -1,5 +1,5 @@
 """Model-free RL baselines (stable-baselines3)."""
 
-from wmrobot.rl.sac import RLConfig, run_seeds, train_and_evaluate
+from wmrobot.rl.sac import ALGOS, RLConfig, is_goal_env, make_sac, run_seeds, train_and_evaluate
 
-__all__ = ["RLConfig", "run_seeds", "train_and_evaluate"]
+__all__ = ["ALGOS", "RLConfig", "is_goal_env", "make_sac", "run_seeds", "train_and_evaluate"]
