@@ -28,7 +28,7 @@ commands:
   plan      run Mode-2 MPC (cem, icem, mppi, grad), the Mode-1 actor or the hybrid with a
             checkpoint in the real env on the fixed evaluation set
   distill   train a Mode-1 actor head from a checkpoint's planner (imitation, then DAgger)
-  demo      collect -> train -> plan, plus random and SAC baselines, in one table
+  demo      collect -> train -> plan, plus random and SAC+HER baselines, in one table
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
   envs      list | show | evalsets: the task suite, frames under factor settings, the
@@ -58,8 +58,8 @@ DESCRIPTIONS = {
     "actions on dataset states, then DAgger rounds (the actor acts from random starts, the\n"
     "planner labels what it visits). Writes a new checkpoint with the actor.\n"
     "example: wmrobot distill checkpoint=runs/train/<ts>/checkpoint actor.rounds=4",
-    "demo": "Run the whole path on defaults: collect, train, plan, and SAC trained online with\n"
-    "as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
+    "demo": "Run the whole path on defaults: collect, train, plan, and SAC+HER trained online\n"
+    "with as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
     "example: wmrobot demo episodes=50 rl_seeds=[0]",
 }
 
@@ -114,10 +114,10 @@ OPTION_HELP = {
     "actor.rounds": "DAgger rounds (the actor acts, the planner labels its states)",
     "actor.episodes": "actor episodes per DAgger round (random starts/goals, not the eval set)",
     "seeds": "planner seeds; success is reported as mean and std over them",
-    "rl_seeds": "SAC training seeds (trained in parallel, one per core)",
+    "rl_seeds": "model-free (SB3) training seeds, trained in parallel, one per core",
     "baseline": "also evaluate the random policy",
     "video": "write a GIF of one MPC episode",
-    "rl": "model-free baseline group: sac",
+    "rl": "model-free baseline group: sac_her (goal tasks) or sac",
 }
 
 
@@ -446,9 +446,8 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
     """``wmrobot demo``: collect, train, plan and the baselines into the run directory."""
     import torch
 
-    from wmrobot.bench import DISPLAY_NAMES, summarise
+    from wmrobot.bench import DISPLAY_NAMES, evaluate_rl
     from wmrobot.config import validate
-    from wmrobot.rl import run_seeds
     from wmrobot.train import load_checkpoint
 
     c, config_record = validate("demo", cfg), OmegaConf.to_container(cfg, resolve=True)
@@ -463,16 +462,14 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
     log.info(f"[3/4] random policy and Mode-2 {DISPLAY_NAMES.get(c.planner.name, c.planner.name)}")
     results, pairs = _evaluate(c, model, c.env.id, c.env.kwargs, res.transitions, run_dir)
     if c.rl_seeds:
-        log.info(f"[4/4] SAC, {res.transitions:,} env steps per seed, seeds {list(c.rl_seeds)}")
+        steps, seeds = res.transitions, list(c.rl_seeds)
+        log.info(f"[4/4] {c.rl.label}, {steps:,} env steps per seed, seeds {seeds}")
         start = time.perf_counter()
         budget = c.env.eval.budget
-        runs = run_seeds(
-            c.env.id, c.env.kwargs, c.rl, res.transitions, list(c.rl_seeds), pairs, budget, run_dir
+        results.append(
+            evaluate_rl(c.env.id, c.env.kwargs, c.rl, steps, seeds, pairs, budget, run_dir)
         )
-        per_seed = {r["seed"]: r["records"] for r in runs}
-        latency = sum(r["latency_ms"] for r in runs) / len(runs)
-        results.append(summarise("SAC (SB3)", res.transitions, per_seed, latency, "training"))
-        log.info(f"SAC: {time.perf_counter() - start:.1f} s")
+        log.info(f"{c.rl.label}: {time.perf_counter() - start:.1f} s")
     _report(results, run_dir, c, c.env.id, meta, pairs)
     log.info(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
 
