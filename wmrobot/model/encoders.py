@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from wmrobot.errors import ConfigError
-from wmrobot.model.world_model import mlp
+from wmrobot.model.layers import mlp
 
 ENCODER_KINDS = ("mlp", "cnn", "fusion")
 CONV_LAYERS = 4  # each halves the image side

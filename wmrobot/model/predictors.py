@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wmrobot.errors import ConfigError
-from wmrobot.model.world_model import mlp
+from wmrobot.model.layers import mlp
 
 PREDICTOR_KINDS = ("mlp", "gru", "transformer")
 
