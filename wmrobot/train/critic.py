@@ -15,7 +15,7 @@ from wmrobot.model.world_model import WorldModel
 
 @dataclass
 class CriticConfig:
-    """The critic's recipe; the defaults are the ones measured on the PointMaze U-maze."""
+    """The critic's recipe; the defaults are tuned on the PointMaze U-maze."""
 
     lr: float = 1e-3
     batch_size: int = 512

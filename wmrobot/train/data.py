@@ -3,6 +3,7 @@ hindsight transitions for the critic."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def check_compatible(model: WorldModel, store: EpisodeStore) -> None:
             )
 
 
-def task_functions(store: EpisodeStore):
+def task_functions(store: EpisodeStore) -> tuple[Callable, Callable | None]:
     """The task's vectorised ``is_success(achieved, desired)`` (the critic's notion of having
     reached a goal) and ``goal_observation(desired)`` (the state a planner encodes as its
     goal; None if the task has none), from the env that made ``store``."""

@@ -59,6 +59,7 @@ class MetricsLog:
         return max(values) if values else None
 
     def close(self) -> None:
+        """Close the CSV file and the TensorBoard writer."""
         self.file.close()
         if self.board is not None:
             self.board.close()
@@ -114,10 +115,12 @@ class DataWait:
         self.waited = self.busy = 0.0
 
     def add(self, data_seconds: float, step_seconds: float) -> None:
+        """Count one step: its seconds drawing data, of its seconds in all."""
         self.waited += data_seconds
         self.busy += step_seconds
 
     def take(self) -> float:
+        """The share since the last call (4 decimals), and start counting afresh."""
         share = round(self.waited / max(self.busy, 1e-9), 4)
         self.waited = self.busy = 0.0
         return share

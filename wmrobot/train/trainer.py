@@ -91,6 +91,7 @@ class Objective(nn.Module):
         object.__setattr__(self, "model", model)  # used, not registered (see above)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], Any]:
+        """(loss, its parts as floats, the online latents or None) of one batch."""
         cfg, model, loss, parts, z = self.cfg, self.model, 0.0, {}, None
         if self.jepa:
             w = batch["windows"]
