@@ -99,7 +99,7 @@ class CollapseWatch:
             warnings.warn(
                 f"the latents look collapsed at step {step} ({why}); use "
                 f"model.train.anticollapse=vicreg or sigreg, or raise its weight",
-                stacklevel=3,
+                stacklevel=4,  # the caller of train()
             )
         return {
             "effective_rank": round(report["effective_rank"], 3),
