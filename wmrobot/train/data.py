@@ -174,8 +174,8 @@ class Batches:
         achieved = self.sampler.rows(self.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
         if "state" in inputs and self.goal_observation is not None:
             state = inputs["state"]
-            goal = self.goal_observation(achieved[half:].numpy())
-            goal_state = torch.as_tensor(goal, dtype=state.dtype)
+            desired = self.goal_observation(achieved[half:].numpy())
+            goal_state = torch.as_tensor(desired, dtype=state.dtype)
             inputs["state"] = torch.cat([state[: 2 * half], goal_state])
         parts = {name: value.split(half) for name, value in inputs.items()}
         now, following, goal = ({name: p[i] for name, p in parts.items()} for i in range(3))
