@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -202,3 +203,42 @@ def test_window_inputs_keep_the_state_and_stack_pixel_frames():
     for t in range(4):
         for j in range(3):  # frame j of the stack at t is row t + j, the newest last
             assert torch.equal(pixels[:, t, j], batch["pixels"][:, t + j])
+
+
+class _RunsCode:
+    """Unpickling this would create the file ``path``."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_save_and_load_round_trip_with_config_and_provenance(tmp_path):
+    model = tiny_model(critic=True, actor=True)
+    model.obs_mean.fill_(0.5)
+    directory = model.save(tmp_path / "model", {"steps": 3})
+    assert sorted(p.name for p in directory.iterdir()) == ["meta.json", "model.pt"]
+    loaded = WorldModel.load(directory)
+    assert not loaded.training and loaded.config_dict() == model.config_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["steps"] == 3 and meta["model"] == model.config_dict()
+    assert meta["versions"]["torch"] == torch.__version__ and "created" in meta
+    # a model saved again keeps the provenance of the run that made it
+    meta_in = {"versions": {"torch": "0.0"}, "created": "then"}
+    again = json.loads((model.save(tmp_path / "again", meta_in) / "meta.json").read_text())
+    assert again["versions"] == {"torch": "0.0"} and again["created"] == "then"
+
+
+def test_load_never_runs_code_from_the_weights_file(tmp_path):
+    from wmrobot.errors import CheckpointError
+
+    directory = tiny_model().save(tmp_path / "model")
+    marker = tmp_path / "ran"
+    torch.save({"encoder.net.0.weight": _RunsCode(marker)}, directory / "model.pt")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        WorldModel.load(directory)
+    assert not marker.exists()

@@ -16,7 +16,7 @@ from wmrobot.datasets import collect
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.errors import CheckpointError
 from wmrobot.train import train
-from wmrobot.train.trainer import TRAIN_STATE
+from wmrobot.train.resume import TRAIN_STATE
 
 SCRIPT = """
 import sys, time

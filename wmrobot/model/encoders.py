@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from wmrobot.errors import ConfigError
-from wmrobot.model.world_model import mlp
+from wmrobot.model.layers import mlp
 
 ENCODER_KINDS = ("mlp", "cnn", "fusion")
 CONV_LAYERS = 4  # each halves the image side
@@ -75,8 +75,8 @@ class ConvTrunk(nn.Module):
         x = x - 0.5
         if self.frame_stack > 1:  # (N, S, H, W, C) -> (N, H, W, S C)
             x = x.permute(0, 2, 3, 1, 4).reshape(*x.shape[:1], *x.shape[2:4], -1)
-        # (N, C, H, W) kept channels-last in memory: convolutions run 2x faster on CPU than
-        # on a contiguous NCHW copy.
+        # (N, C, H, W) kept channels-last in memory, which CPU convolutions read faster than a
+        # contiguous NCHW copy.
         x = x.permute(0, 3, 1, 2)
         return self.convs(x).flatten(1).reshape(*lead, self.out_dim)
 

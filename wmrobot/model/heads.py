@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wmrobot.model.world_model import mlp
+from wmrobot.model.layers import mlp
 
 
 class Critic(nn.Module):
@@ -17,7 +17,7 @@ class Critic(nn.Module):
     own cost as the terminal cost.
 
     Exactly: ``V = sqrt(sum((phi(z) - phi(goal_z))^2, -1) + 1e-6)`` with ``phi`` one
-    ``nn.Sequential`` of Linear/LayerNorm/ReLU (:func:`~wmrobot.model.world_model.mlp`) into
+    ``nn.Sequential`` of Linear/LayerNorm/ReLU (:func:`~wmrobot.model.layers.mlp`) into
     ``embed`` dimensions. A distance between embeddings, so V(g, g) ~ 0, V is symmetric and
     obeys the triangle inequality: values learnt on pairs seen in one episode carry over to
     pairs never seen together, which TD alone propagates slowly.

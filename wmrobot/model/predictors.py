@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wmrobot.errors import ConfigError
-from wmrobot.model.world_model import mlp
+from wmrobot.model.layers import mlp
 
 PREDICTOR_KINDS = ("mlp", "gru", "transformer")
 
@@ -88,7 +88,7 @@ class GRUPredictor(Predictor):
 
 class CausalBlock(nn.Module):
     """Pre-LayerNorm transformer block: causal multi-head self-attention, then a 2x-wide ReLU MLP
-    (half the usual 4x, and ReLU rather than GELU, 3x cheaper on CPU: rollouts run it
+    (half the usual 4x, and ReLU rather than GELU, both cheaper on CPU, where rollouts run it
     thousands of times per plan)."""
 
     def __init__(self, dim: int, heads: int) -> None:

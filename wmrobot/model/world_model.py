@@ -6,14 +6,20 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from wmrobot.datasets.store import STD_FLOOR
-from wmrobot.errors import check_range
+from wmrobot.errors import CheckpointError, ConfigError, check_range
+from wmrobot.model.checkpoint import META, WEIGHTS, read_meta, read_weights, write_model_dir
+from wmrobot.model.encoders import make_encoder
 from wmrobot.model.export import ExportedModel, export_model
+from wmrobot.model.heads import Actor, Critic
+from wmrobot.model.layers import mlp
+from wmrobot.model.predictors import make_predictor
 
 ENCODERS = ("mlp", "cnn", "fusion")
 PREDICTORS = ("mlp", "gru", "transformer")
@@ -67,15 +73,6 @@ class ModelConfig:
         check_range("model.ema_end", self.ema_end, 0, 1)
 
 
-def mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:
-    """``depth`` hidden layers of width ``hidden``, LayerNorm, ReLU (Mish costs 16x more on CPU)."""
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        layers += [nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.ReLU()]
-    layers.append(nn.Linear(hidden if depth else inp, out))
-    return nn.Sequential(*layers)
-
-
 def input_names(encoder: str) -> tuple[str, ...]:
     """The inputs an encoder kind reads: ("state",), ("pixels",) or both."""
     return {"mlp": ("state",), "cnn": ("pixels",), "fusion": ("state", "pixels")}[encoder]
@@ -108,11 +105,6 @@ class WorldModel(nn.Module):
         action_high: torch.Tensor | None = None,
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
-        from wmrobot.errors import ConfigError
-        from wmrobot.model.encoders import make_encoder
-        from wmrobot.model.heads import Actor, Critic
-        from wmrobot.model.predictors import make_predictor
-
         super().__init__()
         if cfg.encoder not in ENCODERS:
             raise ConfigError(f"model.encoder={cfg.encoder!r} is unknown; choose from {ENCODERS}")
@@ -192,6 +184,33 @@ class WorldModel(nn.Module):
             "image_shape": list(self.image_shape) if self.image_shape else None,
             **asdict(self.cfg),
         }
+
+    # ---------------------------------------------------------------------------- save, load
+    def save(self, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write the weights (``model.pt``) and ``meta`` plus the model's config and provenance
+        (``meta.json``) into ``directory``; return it."""
+        return write_model_dir(
+            directory, self.state_dict(), {**(meta or {}), "model": self.config_dict()}
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> WorldModel:
+        """The model saved in ``directory``, in eval mode; never executes code from the files."""
+        try:
+            spec = dict(read_meta(directory)["model"])
+            obs_dim, action_dim = spec.pop("obs_dim"), spec.pop("action_dim")
+            image_shape = spec.pop("image_shape", None)
+            model = cls(obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{str(Path(directory) / META)!r} is malformed: {e}") from None
+        try:
+            model.load_state_dict(read_weights(directory))
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            raise CheckpointError(
+                f"{str(Path(directory) / WEIGHTS)!r} does not match its model config: {first}"
+            ) from None
+        return model.eval()
 
     # ------------------------------------------------------------------------------ encoding
     def _inputs(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -61,7 +61,7 @@ def jepa_loss(
     if anticollapse == "vicreg":
         variance, covariance = variance_loss(flat), covariance_loss(flat)
     elif anticollapse == "sigreg":
-        sigreg = sigreg_loss(flat, directions=32)  # 64 costs 2x for the same ranking
+        sigreg = sigreg_loss(flat, directions=32)  # more directions cost more, rank no better
     elif anticollapse != "none":
         raise ValueError(f"anticollapse={anticollapse!r}; choose from {ANTICOLLAPSE}")
 

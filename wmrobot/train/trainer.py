@@ -1,32 +1,47 @@
-"""Train a WorldModel on an EpisodeStore: the loop, its schedule, logging and the checkpoint."""
+"""Train a WorldModel on an EpisodeStore: the config, the objective and the loop."""
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import json
 import math
-import os
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from wmrobot.datasets import EpisodeStore, WindowSampler
-from wmrobot.errors import CheckpointError, ConfigError, DatasetError, check_range
-from wmrobot.files import write_atomically
-from wmrobot.model.collapse import SHRINK_FRACTION, collapse_report
+from wmrobot.datasets import EpisodeStore
+from wmrobot.errors import ConfigError, DatasetError, check_range
 from wmrobot.model.world_model import ModelConfig, WorldModel
-from wmrobot.provenance import git_revision, versions
 from wmrobot.train.checkpoint import save_checkpoint
-from wmrobot.train.critic import CriticConfig, HindsightGoals, critic_loss
+from wmrobot.train.critic import CriticConfig, td_loss
 from wmrobot.train.critic import update_target as critic_update
-from wmrobot.train.losses import LossWeights, jepa_loss
+from wmrobot.train.data import (
+    Batches,
+    build_model,
+    check_compatible,
+    non_finite_key,
+    observation_keys,
+)
+from wmrobot.train.distributed import data_parallel, init_distributed, ranks_agree, train_device
+from wmrobot.train.losses import ANTICOLLAPSE, LossWeights, jepa_loss
+from wmrobot.train.metrics import CollapseWatch, DataWait, MetricsLog
+from wmrobot.train.resume import TRAIN_STATE, load_train_state, run_identity, save_train_state
+
+# check_compatible and observation_keys are used by the CLI, eval and benchmarks through here.
+__all__ = [
+    "TRAIN_STATE",
+    "Objective",
+    "TrainConfig",
+    "build_model",
+    "check_compatible",
+    "fit",
+    "lr_factor",
+    "observation_keys",
+    "train",
+]
 
 
 @dataclass
@@ -65,60 +80,6 @@ class TrainConfig:
         check_range("model.train.critic.lr", self.critic.lr, 0, closed=False)
 
 
-# Settings that change how a run is watched or where it runs, not the numbers it computes.
-NOT_IDENTITY = ("log_every", "checkpoint_every", "tensorboard", "device", "amp", "compile")
-
-
-def observation_keys(store: EpisodeStore) -> tuple[str, str]:
-    """The (observation, achieved goal) keys a goal-conditioned dataset must hold."""
-    keys = set(store.keys)
-    if {"obs/observation", "obs/achieved_goal"} <= keys:
-        return "obs/observation", "obs/achieved_goal"
-    raise DatasetError(
-        f"{store.path!r} has keys {sorted(keys)}; training needs a goal-conditioned dataset "
-        f"with obs/observation and obs/achieved_goal (e.g. from wmrobot/PointMaze-v0)"
-    )
-
-
-def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
-    obs_key, _ = observation_keys(store)
-    stats = store.attrs["stats"][obs_key]
-    mean = torch.tensor(stats["mean"], dtype=torch.float32)
-    std = torch.tensor(stats["std"], dtype=torch.float32)
-    spaces = store.attrs["spaces"]
-    if "action_low" not in spaces:
-        raise DatasetError(f"{store.path!r} does not record its action bounds; collect it again")
-    image_shape = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
-    return WorldModel(
-        obs_dim=len(mean),
-        action_dim=len(spaces["action_low"]),
-        cfg=cfg,
-        obs_mean=mean,
-        obs_std=std,
-        action_low=torch.tensor(spaces["action_low"], dtype=torch.float32),
-        action_high=torch.tensor(spaces["action_high"], dtype=torch.float32),
-        image_shape=image_shape,
-    )
-
-
-def check_compatible(model: WorldModel, store: EpisodeStore) -> None:
-    """Refuse, in one line, a dataset whose spaces are not the ones ``model`` was built for."""
-    obs_key, _ = observation_keys(store)
-    obs_dim = store.array(obs_key).shape[1]
-    action_dim = store.array("action").shape[1]
-    image = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
-    wants = {"observation size": model.obs_dim, "action size": model.action_dim}
-    has = {"observation size": obs_dim, "action size": action_dim}
-    if "pixels" in model.input_keys:
-        wants["image shape"], has["image shape"] = model.image_shape, image
-    for what, value in wants.items():
-        if has[what] != value:
-            raise DatasetError(
-                f"{store.path!r} has {what} {has[what]}, but the model was trained on {value} "
-                f"({store.attrs.get('env', {}).get('id', '?')}); use a dataset of the model's task"
-            )
-
-
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 10%."""
     if step < warmup:
@@ -127,152 +88,200 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class Batches:
-    """Training batches of windows in the model's inputs: encoder inputs along each window
-    (frame stacks built from the rows before it), actions, achieved goals, hindsight goals."""
+class Objective(nn.Module):
+    """The training loss as one forward pass, ``batch`` (:meth:`Batches.sample`) -> (loss,
+    parts to log, online latents (B, K+1, D) or None): the JEPA loss on the windows plus the
+    critic's TD loss on the transitions; with ``jepa=False`` the critic's loss alone, on the
+    frozen encoder. One forward per backward is what DDP needs to average the gradients."""
 
-    def __init__(self, store: EpisodeStore, model: WorldModel, horizon: int) -> None:
-        _, self.ag_key = observation_keys(store)
-        self.model, self.input_keys, self.stack = model, dict(model.input_keys), model.frames
-        self.horizon = horizon
-        keys = [*self.input_keys.values(), "action", self.ag_key]
-        self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1)
-        ends = store.episode_ends
-        lengths = np.diff(np.concatenate([[0], ends]))
-        self.episode_start = torch.as_tensor(np.repeat(ends - lengths, lengths))
+    def __init__(self, model: WorldModel, cfg: TrainConfig, jepa: bool = True) -> None:
+        super().__init__()
+        self.cfg, self.jepa = cfg, jepa
+        # Only the trained parts are registered, so DDP averages exactly their gradients:
+        # target networks follow by EMA/Polyak steps, the actor is trained by `wmrobot distill`.
+        trained = [model.encoder, model.predictor, model.cost_head] if jepa else []
+        critic = [model.critic] if model.critic is not None else []
+        self.trained = nn.ModuleList(trained + critic)
+        object.__setattr__(self, "model", model)  # used, not registered (see above)
 
-    def row_inputs(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encoder inputs at single rows (B,): frame stacks repeat an episode's first frame."""
-        out = {}
-        for name, key in self.input_keys.items():
-            if name == "pixels" and self.stack > 1:
-                back = torch.arange(1 - self.stack, 1)  # oldest first
-                stacked = (rows[:, None] + back).maximum(self.episode_start[rows][:, None])
-                out[name] = self.sampler.rows(key, stacked)
-            else:
-                out[name] = self.sampler.rows(key, rows)
-        return out
-
-    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Any]:
-        s, sampler = self.stack, self.sampler
-        batch = sampler.sample(batch_size, gen)
-        inputs = self.model.window_inputs(batch)  # (B, K+1, ...), frame stacks built
-        goal_rows = torch.randint(sampler.n_rows, (batch_size,), generator=gen)
-        goal_inputs = {}
-        for name, key in self.input_keys.items():
-            g = sampler.rows(key, goal_rows)
-            if name == "pixels" and s > 1:  # a goal image is shown as a still stack
-                g = g[:, None].expand(-1, s, *g.shape[1:])
-            goal_inputs[name] = g
-        return {
-            "inputs": inputs,
-            "actions": batch["action"][:, s - 1 :],
-            "achieved": batch[self.ag_key][:, s - 1 :],
-            "goal_inputs": goal_inputs,
-            "goal_achieved": sampler.rows(self.ag_key, goal_rows),
-        }
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], Any]:
+        """(loss, its parts as floats, the online latents or None) of one batch."""
+        cfg, model, loss, parts, z = self.cfg, self.model, 0.0, {}, None
+        if self.jepa:
+            w = batch["windows"]
+            device = w["actions"].device
+            amp = cfg.amp and device.type == "cuda"
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, parts, z = jepa_loss(
+                    model, w["inputs"], w["actions"], w["achieved"], w["goal_inputs"],
+                    w["goal_achieved"], cfg.loss, cfg.anticollapse, cfg.stop_gradient,
+                )  # fmt: skip
+        if "critic" in batch:
+            closs, cparts = td_loss(model, batch["critic"], cfg.critic)
+            loss = loss + cfg.loss.critic * closs if self.jepa else closs
+            parts.update(cparts)
+        return loss, parts, z
 
 
-def task_functions(store: EpisodeStore):
-    """The task's vectorised ``is_success(achieved, desired)`` (the critic's notion of having
-    reached a goal) and ``goal_observation(desired)`` (the state a planner encodes as its
-    goal; None if the task has none), from the env that made ``store``."""
-    from wmrobot.envs import make_env
-
-    spec = store.attrs["env"]
-    env = make_env(spec["id"], spec.get("kwargs", {}))
-    test = getattr(env.unwrapped, "is_success", None)
-    goal_obs = getattr(env.unwrapped, "goal_observation", None)
-    env.close()
-    if test is None:
-        raise DatasetError(
-            f"{spec['id']} has no is_success(achieved, desired) test, which the critic needs; "
-            f"train with model.critic=false"
+def optimizers(model: WorldModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW on the encoder, predictor and cost head; Adam on the critic (its own lr)."""
+    parts = (model.encoder, model.predictor, model.cost_head)
+    out = [
+        torch.optim.AdamW(
+            [p for m in parts for p in m.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-    return test, goal_obs
+    ]
+    if model.critic is not None:
+        out.append(torch.optim.Adam(model.critic.parameters(), lr=cfg.critic.lr))
+    return out
 
 
-def _as_goal_state(goal_observation, achieved: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Goal states as a planner builds them: ``goal_observation`` of the achieved goals."""
-    if goal_observation is None:
-        return like
-    return torch.as_tensor(goal_observation(achieved.numpy()), dtype=like.dtype)
+def descend(loss: torch.Tensor, opts: list[torch.optim.Optimizer], clip: float) -> None:
+    """One gradient step of each optimiser, its gradient norm clipped to ``clip``."""
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()  # under DDP, gradients arrive averaged over the ranks
+    for o in opts:
+        torch.nn.utils.clip_grad_norm_(o.param_groups[0]["params"], clip)
+    for o in opts:
+        o.step()
 
 
-def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch.to(device, non_blocking=True)
+def follow_targets(model: WorldModel, momentum: float | None, tau: float) -> None:
+    """Move the target encoder (EMA with ``momentum``; None leaves it) and the critic's target
+    network (Polyak step ``tau``) towards their online networks."""
+    if momentum is not None:
+        model.update_target(momentum)
+    if model.critic is not None:
+        critic_update(model.critic, model.critic_target, tau)
 
 
-def _non_finite(batch: dict[str, Any], keys: dict[str, str]) -> str | None:
-    """The dataset key of the first non-finite value in a batch, if any."""
-    named = {**{keys[k]: v for k, v in batch["inputs"].items()}, "action": batch["actions"]}
-    for key, value in named.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            return key
-    return None
+def batch_generator(seed: int, rank: int, first: int = 0) -> torch.Generator:
+    """The batch draws of ``rank``: each rank draws its own batches (rank 0 those of a
+    one-process run); a resumed rank > 0 draws afresh from ``first``."""
+    offset = 1_000_003 * rank + (first if rank else 0)
+    return torch.Generator().manual_seed(seed + offset)
 
 
-def _critic_loss(model, batches, goals, task, cfg, gen, device):
-    """One TD batch for the critic on hindsight goals, on the target encoder's latents; goal
-    states are made as the planner makes them (the task's goal_observation)."""
-    is_success, goal_observation = task
-    gb = goals.sample(cfg.critic.batch_size, gen)
-    rows = torch.cat([gb.rows, gb.next_rows, gb.goal_rows])
-    inputs = batches.row_inputs(rows)
-    achieved = batches.sampler.rows(batches.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
-    half = len(gb.rows)
-    if "state" in inputs:
-        state = inputs["state"]
-        goal_state = _as_goal_state(goal_observation, achieved[half:], state[2 * half :])
-        inputs["state"] = torch.cat([state[: 2 * half], goal_state])
-    inputs = _to(inputs, device)
-    reached = torch.as_tensor(
-        np.asarray(is_success(achieved[:half].numpy(), achieved[half:].numpy()), dtype=bool)
-    ).to(device)
-    with torch.no_grad():
-        z, z_next, goal_z = model.encode_target(inputs).float().split(half)
-    return critic_loss(
-        model.critic, model.critic_target, z, z_next, goal_z, reached, gb.steps.to(device),
-        cfg.critic,
-    )  # fmt: skip
+def rounded(parts: dict[str, float]) -> dict[str, float]:
+    """Loss parts as logged: 6 decimals."""
+    return {k: round(v, 6) for k, v in parts.items()}
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when started by ``torchrun``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
-def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce the gradients in one flat buffer (what DDP does, without its hooks)."""
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def non_finite_error(
+    loss: float, step: int, windows: dict, batches: Batches, dataset: str, lr: float, saved: Path
+) -> DatasetError:
+    """The one-line error for a loss that is not finite: it names the dataset key that holds
+    NaN/Inf in this batch (or else the likely cause) and the last good state, if one is kept."""
+    kept = f"; the last good state is kept in {saved}" if saved.exists() else ""
+    bad = non_finite_key(windows, batches.input_keys)
+    cause = (
+        f"{dataset!r} holds NaN/Inf in {bad!r}; clean or re-collect it"
+        if bad
+        else f"check {dataset!r} for extreme values or lower lr={lr}"
+    )
+    return DatasetError(f"loss became {loss} at step {step}: {cause}{kept}")
 
 
-def _ranks_agree(model: torch.nn.Module) -> bool:
-    """Whether every rank ended with the same weights (a check on the gradient averaging)."""
-    import torch.distributed as dist
+def fit(
+    dataset: str,
+    out: str | Path,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    progress: bool = True,
+    resume: bool = False,
+) -> WorldModel:
+    """Train a model on ``dataset`` and return it; rank 0 writes ``metrics.csv``, TensorBoard
+    events (``tb/``) and the resumable ``train_state.pt`` into ``out``.
 
-    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
-    values = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
-    dist.all_gather(values, total)
-    return all(torch.equal(v, values[0]) for v in values)
+    Every ``cfg.checkpoint_every`` steps, and at the end, the whole training state (model,
+    EMA target, optimisers, schedule, random generators, step) is written atomically to
+    ``out/train_state.pt``. ``resume=True`` continues from it: a run killed at any moment and
+    resumed logs the same metrics, step for step, as one that never stopped (same seed, CPU).
+
+    Started by ``torchrun --nproc_per_node N``, the N processes train one model with
+    DistributedDataParallel (gloo on CPU, NCCL on GPU, one GPU per process): each rank draws
+    its own ``batch_size`` windows (its own seed), so a step sees N x ``batch_size`` windows
+    and the gradients are averaged over them; ``lr`` is not rescaled. Rank 0 draws the batches
+    a one-process run draws. Batch statistics (VICReg, SIGReg, the collapse report) are each
+    rank's own; every other term equals the one-process loss on the N batches combined.
+    """
+    if cfg.anticollapse not in ANTICOLLAPSE:
+        raise ConfigError(
+            f"model.train.anticollapse={cfg.anticollapse!r} is unknown; choose from {ANTICOLLAPSE}"
+        )
+    rank, _ = init_distributed()
+    device, out, main = train_device(cfg.device), Path(out), rank == 0
+    store = EpisodeStore.open(dataset)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = build_model(store, model_cfg).to(device)
+    if cfg.compile:
+        model.encoder.compile()
+        model.predictor.compile()
+    critic = cfg.critic if model.critic is not None else None
+    batches = Batches(store, model, cfg.horizon, cfg.batch_size, critic, device)
+    opts = optimizers(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opts[0], lambda s: lr_factor(s, cfg.warmup, cfg.steps)
+    )
+    gen, first, identity = batch_generator(cfg.seed, rank), 0, run_identity(store, model_cfg, cfg)
+    if resume and (out / TRAIN_STATE).exists():
+        first = load_train_state(out / TRAIN_STATE, identity, model, opts, sched, gen) + 1
+        gen = batch_generator(cfg.seed, rank, first) if rank else gen
+    objective = data_parallel(Objective(model, cfg), device)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out, first, cfg.tensorboard) if main else None
+    watch, wait = CollapseWatch(log.largest("z_std") if log else None), DataWait()
+    try:
+        bar = tqdm(range(first, cfg.steps), "train", cfg.steps, leave=False, unit="step",
+                   initial=first, disable=None if progress and main else True)  # fmt: skip
+        for step in bar:
+            tick = time.perf_counter()
+            batch = batches.sample(gen)
+            drawn = time.perf_counter()
+            loss, parts, z = objective(batch)
+            if not math.isfinite(parts["loss"]):
+                raise non_finite_error(parts["loss"], step, batch["windows"], batches, dataset,
+                                       cfg.lr, out / TRAIN_STATE)  # fmt: skip
+            descend(loss, opts, cfg.grad_clip)
+            sched.step()
+            follow_targets(model, model.momentum(step, cfg.steps), cfg.critic.target_tau)
+            wait.add(drawn - tick, time.perf_counter() - tick)
+            if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+                row = {"step": step, **rounded(parts), **watch(z, step)}
+                log.write({**row, "lr": sched.get_last_lr()[0], "data_wait": wait.take()})
+                bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
+            if main and (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
+                save_train_state(out / TRAIN_STATE, identity, step, model, opts, sched, gen)
+        bar.close()
+        if critic is not None and critic.finetune > 0 and first < cfg.steps:
+            finetune_critic(model, batches, opts[-1], cfg, gen, log)
+        if main:
+            save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, opts, sched, gen)
+    finally:
+        if log:
+            log.close()
+    return model
+
+
+def finetune_critic(
+    model: WorldModel,
+    batches: Batches,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    log: MetricsLog | None,
+) -> None:
+    """``cfg.critic.finetune`` critic-only TD updates on the final encoder, which no longer
+    moves the latents under the critic; logged as steps ``cfg.steps`` onwards."""
+    objective = data_parallel(Objective(model, cfg, jepa=False), batches.device)
+    for i in range(cfg.critic.finetune):
+        loss, parts, _ = objective(batches.sample(gen, windows=False))
+        descend(loss, [opt], cfg.grad_clip)
+        follow_targets(model, None, cfg.critic.target_tau)
+        if log and (i % cfg.log_every == 0 or i == cfg.critic.finetune - 1):
+            log.write({"step": cfg.steps + i, **rounded(parts)})
 
 
 def train(
@@ -284,203 +293,16 @@ def train(
     progress: bool = True,
     resume: bool = False,
 ) -> Path:
-    """Train on ``dataset``; write the checkpoint and ``metrics.csv`` into ``out``.
-
-    Every ``cfg.checkpoint_every`` steps the whole training state (model, EMA target,
-    optimiser, schedule, random generators, step) is written atomically to
-    ``out/train_state.pt``. ``resume=True`` continues from it: a run killed at any moment and
-    resumed logs the same metrics, step for step, as one that never stopped (same seed, CPU).
-
-    Started by ``torchrun --nproc_per_node N``, each process trains on its own batches of
-    ``batch_size`` windows and the gradients are averaged (gloo on CPU, NCCL on GPU); rank 0
-    writes the logs and checkpoints.
-    """
-    from wmrobot.train.losses import ANTICOLLAPSE
-
-    if cfg.anticollapse not in ANTICOLLAPSE:
-        raise ConfigError(
-            f"model.train.anticollapse={cfg.anticollapse!r} is unknown; choose from {ANTICOLLAPSE}"
-        )
-    rank, world = _distributed()
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    store = EpisodeStore.open(dataset)
-    model = build_model(store, model_cfg)
-    batches = Batches(store, model, cfg.horizon)
-    model.to(device)
-    if cfg.compile:
-        model.encoder.compile()
-        model.predictor.compile()
-    amp = cfg.amp and device.type == "cuda"
-    params = [p for n, p in model.named_parameters() if p.requires_grad and "critic" not in n]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
-    optimizers = [opt]
-    if model.critic is not None:  # TD on the target encoder's latents, its own optimiser
-        goals = HindsightGoals(store.episode_ends, cfg.critic)
-        is_success, goal_observation = task_functions(store)
-        critic_params = list(model.critic.parameters())
-        optimizers.append(torch.optim.Adam(critic_params, lr=cfg.critic.lr))
-    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * rank)
-    out = Path(out)
-    main = rank == 0
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    identity = {
-        "dataset": store.fingerprint(),
-        "model": json.dumps(asdict(model_cfg), sort_keys=True),
-        "train": json.dumps(
-            {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}, sort_keys=True
-        ),
-    }
-    first, peak_std = 0, None  # the largest latent std logged so far (collapse_report)
-    if resume and (out / TRAIN_STATE).exists():
-        first = load_train_state(out / TRAIN_STATE, identity, model, optimizers, sched, gen) + 1
-        if world > 1:  # the saved generator is rank 0's; the others derive theirs
-            gen.manual_seed(cfg.seed + 1_000_003 * rank + first)
-        if main:
-            _keep_metrics_up_to(out / "metrics.csv", first - 1)
-            peak_std = _largest_logged(out / "metrics.csv", "z_std")
-    elif main and (out / "metrics.csv").exists():
-        (out / "metrics.csv").unlink()
+    """Train on ``dataset`` (:func:`fit`, whose docstring says how several processes share
+    the work) and write the checkpoint directory ``out``: ``model.pt``, ``meta.json``
+    (dataset, config, provenance), ``metrics.csv`` and ``train_state.pt``."""
     start = time.perf_counter()
-    writer: csv.DictWriter | None = None
-    board = None
-    if main and cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        board = SummaryWriter(str(out / "tb"), purge_step=first)
-    warned = False
-    waited = busy = 0.0
-    log = open(out / "metrics.csv", "a", newline="") if main else None  # noqa: SIM115
-    try:
-        bar = tqdm(
-            range(first, cfg.steps),
-            desc="train",
-            unit="step",
-            disable=None if (progress and main) else True,
-            leave=False,
-            initial=first,
-            total=cfg.steps,
-        )
-        for step in bar:
-            tick = time.perf_counter()
-            batch = _to(batches.sample(cfg.batch_size, gen), device)
-            tock = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts, z = jepa_loss(
-                    model,
-                    batch["inputs"],
-                    batch["actions"],
-                    batch["achieved"],
-                    batch["goal_inputs"],
-                    batch["goal_achieved"],
-                    cfg.loss,
-                    cfg.anticollapse,
-                    cfg.stop_gradient,
-                )
-            if not math.isfinite(parts["loss"]):
-                saved = out / TRAIN_STATE
-                kept = f"; the last good state is kept in {saved}" if saved.exists() else ""
-                bad = _non_finite(batch, batches.input_keys)
-                cause = (
-                    f"{dataset!r} holds NaN/Inf in {bad!r}; clean or re-collect it"
-                    if bad
-                    else f"check {dataset!r} for extreme values or lower lr={cfg.lr}"
-                )
-                raise DatasetError(f"loss became {parts['loss']} at step {step}: {cause}{kept}")
-            if model.critic is not None:
-                closs, cparts = _critic_loss(
-                    model, batches, goals, (is_success, goal_observation), cfg, gen, device
-                )
-                loss = loss + cfg.loss.critic * closs
-                parts.update(cparts)
-            for o in optimizers:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                _average_gradients([p for p in model.parameters() if p.requires_grad], world)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if model.critic is not None:
-                torch.nn.utils.clip_grad_norm_(critic_params, cfg.grad_clip)
-            for o in optimizers:
-                o.step()
-            sched.step()
-            model.update_target(model.momentum(step, cfg.steps))
-            if model.critic is not None:
-                critic_update(model.critic, model.critic_target, cfg.critic.target_tau)
-            waited += tock - tick
-            busy += time.perf_counter() - tick
-            if main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-                flat = z.detach().reshape(-1, z.shape[-1]).float().cpu()
-                report = collapse_report(flat, peak_std)
-                # as logged (z_std, 6 decimals), so that a resumed run reads back the same peak
-                peak_std = max(peak_std or 0.0, round(report["z_std_mean"], 6))
-                if report["collapsed"] and not warned:
-                    warned = True
-                    why = (
-                        f"mean std {report['z_std_mean']:.2g}, under "
-                        f"{SHRINK_FRACTION:g} x its peak {peak_std:.2g}"
-                        if report["shrunk"]
-                        else f"effective rank {report['effective_rank']:.2f} of {z.shape[-1]}, "
-                        f"smallest std {report['z_std_min']:.2g}"
-                    )
-                    warnings.warn(
-                        f"the latents look collapsed at step {step} ({why}); use "
-                        f"model.train.anticollapse=vicreg or sigreg, or raise its weight",
-                        stacklevel=2,
-                    )
-                row = {
-                    "step": step,
-                    **{k: round(v, 6) for k, v in parts.items()},
-                    "effective_rank": round(report["effective_rank"], 3),
-                    "z_std_min": round(report["z_std_min"], 6),
-                    "collapsed": int(report["collapsed"]),
-                    "lr": sched.get_last_lr()[0],
-                    "data_wait": round(waited / max(busy, 1e-9), 4),
-                    "seconds": round(time.perf_counter() - start, 2),
-                }
-                waited = busy = 0.0
-                if writer is None:
-                    writer = csv.DictWriter(log, fieldnames=list(row))
-                    if log.tell() == 0:  # a new log; a resumed one has its header
-                        writer.writeheader()
-                writer.writerow(row)
-                log.flush()
-                if board is not None:
-                    for key, value in row.items():
-                        if key != "step":
-                            board.add_scalar(f"train/{key}", value, step)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
-            if main and (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
-                save_train_state(out / TRAIN_STATE, identity, step, model, optimizers, sched, gen)
-        bar.close()
-        if model.critic is not None and cfg.critic.finetune > 0 and first < cfg.steps:
-            task = (is_success, goal_observation)
-            for i in range(cfg.critic.finetune):  # the latents no longer move under it
-                closs, cparts = _critic_loss(model, batches, goals, task, cfg, gen, device)
-                optimizers[-1].zero_grad(set_to_none=True)
-                closs.backward()
-                if world > 1:
-                    _average_gradients(critic_params, world)
-                torch.nn.utils.clip_grad_norm_(critic_params, cfg.grad_clip)
-                optimizers[-1].step()
-                critic_update(model.critic, model.critic_target, cfg.critic.target_tau)
-                last = i == cfg.critic.finetune - 1
-                if main and writer is not None and (i % cfg.log_every == 0 or last):
-                    row = {"step": cfg.steps + i, **{k: round(v, 6) for k, v in cparts.items()}}
-                    writer.writerow({**row, "seconds": round(time.perf_counter() - start, 2)})
-                    log.flush()
-    finally:
-        if log is not None:
-            log.close()
-        if board is not None:
-            board.close()
-    in_sync = _ranks_agree(model) if world > 1 else True
-    if not main:
-        return out
+    model = fit(dataset, out, model_cfg, cfg, progress, resume)
+    rank, world = init_distributed()
+    in_sync = ranks_agree(model)  # every rank takes part
+    if rank > 0:
+        return Path(out)
+    store = EpisodeStore.open(dataset)
     meta = {
         "dataset": {
             "path": str(dataset),
@@ -490,76 +312,12 @@ def train(
         },
         "env": store.attrs["env"],
         "obs_key": observation_keys(store)[0],
-        "input_keys": batches.input_keys,
+        "input_keys": dict(model.input_keys),
         "steps": cfg.steps,
         "seed": cfg.seed,
         "world_size": world,
         "ranks_in_sync": in_sync,
         "seconds": round(time.perf_counter() - start, 2),
         "config": config_record or {},
-        "versions": versions(),
-        "git_revision": git_revision(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    model.cpu()
-    save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, optimizers, sched, gen)
-    return save_checkpoint(model, out, meta)
-
-
-TRAIN_STATE = "train_state.pt"
-
-
-def _largest_logged(path: Path, column: str) -> float | None:
-    """The largest value of ``column`` in a metrics CSV, if it has any."""
-    if not path.exists():
-        return None
-    with open(path, newline="") as f:
-        values = [float(r[column]) for r in csv.DictReader(f) if r.get(column)]
-    return max(values) if values else None
-
-
-def save_train_state(
-    path: Path, identity: dict[str, str], step: int, model, opt, sched, gen
-) -> None:
-    """Everything a resumed run needs to continue bit for bit, written atomically (plain
-    tensors and numbers only, so it loads with ``weights_only=True``)."""
-    state = {
-        "identity": identity,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": [o.state_dict() for o in opt],
-        "scheduler": sched.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    write_atomically(path, lambda f: torch.save(state, f))
-
-
-def load_train_state(path: Path, identity: dict[str, str], model, opt, sched, gen) -> int:
-    """Restore a state written by :func:`save_train_state`; return its step."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file raises many types
-        raise CheckpointError(f"cannot resume from {str(path)!r}: {e}") from None
-    for key, value in identity.items():
-        if state.get("identity", {}).get(key) != value:
-            raise CheckpointError(
-                f"{str(path)!r} was written for another {key} than this run's; resume with the "
-                f"same dataset and config, or train into a new out="
-            )
-    model.load_state_dict(state["model"])
-    for o, saved in zip(opt, state["optimizer"], strict=True):
-        o.load_state_dict(saved)
-    sched.load_state_dict(state["scheduler"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
-
-
-def _keep_metrics_up_to(path: Path, step: int) -> None:
-    """Drop the log rows of steps after ``step`` (written before a crash, to be redone)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
-    write_atomically(path, lambda f: f.write("".join(kept).encode()), sync=False)
+    return save_checkpoint(model.cpu(), out, meta)

@@ -1,0 +1,60 @@
+"""A model directory: ``model.pt`` (tensors only) and ``meta.json`` (config, provenance)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wmrobot.errors import CheckpointError
+from wmrobot.files import write_atomically
+from wmrobot.provenance import git_revision, versions
+
+WEIGHTS = "model.pt"
+META = "meta.json"
+
+
+def write_model_dir(
+    directory: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write ``state`` to ``model.pt`` and ``meta`` to ``meta.json``, each atomically.
+
+    Provenance (package versions, git revision, creation time) is added where ``meta`` has
+    none, so a re-saved model keeps the provenance of the run that trained it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    provenance = {
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta = {**provenance, **meta}
+    write_atomically(directory / WEIGHTS, lambda f: torch.save(state, f))
+    write_atomically(directory / META, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``meta.json`` of a model directory."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
+        raise CheckpointError(
+            f"{str(directory)!r} is not a checkpoint directory (needs {WEIGHTS} and {META}); "
+            f"make one with `wmrobot train`"
+        )
+    try:
+        return json.loads((directory / META).read_text())
+    except ValueError as e:  # bad JSON or bytes that are not text
+        raise CheckpointError(f"{str(directory / META)!r} is malformed: {e}") from None
+
+
+def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.pt``, loaded with ``weights_only=True``: never runs its code."""
+    path = Path(directory) / WEIGHTS
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign files raise many types
+        raise CheckpointError(f"cannot read {str(path)!r}: {e}") from None

@@ -1,0 +1,201 @@
+"""Training data from an EpisodeStore: the model it needs, window batches for the JEPA loss,
+hindsight transitions for the critic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from wmrobot.datasets import EpisodeStore, WindowSampler
+from wmrobot.errors import DatasetError
+from wmrobot.model.world_model import ModelConfig, WorldModel
+from wmrobot.train.critic import CriticConfig, HindsightGoals
+
+
+def observation_keys(store: EpisodeStore) -> tuple[str, str]:
+    """The (observation, achieved goal) keys a goal-conditioned dataset must hold."""
+    keys = set(store.keys)
+    if {"obs/observation", "obs/achieved_goal"} <= keys:
+        return "obs/observation", "obs/achieved_goal"
+    raise DatasetError(
+        f"{store.path!r} has keys {sorted(keys)}; training needs a goal-conditioned dataset "
+        f"with obs/observation and obs/achieved_goal (e.g. from wmrobot/PointMaze-v0)"
+    )
+
+
+def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
+    """A fresh model for ``store``'s spaces, normalised by its observation statistics."""
+    obs_key, _ = observation_keys(store)
+    stats = store.attrs["stats"][obs_key]
+    mean = torch.tensor(stats["mean"], dtype=torch.float32)
+    std = torch.tensor(stats["std"], dtype=torch.float32)
+    spaces = store.attrs["spaces"]
+    if "action_low" not in spaces:
+        raise DatasetError(f"{store.path!r} does not record its action bounds; collect it again")
+    image_shape = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
+    return WorldModel(
+        obs_dim=len(mean),
+        action_dim=len(spaces["action_low"]),
+        cfg=cfg,
+        obs_mean=mean,
+        obs_std=std,
+        action_low=torch.tensor(spaces["action_low"], dtype=torch.float32),
+        action_high=torch.tensor(spaces["action_high"], dtype=torch.float32),
+        image_shape=image_shape,
+    )
+
+
+def check_compatible(model: WorldModel, store: EpisodeStore) -> None:
+    """Refuse, in one line, a dataset whose spaces are not the ones ``model`` was built for."""
+    obs_key, _ = observation_keys(store)
+    obs_dim = store.array(obs_key).shape[1]
+    action_dim = store.array("action").shape[1]
+    image = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None
+    wants = {"observation size": model.obs_dim, "action size": model.action_dim}
+    has = {"observation size": obs_dim, "action size": action_dim}
+    if "pixels" in model.input_keys:
+        wants["image shape"], has["image shape"] = model.image_shape, image
+    for what, value in wants.items():
+        if has[what] != value:
+            raise DatasetError(
+                f"{store.path!r} has {what} {has[what]}, but the model was trained on {value} "
+                f"({store.attrs.get('env', {}).get('id', '?')}); use a dataset of the model's task"
+            )
+
+
+def task_functions(store: EpisodeStore) -> tuple[Callable, Callable | None]:
+    """The task's vectorised ``is_success(achieved, desired)`` (the critic's notion of having
+    reached a goal) and ``goal_observation(desired)`` (the state a planner encodes as its
+    goal; None if the task has none), from the env that made ``store``."""
+    from wmrobot.envs import make_env
+
+    spec = store.attrs["env"]
+    env = make_env(spec["id"], spec.get("kwargs", {}))
+    test = getattr(env.unwrapped, "is_success", None)
+    goal_obs = getattr(env.unwrapped, "goal_observation", None)
+    env.close()
+    if test is None:
+        raise DatasetError(
+            f"{spec['id']} has no is_success(achieved, desired) test, which the critic needs; "
+            f"train with model.critic=false"
+        )
+    return test, goal_obs
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A nested dict of tensors, moved to ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+class Batches:
+    """Training batches in the model's inputs, drawn with the caller's generator.
+
+    ``sample`` gives ``{"windows": ..., "critic": ...}`` (the critic's part only when
+    ``critic`` is given): windows of ``horizon`` steps with encoder inputs along each (frame
+    stacks built from the rows before it), actions, achieved goals and hindsight goals; and
+    (state, next state, goal) transitions for the critic's TD loss.
+    """
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        model: WorldModel,
+        horizon: int,
+        batch_size: int,
+        critic: CriticConfig | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        _, self.ag_key = observation_keys(store)
+        self.input_keys, self.stack = dict(model.input_keys), model.frames
+        self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
+        keys = [*self.input_keys.values(), "action", self.ag_key]
+        self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1)
+        ends = store.episode_ends
+        lengths = np.diff(np.concatenate([[0], ends]))
+        self.episode_start = torch.as_tensor(np.repeat(ends - lengths, lengths))
+        self.critic_cfg = critic
+        if critic is not None:
+            self.goals = HindsightGoals(ends, critic)
+            self.is_success, self.goal_observation = task_functions(store)
+
+    def sample(self, gen: torch.Generator, windows: bool = True) -> dict[str, Any]:
+        """One training batch on the device: windows (unless ``windows=False``, the critic's
+        fine-tuning) and, with a critic, its transitions."""
+        batch = {"windows": self.windows(gen)} if windows else {}
+        if self.critic_cfg is not None:
+            batch["critic"] = self.transitions(gen)
+        return to_device(batch, self.device)
+
+    def row_inputs(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder inputs at single rows (B,): frame stacks repeat an episode's first frame."""
+        out = {}
+        for name, key in self.input_keys.items():
+            if name == "pixels" and self.stack > 1:
+                back = torch.arange(1 - self.stack, 1)  # oldest first
+                stacked = (rows[:, None] + back).maximum(self.episode_start[rows][:, None])
+                out[name] = self.sampler.rows(key, stacked)
+            else:
+                out[name] = self.sampler.rows(key, rows)
+        return out
+
+    def windows(self, gen: torch.Generator) -> dict[str, Any]:
+        """``batch_size`` windows: inputs (B, K+1, ...), actions (B, K, A), achieved goals
+        (B, K+1, G), hindsight goal inputs (B, ...) and their achieved goals (B, G)."""
+        s, sampler, n = self.stack, self.sampler, self.batch_size
+        batch = sampler.sample(n, gen)
+        inputs = self.model.window_inputs(batch)  # (B, K+1, ...), frame stacks built
+        goal_rows = torch.randint(sampler.n_rows, (n,), generator=gen)
+        goal_inputs = {}
+        for name, key in self.input_keys.items():
+            g = sampler.rows(key, goal_rows)
+            if name == "pixels" and s > 1:  # a goal image is shown as a still stack
+                g = g[:, None].expand(-1, s, *g.shape[1:])
+            goal_inputs[name] = g
+        return {
+            "inputs": inputs,
+            "actions": batch["action"][:, s - 1 :],
+            "achieved": batch[self.ag_key][:, s - 1 :],
+            "goal_inputs": goal_inputs,
+            "goal_achieved": sampler.rows(self.ag_key, goal_rows),
+        }
+
+    def transitions(self, gen: torch.Generator) -> dict[str, Any]:
+        """The critic's batch: encoder inputs of states, next states and hindsight goals (goal
+        states made as a planner makes them, with the task's goal_observation), whether the
+        next state reaches the goal (B,) and the episode's steps to it (B,)."""
+        gb = self.goals.sample(self.critic_cfg.batch_size, gen)
+        half = len(gb.rows)
+        inputs = self.row_inputs(torch.cat([gb.rows, gb.next_rows, gb.goal_rows]))
+        achieved = self.sampler.rows(self.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
+        if "state" in inputs and self.goal_observation is not None:
+            state = inputs["state"]
+            desired = self.goal_observation(achieved[half:].numpy())
+            goal_state = torch.as_tensor(desired, dtype=state.dtype)
+            inputs["state"] = torch.cat([state[: 2 * half], goal_state])
+        parts = {name: value.split(half) for name, value in inputs.items()}
+        now, following, goal = ({name: p[i] for name, p in parts.items()} for i in range(3))
+        reached = self.is_success(achieved[:half].numpy(), achieved[half:].numpy())
+        return {
+            "now": now,
+            "next": following,
+            "goal": goal,
+            "reached": torch.as_tensor(np.asarray(reached, dtype=bool)),
+            "steps": gb.steps,
+        }
+
+
+def non_finite_key(windows: dict[str, Any], input_keys: dict[str, str]) -> str | None:
+    """The dataset key of the first non-finite value in a window batch, if any."""
+    named = {
+        **{input_keys[k]: v for k, v in windows["inputs"].items()},
+        "action": windows["actions"],
+    }
+    for key, value in named.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None
