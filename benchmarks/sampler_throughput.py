@@ -27,7 +27,7 @@ from wmrobot.cli import compose
 from wmrobot.config import validate
 from wmrobot.datasets import EpisodeStore, WindowSampler, collect
 from wmrobot.model import ModelConfig
-from wmrobot.train import trainer
+from wmrobot.train import data, trainer
 
 Cache = bool | Literal["auto"]
 
@@ -101,7 +101,7 @@ def data_wait_fraction(
     torch.set_num_threads(c.threads)
     try:
         with (
-            mock.patch.object(trainer, "WindowSampler", timed),
+            mock.patch.object(data, "WindowSampler", timed),
             tempfile.TemporaryDirectory() as out,
         ):
             trainer.train(path, out, model_cfg, c.model.train, progress=False)
@@ -123,7 +123,7 @@ def report(path: str, steps: int = 300, seconds: float = 2.0) -> None:
     store = EpisodeStore.open(path)
     c = validate("train", compose("train", [f"dataset={path}"]))
     batch, horizon = c.model.train.batch_size, c.model.train.horizon
-    keys = [*trainer.observation_keys(store), "action"]
+    keys = [*data.observation_keys(store), "action"]
     auto = WindowSampler(store, keys, horizon).cached
     print(
         f"{store.n_episodes} episodes, {store.n_rows:,} rows; keys {keys}; "

@@ -22,7 +22,7 @@ from wmrobot.eval.audit import (
 )
 from wmrobot.model import ModelConfig, WorldModel
 from wmrobot.train import LossWeights, TrainConfig, load_checkpoint, save_checkpoint, train
-from wmrobot.train.trainer import build_model
+from wmrobot.train.data import build_model
 
 MODEL = ModelConfig(
     latent_dim=8, hidden=32, depth=1, goal_dim=4, ema=0.9, latent_weight=0.0, cost_weight=1.0

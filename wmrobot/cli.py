@@ -382,7 +382,7 @@ def run_distill(cfg: DictConfig, run_dir: Path) -> None:
     from wmrobot.errors import ConfigError
     from wmrobot.provenance import git_revision, versions
     from wmrobot.train import load_checkpoint, save_checkpoint
-    from wmrobot.train.trainer import check_compatible
+    from wmrobot.train.data import check_compatible
 
     c = validate("distill", cfg)
     torch.set_num_threads(c.threads)

@@ -12,7 +12,7 @@ import torch
 from wmrobot.datasets import EpisodeStore, WindowSampler
 from wmrobot.errors import ConfigError, DatasetError, WmrobotError
 from wmrobot.model.collapse import collapse_report
-from wmrobot.train.trainer import check_compatible
+from wmrobot.train.data import check_compatible
 
 ENCODE_BYTES = 8 * 2**20  # input bytes per encoder call: bounds a pixel encoder's activations
 CONSTANT = 1e-10  # a target dimension with less variance than this is left out of R²

@@ -21,7 +21,6 @@ from wmrobot.train.critic import update_target as critic_update
 from wmrobot.train.data import (
     Batches,
     build_model,
-    check_compatible,
     non_finite_key,
     observation_keys,
 )
@@ -29,19 +28,6 @@ from wmrobot.train.distributed import data_parallel, init_distributed, ranks_agr
 from wmrobot.train.losses import ANTICOLLAPSE, LossWeights, jepa_loss
 from wmrobot.train.metrics import CollapseWatch, DataWait, MetricsLog
 from wmrobot.train.resume import TRAIN_STATE, load_train_state, run_identity, save_train_state
-
-# check_compatible and observation_keys are used by the CLI, eval and benchmarks through here.
-__all__ = [
-    "TRAIN_STATE",
-    "Objective",
-    "TrainConfig",
-    "build_model",
-    "check_compatible",
-    "fit",
-    "lr_factor",
-    "observation_keys",
-    "train",
-]
 
 
 @dataclass
@@ -78,6 +64,11 @@ class TrainConfig:
         check_range("model.train.critic.finetune", self.critic.finetune, 0)
         check_range("model.train.critic.batch_size", self.critic.batch_size, 1)
         check_range("model.train.critic.lr", self.critic.lr, 0, closed=False)
+        if self.anticollapse not in ANTICOLLAPSE:
+            raise ConfigError(
+                f"model.train.anticollapse={self.anticollapse!r} is unknown; "
+                f"choose from {ANTICOLLAPSE}"
+            )
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -206,10 +197,6 @@ def fit(
     a one-process run draws. Batch statistics (VICReg, SIGReg, the collapse report) are each
     rank's own; every other term equals the one-process loss on the N batches combined.
     """
-    if cfg.anticollapse not in ANTICOLLAPSE:
-        raise ConfigError(
-            f"model.train.anticollapse={cfg.anticollapse!r} is unknown; choose from {ANTICOLLAPSE}"
-        )
     rank, _ = init_distributed()
     device, out, main = train_device(cfg.device), Path(out), rank == 0
     store = EpisodeStore.open(dataset)
