@@ -11,7 +11,8 @@ import numba
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import STD_FLOOR, EpisodeStore
+from wmrobot.datasets.stats import STD_FLOOR
+from wmrobot.datasets.store import EpisodeStore
 from wmrobot.errors import DatasetError
 
 # Keys stored on the row of the step they belong to: row t holds the action taken from row t's

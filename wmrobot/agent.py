@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.datasets.stats import STD_FLOOR
 from wmrobot.errors import ConfigError
 from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner

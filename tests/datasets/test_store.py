@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
-from wmrobot.datasets.store import quantiles, stat_columns
+from wmrobot.datasets.stats import quantiles, stat_columns
 from wmrobot.errors import DatasetError
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.datasets.stats import STD_FLOOR
 
 ENCODERS = ("mlp", "cnn", "fusion")
 PREDICTORS = ("mlp", "gru", "transformer")
