@@ -11,11 +11,10 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from wmrobot.datasets.chunks import LocalArray, LocalGroup, writes_directly
 from wmrobot.datasets.stats import (
     as_columns,
     merge_moments,
@@ -131,16 +130,10 @@ class EpisodeStore:
     1
     """
 
-    def __init__(
-        self, group: zarr.Group | None, path: str, writable: bool, local: LocalGroup | None = None
-    ) -> None:
-        self._group = group  # opened on first use where ``local`` is given
+    def __init__(self, group: zarr.Group | None, path: str, writable: bool) -> None:
+        self._group = group  # None: opened on first use
         self.path = path
         self.writable = writable
-        # A local dataset open for writing is written without zarr (datasets/chunks.py): its
-        # attributes are read and written here, never through ``group``, whose copy of them
-        # would go stale.
-        self._local = local
         self._nodes: dict[str, zarr.Array] = {}
         self._destination: str | None = None  # where an unsealed new dataset goes
 
@@ -153,7 +146,7 @@ class EpisodeStore:
 
     @property
     def _attributes(self) -> Mapping[str, Any]:
-        return self._local.attributes if self._local is not None else self.group.attrs
+        return self.group.attrs
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -191,53 +184,9 @@ class EpisodeStore:
         if local:  # remains of a creation that a crash cut short (one writer per dataset)
             for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        # The arrays, as (name, shape, chunks, dtype, fill value, Blosc's shuffle). Blosc's LZ4
-        # keeps pace with simulation and rendering; byte shuffling groups the similar bytes of
-        # numbers, which is what compresses in physics states (images are bytes already).
-        arrays: list[tuple[str, tuple[int, ...], tuple[int, ...], str, float, str]] = []
-        for key, (shape, dtype) in row_shapes.items():
-            image = key == "pixels" or key.startswith("pixels/")
-            chunk = PIXEL_CHUNK if image else row_chunk(shape, dtype)
-            fill = np.nan if np.dtype(dtype).kind == "f" else 0
-            shuffle = "noshuffle" if image else "shuffle"
-            arrays.append((f"data/{key}", (0, *shape), (chunk, *shape), dtype, fill, shuffle))
-        for key, dtype in _EPISODE_META.items():
-            arrays.append((f"meta/{key}", (0,), (EPISODE_CHUNK,), dtype, 0, "shuffle"))
-        if factors:
-            width = len(factors["names"])
-            chunks = (EPISODE_CHUNK, width)
-            arrays.append(("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
         marker = {_CREATING: True}
-        # Written without zarr (datasets/chunks.py) where it writes every array's dtype; other
-        # dtypes go through zarr, which spells their metadata or refuses them.
-        if local and all(writes_directly(dtype) for _, _, _, dtype, _, _ in arrays):
-            root = LocalGroup.create(Path(build), marker)
-            for name, shape, chunks, dtype, fill, shuffle in arrays:
-                root.create_array(
-                    name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, shuffle=shuffle
-                )
-            store = cls(None, build, writable=True, local=root)
-        else:
-            import zarr.codecs
-
-            replace = remote_attrs is not None
-            try:
-                group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
-            except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
-                raise DatasetError(
-                    f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
-                    f"choose a new path"
-                ) from None
-            for name, shape, chunks, dtype, fill, shuffle in arrays:
-                group.create_array(
-                    name,
-                    shape=shape,
-                    chunks=chunks,
-                    dtype=dtype,
-                    fill_value=fill,
-                    compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
-                )
-            store = cls(group, build, writable=True)
+        arrays = _array_specs(row_shapes, factors)
+        store = cls._build(build, marker, arrays, replace=remote_attrs is not None)
         # The creation's commit: one write of zarr.json swaps the marker for the attributes.
         store._put_attributes(
             {
@@ -260,6 +209,37 @@ class EpisodeStore:
         if sealed:
             store._move_into_place()
         return store
+
+    @classmethod
+    def _build(
+        cls, build: str, marker: dict[str, Any], arrays: list[ArraySpec], replace: bool
+    ) -> EpisodeStore:
+        """A writable store at ``build`` whose group holds only ``marker`` and the empty
+        ``arrays``; ``replace``: what a creation cut short left at a URL is replaced."""
+        import zarr.codecs
+
+        try:
+            group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
+        except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
+            raise DatasetError(
+                f"{build!r} holds objects but no zarr.json (not a dataset); delete them or "
+                f"choose a new path"
+            ) from None
+        for a in arrays:
+            group.create_array(
+                a.name,
+                shape=a.shape,
+                chunks=a.chunks,
+                dtype=a.dtype,
+                fill_value=a.fill_value,
+                compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=a.shuffle),
+            )
+        return cls(group, build, writable=True)
+
+    @classmethod
+    def warm_up(cls, path: str) -> None:
+        """Import what writing ``path`` needs, so that the first commit does not wait for it."""
+        import zarr  # noqa: F401
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
@@ -296,8 +276,7 @@ class EpisodeStore:
                 f"{path!r} has format_version {attrs['format_version']}, newer than this wmrobot "
                 f"reads ({FORMAT_VERSION}); upgrade wmrobot"
             )
-        writes = LocalGroup(Path(path), attrs) if mode == "a" and is_local(path) else None
-        store = cls(root, path, writable=mode == "a", local=writes)
+        store = cls(root, path, writable=mode == "a")
         # Left-over temporary files of a write that a crash cut short. Object stores leave none:
         # a PUT (or a multipart upload's completion) makes an object appear whole or not at
         # all, and an unfinished multipart upload is no object (a bucket lifecycle rule can
@@ -487,23 +466,13 @@ class EpisodeStore:
         return columns
 
     def _write_grown(self, name: str, at: int, values: np.ndarray) -> None:
-        """Write ``values`` at row ``at`` of the array at ``name``, first growing capacity if
-        needed: in whole chunks, and at least doubling it, so that growing (a metadata write
-        per array) is rare. A local dataset's arrays are written without zarr
-        (:class:`LocalArray`), other layouts and URLs through zarr."""
-        direct = self._local.array(name) if self._local is not None else None
-        array: LocalArray | zarr.Array = direct if direct is not None else self.node(name)
-        chunk = array.chunks[0]
+        """Write ``values`` at row ``at`` of the array at ``name``, growing it first if needed
+        (:func:`grown_shape`)."""
+        array = self.node(name)
         end = at + len(values)
-        if end > array.shape[0]:
-            capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
-            array.resize((capacity, *array.shape[1:]))
-            if direct is not None:  # a zarr handle opened before holds the old shape
-                self._nodes.pop(name, None)
-        if direct is not None:
-            direct.write(at, values)
-        else:
-            array[at:end] = values
+        if (shape := grown_shape(array.shape, array.chunks[0], end)) is not None:
+            array.resize(shape)
+        array[at:end] = values
 
     @property
     def stat_keys(self) -> list[str]:
@@ -543,10 +512,7 @@ class EpisodeStore:
         self._put_attributes({**self._attributes, **values})
 
     def _put_attributes(self, attributes: dict[str, Any]) -> None:
-        if self._local is not None:
-            self._local.put(attributes)
-        else:
-            self.group.attrs.put(attributes)
+        self.group.attrs.put(attributes)
 
     def seal(self) -> None:
         """Finish a new dataset: drop the creation marker (one write) and, locally, rename the
@@ -560,8 +526,6 @@ class EpisodeStore:
         if self._destination is not None and self._destination != self.path:
             os.rename(self.path, self._destination)
             self.path, self._group, self._nodes = self._destination, None, {}
-            if self._local is not None:
-                self._local = LocalGroup(Path(self.path), self._local.attributes)
         self._destination = None
 
     def discard(self) -> None:
@@ -595,6 +559,57 @@ class EpisodeStore:
                     **{k: v[a:b] for k, v in rows.items()},
                     **{k: v[lo + i] for k, v in meta.items()},
                 }
+
+
+class ArraySpec(NamedTuple):
+    """One array of a new dataset: where, its (empty) shape, chunks, dtype, fill and Blosc's
+    shuffle."""
+
+    name: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    fill_value: float
+    shuffle: str
+
+
+def _array_specs(
+    row_shapes: Mapping[str, tuple[tuple[int, ...], str]], factors: Mapping[str, Any] | None
+) -> list[ArraySpec]:
+    """A new dataset's arrays. Blosc's LZ4 keeps pace with simulation and rendering; byte
+    shuffling groups the similar bytes of numbers (images are bytes already)."""
+    arrays = []
+    for key, (shape, dtype) in row_shapes.items():
+        image = key == "pixels" or key.startswith("pixels/")
+        chunk = PIXEL_CHUNK if image else row_chunk(shape, dtype)
+        fill = np.nan if np.dtype(dtype).kind == "f" else 0
+        shuffle = "noshuffle" if image else "shuffle"
+        arrays.append(ArraySpec(f"data/{key}", (0, *shape), (chunk, *shape), dtype, fill, shuffle))
+    for key, dtype in _EPISODE_META.items():
+        arrays.append(ArraySpec(f"meta/{key}", (0,), (EPISODE_CHUNK,), dtype, 0, "shuffle"))
+    if factors:
+        width = len(factors["names"])
+        chunks = (EPISODE_CHUNK, width)
+        arrays.append(ArraySpec("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
+    return arrays
+
+
+def grown_shape(shape: tuple[int, ...], chunk: int, end: int) -> tuple[int, ...] | None:
+    """The shape an array of ``shape`` (``chunk`` rows a chunk) grows to so that rows up to
+    ``end`` fit, None if they do already: whole chunks, at least doubling, so that growing (a
+    metadata write per array) is rare."""
+    if end <= shape[0]:
+        return None
+    return (-(-max(end, 2 * shape[0]) // chunk) * chunk, *shape[1:])
+
+
+def episode_row_shapes(episode: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The ``row_shapes`` of :meth:`EpisodeStore.create` for datasets of episodes like this."""
+    return {
+        k: (v.shape[1:], str(v.dtype))
+        for k, v in episode.items()
+        if isinstance(v, np.ndarray) and v.ndim >= 1
+    }
 
 
 _EPISODE_META = {

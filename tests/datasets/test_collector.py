@@ -413,8 +413,9 @@ def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
 
 def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
     # The writer creates the dataset too, so the stepping process keeps its core for stepping;
-    # and a new local dataset is written without zarr (datasets/chunks.py), so the writer
-    # never loads it either: tenths of a CPU second that would come out of stepping.
+    # and the acceleration layer (on by default) writes a local dataset without zarr
+    # (datasets/accel/chunks.py), so the writer never loads it either. A policy that reacts to
+    # observations is stepped, so this process steps and the writer is a process.
     report = tmp_path / "writer.txt"
     code = (
         "import sys\n"
@@ -426,7 +427,7 @@ def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
         "    return finalize(self, *args, **kwargs)\n"
         "c.EpisodeStore.finalize_stats = finalize_and_report\n"
         "if __name__ == '__main__':\n"
-        f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3)}\n"
+        f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3, fast=None, policy='expert')}\n"
         "    print(r.episodes, r.transitions, 'zarr' in sys.modules, c.os.getpid())\n"
     )
     result = _run_script(tmp_path, code)
