@@ -45,7 +45,7 @@ from wmrobot.provenance import git_revision, versions
 # default batches are committed by time, not by count: what a crash can lose stays bounded.
 FLUSH_SECONDS = 2.0
 KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' columns, at most
-WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
+WRITER_PROCESS_STEPS = 20_000  # collections this long repay a writer process's start
 
 
 @dataclass(frozen=True)
@@ -368,8 +368,8 @@ class _Writer:
         while not self.closed and self.worker.is_alive():
             self._drain(block=True)
         self._drain()
-        # Once closed, everything is committed: a process is left to exit on its own (its
-        # interpreter's teardown takes a few hundred milliseconds nobody needs to wait for).
+        # Once closed, everything is committed: a process is left to exit on its own, since
+        # nobody needs to wait for its interpreter's teardown.
         if isinstance(self.worker, threading.Thread) or not self.closed:
             self.worker.join()
         self._raise()

@@ -122,7 +122,8 @@ class EpisodeStore:
 
     Writers call :meth:`append` with whole episodes; a reader sees only what the last
     commit (one atomic write of the group attributes) covers. Open with :meth:`create`
-    or :meth:`open`.
+    or :meth:`open`. Everything is read and written through zarr's API (the collector's
+    acceleration layer writes local chunks itself: ``accel/store.py``).
 
     >>> store = EpisodeStore.create("d.zarr", env={"id": "wmrobot/PointMaze-v0"}, ...)
     >>> store.append([episode])
