@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import zarr
 
-from wmrobot.datasets import collect
+from wmrobot.datasets import EpisodeStore, collect
 from wmrobot.datasets.accel.store import DirectStore
 from wmrobot.datasets.policies import PolicySpec
+from wmrobot.errors import DatasetError
 
 
 def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array]:
@@ -85,3 +89,64 @@ def test_the_layer_on_and_off_write_the_same_arrays_bit_for_bit(
         a, b = array[:n], accelerated[name][:n]
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert a.tobytes() == b.tobytes(), name  # bit for bit, NaN final actions included
+
+
+def test_fast_path_refuses_what_it_cannot_simulate(tmp_path):
+    for kwargs, reason in (
+        ({"policy": "expert"}, "reacts to observations"),
+        ({"pixels": 16}, "pixels"),
+    ):
+        with pytest.raises(DatasetError, match=reason):
+            collect(
+                str(tmp_path / "d.zarr"), "wmrobot/PointMaze-v0", episodes=1, fast=True, **kwargs
+            )
+        assert not (tmp_path / "d.zarr").exists()
+
+
+def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
+    """Source of a ``c.collect(...)`` call, for the script below."""
+    listed = ", ".join(f"{k}={v!r}" for k, v in {"progress": False, **kwargs}.items())
+    return f"c.collect({str(path)!r}, {env_id!r}, {listed})"
+
+
+def _run_script(tmp_path, code):
+    """Run ``code`` as a script of its own (``__main__``) in a fresh interpreter."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    command = [sys.executable, str(script)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
+    # The writer creates the dataset too, so the stepping process keeps its core for stepping;
+    # and the acceleration layer (on by default) writes a local dataset without zarr
+    # (datasets/accel/chunks.py), so the writer never loads it either. A policy that reacts to
+    # observations is stepped, so this process steps and the writer is a process.
+    report = tmp_path / "writer.txt"
+    code = (
+        "import sys\n"
+        "import wmrobot.datasets.collector as c\n"
+        "c.WRITER_PROCESS_STEPS = 0\n"
+        "finalize = c.EpisodeStore.finalize_stats\n"
+        "def finalize_and_report(self, *args, **kwargs):\n"  # the writer's last step
+        f"    open({str(report)!r}, 'w').write(f\"{{'zarr' in sys.modules}} {{c.os.getpid()}}\")\n"
+        "    return finalize(self, *args, **kwargs)\n"
+        "c.EpisodeStore.finalize_stats = finalize_and_report\n"
+        "if __name__ == '__main__':\n"
+        f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3, policy='expert')}\n"
+        "    print(r.episodes, r.transitions, 'zarr' in sys.modules, c.os.getpid())\n"
+    )
+    result = _run_script(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    n_episodes, n_transitions, loaded, pid = result.stdout.split()
+    assert [n_episodes, n_transitions, loaded] == [
+        str(store.n_episodes),
+        str(store.n_transitions),
+        "False",
+    ]
+    assert store.n_episodes == 3
+    writer_loaded, writer_pid = report.read_text().split()
+    assert writer_pid != pid  # a writer process, not this one's thread
+    assert writer_loaded == "False"
+    store.check_contents()  # and zarr reads what it wrote, statistics included
