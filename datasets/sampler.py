@@ -290,7 +290,7 @@ class WindowSampler(torch.utils.data.Dataset):
     def _read(self, key: str, rows: torch.Tensor) -> torch.Tensor:
         if self._data is not None:
             data = self._data[key]
-            # index_select copies whole rows: 10x faster than data[rows] on (N, H, W, C) pixels.
+            # index_select copies whole rows, where data[rows] gathers (N, H, W, C) pixels slowly.
             return data.index_select(0, rows.reshape(-1)).view(*rows.shape, *data.shape[1:])
         if self._pid != os.getpid():  # unpickled, or forked into a worker: reopen
             store = EpisodeStore.open(self.path)
