@@ -1,11 +1,12 @@
 """How collection scales with workers: the collector with N workers ÷ N bare loops in parallel.
 
-On HalfCheetah-v5, state only, uniform random actions, stepping the env (``fast=False``; the
-same seeds and actions everywhere): for each N, the collector with ``workers=N``, and N bare
-gymnasium loops that take the same episodes from one shared queue, as the collector's workers
-do (so that neither side waits on a straggler the other would not), each side in processes
-started and imported before the clock starts; each round measures every row once. N bare loops
-are what N processes can step on this machine without storing anything: the ceiling of any
+On HalfCheetah-v5, state only, uniform random actions, stepping the env (the acceleration
+layer's rollout left out, its chunk writer kept, as for a policy that reacts; the same seeds
+and actions everywhere): for each N, the collector with ``workers=N``, and N bare gymnasium
+loops that take the same episodes from one shared queue, as the collector's workers do (so
+that neither side waits on a straggler the other would not), each side in processes started
+and imported before the clock starts; each round measures every row once. N bare loops are
+what N processes can step on this machine without storing anything: the ceiling of any
 collector with N workers. Run on a machine with at least N cores:
 
     python benchmarks/collect_scaling.py [--workers 2,4,8] [--episodes-per-worker 16] [--rounds 3]
@@ -44,8 +45,8 @@ def main() -> None:
 
     def ours(workers: int, episodes: int) -> float:
         path = tmp / f"w{workers}.zarr"
-        kwargs = {"episodes": episodes, "seed": args.seed, "workers": workers, "fast": False}
-        steps, seconds, _ = collect_in_process(path, **kwargs)
+        kwargs = {"episodes": episodes, "seed": args.seed, "workers": workers}
+        steps, seconds, _ = collect_in_process(path, stepping=True, **kwargs)
         assert steps == episodes * 1000, steps  # the same episodes as the bare loops
         return steps / seconds
 

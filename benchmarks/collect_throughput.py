@@ -15,7 +15,6 @@ settings. Run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing as mp
 import os
 import re
@@ -25,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from unittest.mock import patch
 
 import gymnasium as gym
 import mujoco
@@ -116,9 +114,15 @@ def parallel_bare_loops(episodes: int, seed: int, processes: int = 2) -> float:
     return sum(n for n, _, _ in done) / (max(end for _, end, _ in done) - start)
 
 
-def _collect_part(go: mp.Event, out: mp.Queue, path: str, kwargs: dict) -> None:
+def _collect_part(go: mp.Event, out: mp.Queue, path: str, kwargs: dict, stepping: bool) -> None:
     """One collection in a process of its own, as a user's ``wmrobot collect`` runs it: its
-    imports and a first ``gym.make`` are done before ``go``, as the bare loop's are."""
+    imports and a first ``gym.make`` are done before ``go``, as the bare loop's are.
+    ``stepping``: the env is stepped, as for a policy that reacts to observations, with the
+    rest of the acceleration layer (its chunk writer) as the default collection uses it."""
+    if stepping:  # no observer: the layer's rollout does not apply
+        from wmrobot.datasets.accel import rollout
+
+        rollout.OBSERVERS.clear()
     gym.make(ENV).close()
     out.put(None)
     go.wait()
@@ -130,11 +134,14 @@ def _collect_part(go: mp.Event, out: mp.Queue, path: str, kwargs: dict) -> None:
     out.put((result.transitions, seconds, cpu_seconds() - cpu))
 
 
-def collect_in_process(path: Path, **kwargs: object) -> tuple[int, float, float]:
+def collect_in_process(
+    path: Path, stepping: bool = False, **kwargs: object
+) -> tuple[int, float, float]:
     """``collect(path, ENV, **kwargs)`` afresh at ``path``, in a process of its own
     (:func:`_collect_part`): the transitions, seconds and core-seconds it took."""
     shutil.rmtree(path, ignore_errors=True)
-    _, [done] = when_ready(_collect_part, (str(path), {"progress": False, **kwargs}))
+    args = (str(path), {"progress": False, **kwargs}, stepping)
+    _, [done] = when_ready(_collect_part, args)
     return done
 
 
@@ -184,12 +191,12 @@ def timed(fn: Callable[[], object], name: str | None = None) -> tuple[float, obj
 
 def commit_cost(episodes: int = 60, per_commit: int = 10, rounds: int = 5) -> tuple[float, float]:
     """CPU milliseconds per episode that commits of ``per_commit`` HalfCheetah episodes take,
-    as the store writes them (chunk files and array metadata written directly,
-    datasets/chunks.py) and through zarr's own array writes and resizes (the commit's one write
-    of the attributes is the same in both), alternating round by round; medians."""
-    from wmrobot.datasets.chunks import LocalGroup
-    from wmrobot.datasets.collector import _row_shapes
+    written by the acceleration layer's DirectStore (chunk files and array metadata written
+    directly) and by the plain EpisodeStore (zarr's own array writes and resizes), alternating
+    round by round; medians."""
+    from wmrobot.datasets.accel.store import DirectStore
     from wmrobot.datasets.episodes import run_episode
+    from wmrobot.datasets.store import episode_row_shapes
 
     env = gym.make(ENV)
     policy = RandomPolicy(env.action_space)
@@ -201,22 +208,16 @@ def commit_cost(episodes: int = 60, per_commit: int = 10, rounds: int = 5) -> tu
         for r in range(rounds):
             for ours in (True, False):
                 path = tmp / f"{r}-{ours}.zarr"
-                store = EpisodeStore.create(
+                store = (DirectStore if ours else EpisodeStore).create(
                     path,
                     env={"id": ENV, "kwargs": {}},
                     spaces={},
-                    row_shapes=_row_shapes(made[0]),
+                    row_shapes=episode_row_shapes(made[0]),
                     collector={},
                 )
-                # zarr's way: no array is found fit to be written directly
-                with (
-                    contextlib.nullcontext()
-                    if ours
-                    else patch.object(LocalGroup, "array", return_value=None)
-                ):
-                    start = time.process_time()
-                    for i in range(episodes // per_commit):
-                        store.append(made[(i % 2) * per_commit : (i % 2 + 1) * per_commit])
+                start = time.process_time()
+                for i in range(episodes // per_commit):
+                    store.append(made[(i % 2) * per_commit : (i % 2 + 1) * per_commit])
                 cpu[ours].append((time.process_time() - start) * 1000 / episodes)
                 shutil.rmtree(path)
     finally:
@@ -246,8 +247,8 @@ def main() -> None:
         return t, n
 
     configs = {
-        "1 worker (env.step)": {"workers": 1, "fast": False},
-        "2 workers (env.step)": {"workers": 2, "fast": False},
+        "1 worker (env.step)": {"workers": 1, "stepping": True},
+        "2 workers (env.step)": {"workers": 2, "stepping": True},
         "2 workers (default: fast path)": {"workers": 2},
     }
     try:

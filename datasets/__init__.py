@@ -12,8 +12,8 @@ from wmrobot.datasets.replay import ReplayResult, replay, restore
 from wmrobot.datasets.store import EpisodeStore
 
 # Loaded on first use: a collector worker imports wmrobot.datasets.episodes, which imports this
-# package first, and should not pay for the collector (tqdm, the fast path) or torch (the
-# sampler) to start.
+# package first, and should not pay for the collector (tqdm, the acceleration layer) or torch
+# (the sampler) to start.
 _LAZY = {
     "collect": "collector",
     "Normalizer": "sampler",

@@ -1,14 +1,22 @@
-"""Collect episodes from any Gymnasium MuJoCo env into an EpisodeStore, resumable to a target."""
+"""Collect episodes from any Gymnasium MuJoCo env into an EpisodeStore, resumable to a target.
+
+The plain path: worker processes step the env (``episodes.py``), and one writer, a thread or
+a process of its own, appends their episodes in order through zarr's API. The optional
+acceleration layer (``accel/``) may swap in a faster way to simulate or to write, through
+one call in :func:`collect`.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import multiprocessing as mp
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmrobot.datasets.accel import accelerate
 from wmrobot.datasets.episodes import (
     can_fork,
     die_with_parent,
@@ -26,12 +35,17 @@ from wmrobot.datasets.episodes import (
     only_workers_step,
     pixel_kwargs,
 )
-from wmrobot.datasets.fastpath import fast_episodes, unsupported_reason
-from wmrobot.datasets.policies import PolicySpec
+from wmrobot.datasets.policies import Policy, PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
-from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local
+from wmrobot.datasets.store import EpisodeStore, dataset_exists, episode_row_shapes
 from wmrobot.errors import DatasetError
 from wmrobot.provenance import git_revision, versions
+
+# Each commit has a fixed cost (a dozen file writes, whatever the number of rows), so by
+# default batches are committed by time, not by count: what a crash can lose stays bounded.
+FLUSH_SECONDS = 2.0
+KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' columns, at most
+WRITER_PROCESS_STEPS = 20_000  # collections this long repay a writer process's start
 
 
 @dataclass(frozen=True)
@@ -42,53 +56,251 @@ class CollectResult:
     seconds: float
 
 
-def _spec_json(env: gym.Env) -> str | None:
-    """The env's gymnasium spec as JSON (None for an env whose entry point is a callable)."""
+@dataclass(frozen=True)
+class Route:
+    """How a collection makes its episodes and writes them."""
+
+    episodes: Callable[[Iterator[int]], Iterator[dict[str, Any]]]  # seeds -> episodes, in order
+    steps_here: bool  # whether this process steps envs in Python (then a writer takes the GIL)
+    store: type[EpisodeStore]  # what the writer creates or opens the dataset with
+    simulation: str  # recorded as provenance only: every route gives the same rows
+
+
+def collect(
+    path: str,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    policy: PolicySpec | str = "random",
+    episodes: int = 100,
+    steps: int | None = None,
+    seed: int = 0,
+    flush_every: int | None = None,
+    workers: int = 1,
+    pixels: int | None = None,
+    fast: bool | None = None,
+    progress: bool = True,
+) -> CollectResult:
+    """Collect until the dataset at ``path`` holds ``episodes`` episodes, or, when ``steps``
+    is given, at least ``steps`` transitions (whole episodes); creates or resumes it.
+
+    ``workers`` processes step environments; one writer commits. Finished episodes are
+    committed every ``flush_every`` episodes, or by default about every ``FLUSH_SECONDS``
+    seconds, so a crash loses at most that much (plus what is in flight); the dataset is the
+    same for any number of workers and any commit grouping. ``pixels=N`` also stores each
+    row's N x N camera image (``data/pixels``, uint8), rendered offscreen. ``policy`` is a
+    :class:`PolicySpec` or a policy name with default parameters.
+
+    ``fast``: the acceleration layer (``wmrobot.datasets.accel``): ``mujoco.rollout`` for
+    open-loop policies and direct chunk writes for a local dataset, the same dataset as the
+    plain path. ``None`` uses each wherever it applies, ``False`` never, and ``True`` refuses
+    in one line where the rollout cannot apply.
+    """
+    _check_request(episodes, steps, flush_every, workers, pixels)
+    policy = PolicySpec(policy) if isinstance(policy, str) else policy
+    policy.check()
+    env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
+    env, act = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
     try:
-        return env.spec.to_json() if env.spec is not None else None
-    except ValueError:
+        route = _plain_route(env, act, env_id, env_kwargs, policy, workers)
+        # The one seam with the acceleration layer: without it, the plain route stands.
+        route = accelerate(route, fast, env, env_id, env_kwargs, policy, pixels, path, workers)
+        spaces = describe_spaces(env.observation_space, env.action_space)
+        store = _resumable(path, env_id, env_kwargs, spaces, seed, policy)
+        record = {
+            "env": {"id": env_id, "kwargs": env_kwargs, "spec": _spec_json(env)},
+            "spaces": spaces,
+            "collector": {**policy.record(), "seed": seed, "simulation": route.simulation},
+        }
+        start = time.perf_counter()
+        final = _run(
+            path, env, store, route, record, episodes, steps, seed, flush_every, workers, progress
+        )
+    finally:
+        env.close()
+    if final is None:  # the writer did not see every row: read the counts, finish the stats
+        store = EpisodeStore.open(path, mode="a")
+        if any("q01" not in store.attrs["stats"].get(k, {}) for k in store.stat_keys):
+            store.finalize_stats()  # also after a crash
+        final = (store.n_episodes, store.n_transitions)
+    return CollectResult(path, *final, seconds=time.perf_counter() - start)
+
+
+def _check_request(
+    episodes: int, steps: int | None, flush_every: int | None, workers: int, pixels: int | None
+) -> None:
+    if episodes <= 0:
+        raise DatasetError(f"episodes must be a positive count, got {episodes}")
+    if steps is not None and steps <= 0:
+        raise DatasetError(f"steps must be a positive count, got {steps}")
+    if flush_every is not None and flush_every < 1:
+        raise DatasetError(f"flush_every must be a positive count of episodes, got {flush_every}")
+    if workers < 1:
+        raise DatasetError(f"workers must be >= 1, got {workers}")
+    if pixels is not None and pixels < 8:
+        raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
+
+
+def _plain_route(
+    env: gym.Env,
+    act: Policy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy: PolicySpec,
+    workers: int,
+) -> Route:
+    """Step the env in ``workers`` processes (this one's env included) and write through zarr."""
+    # Where workers fork, every episode is stepped in one, and this process only writes.
+    pooled = only_workers_step(env, env_kwargs, policy, workers)
+    episodes = functools.partial(
+        episodes_in_order,
+        env_id,
+        env_kwargs,
+        policy,
+        workers=workers,
+        made=(env, act),
+        pooled=pooled,
+    )
+    return Route(episodes, steps_here=not pooled, store=EpisodeStore, simulation="env.step")
+
+
+def _resumable(
+    path: str,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    spaces: dict[str, Any],
+    seed: int,
+    policy: PolicySpec,
+) -> EpisodeStore | None:
+    """The dataset at ``path`` if there is one, checked to hold this env, spaces, seed and
+    policy (resuming anything else would mix two collections); None for a new one."""
+    if not dataset_exists(path):
         return None
+    store = EpisodeStore.open(path, mode="a")
+    env_record = store.attrs["env"]
+    if env_record["id"] != env_id or env_record["kwargs"] != env_kwargs:
+        raise DatasetError(
+            f"{path!r} holds {env_record['id']} {env_record['kwargs']}, "
+            f"not {env_id} {env_kwargs}; collect into a new path"
+        )
+    recorded = store.attrs["spaces"]
+    for key in ("observation", "action"):
+        if recorded.get(key) != spaces[key]:
+            raise DatasetError(
+                f"{path!r} holds {key} space {recorded.get(key)}, but the env now has "
+                f"{spaces[key]}; collect into a new path"
+            )
+    previous = store.attrs["collector"]
+    for key, value in {"seed": seed, **policy.record()}.items():
+        if previous.get(key) != value:
+            raise DatasetError(
+                f"{path!r} was collected with {key}={previous.get(key)}, not {value}; "
+                f"resume it with the same {key} or collect into a new path"
+            )
+    return store
 
 
-def _row_shapes(episode: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {
-        k: (v.shape[1:], str(v.dtype))
-        for k, v in episode.items()
-        if isinstance(v, np.ndarray) and v.ndim >= 1
-    }
-
-
-def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | None:
-    """The names (in the order of ``meta/factors``' columns) and ranges of the env's factors
-    of variation, for envs whose resets report them."""
-    if "factors" not in episode:
+def _run(
+    path: str,
+    env: gym.Env,
+    store: EpisodeStore | None,
+    route: Route,
+    record: dict[str, Any],
+    episodes: int,
+    steps: int | None,
+    seed: int,
+    flush_every: int | None,
+    workers: int,
+    progress: bool,
+) -> tuple[int, int] | None:
+    """Run episodes from where ``store`` stands until the target, handing them to one writer;
+    returns (episodes, transitions) where the writer saw every row, else None."""
+    done = store.n_episodes if store else 0
+    held = store.n_transitions if store else 0
+    if (held >= steps) if steps else (done >= episodes):
         return None
-    ranges = getattr(env.unwrapped, "factor_ranges", {})
+    bar = tqdm(
+        total=steps or episodes,
+        initial=held if steps else done,
+        desc="collect",
+        unit="step" if steps else "ep",
+        disable=None if progress else True,
+        leave=False,
+    )
+    schedule = _CommitSchedule(flush_every, workers, episodes, steps, done, held)
+    indices = itertools.count(done) if steps else range(done, episodes)
+    stream = route.episodes(episode_seed(seed, index) for index in indices)
+    writer = None
+    if route.steps_here and _long(env, episodes - done, steps, held) and can_fork():
+        # Stepping here and writing in a thread would compete for the GIL; a process writes
+        # beside it. Started now, so its imports overlap the first episodes.
+        writer = _Writer(path, route.store, bar, count_steps=bool(steps), process=True)
+    buffer: list[dict[str, Any]] = []
+    try:
+        for index, episode in enumerate(stream, start=done):
+            buffer.append(episode)
+            held += len(episode["action"]) - 1
+            reached = held >= steps if steps else index == episodes - 1
+            if writer is None:  # a thread, started after the pool's workers forked
+                writer = _Writer(path, route.store, bar, count_steps=bool(steps), process=False)
+            if store is None and index == done:  # created by the writer, beside the stepping
+                writer.create(**_creation(record, env, episode))
+            if schedule.due(index, held, reached, len(buffer)):
+                # Emptied first: a Ctrl-C during the hand-over must not hand these over again.
+                handed, buffer = buffer, []
+                writer.put(handed)
+            if reached:
+                break
+    except KeyboardInterrupt:  # keep the episodes that are finished
+        if writer is not None and buffer:
+            writer.put(buffer)
+        raise
+    finally:  # also on an error: episodes handed over are committed; nothing is left open
+        stream.close()
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            bar.close()
+    return writer.final if writer is not None else None
+
+
+def _long(env: gym.Env, episodes_left: int, steps: int | None, held: int) -> bool:
+    """Whether a collection is long enough to repay starting a writer process."""
+    limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
+    remaining = steps - held if steps else episodes_left * limit
+    return remaining >= WRITER_PROCESS_STEPS
+
+
+def _creation(record: dict[str, Any], env: gym.Env, episode: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`EpisodeStore.create`'s arguments for a dataset of episodes like ``episode``."""
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return {
-        "names": list(episode["factors"]),
-        "ranges": {k: list(v) for k, v in ranges.items()},
+        "env": record["env"],
+        "spaces": record["spaces"],
+        "row_shapes": episode_row_shapes(episode),
+        "factors": _factor_record(env, episode),
+        "collector": {**record["collector"], "created": created},
     }
-
-
-# Each commit has a fixed cost (a dozen file writes, whatever the number of rows), so by
-# default batches are committed by time, not by count: what a crash can lose stays bounded.
-FLUSH_SECONDS = 2.0
-KEEP_BYTES = 256 * 2**20  # the writer keeps this much of the statistics' columns, at most
-WRITER_PROCESS_STEPS = 20_000  # about two seconds of stepping: a process start is worth it
 
 
 class _Writer:
     """Appends (and so commits) batches of episodes in order, away from the collecting loop,
     so that compression and storage overlap with simulation; at most ``depth`` batches wait.
 
-    It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux):
-    where this process steps the env too (one worker, or beside spawned workers), a writing
-    thread would take the GIL from stepping, while a process writes beside it. A new dataset
-    is created by the writer too (:meth:`create`, before the first batch), so that with a
-    writer process the collecting process need not load the storage stack at all.
+    It runs in a thread, or with ``process=True`` in a process of its own, forked (Linux),
+    which does not take the GIL from a process that steps. It creates a new dataset too
+    (:meth:`create`), so that the collecting process need not load the storage stack.
     """
 
-    def __init__(self, path: str, bar: tqdm, count_steps: bool, process: bool, depth: int = 2):
+    def __init__(
+        self,
+        path: str,
+        store: type[EpisodeStore],
+        bar: tqdm,
+        count_steps: bool,
+        process: bool,
+        depth: int = 2,
+    ) -> None:
         self.path, self.bar, self.count_steps = path, bar, count_steps
         if process:
             # Forked, never spawned: a spawned process would import the user's script afresh,
@@ -96,11 +308,11 @@ class _Writer:
             # thread, executor and locks in a forked child (os.register_at_fork).
             ctx = mp.get_context("fork")
             self.queue, self.done = ctx.Queue(depth), ctx.Queue()
-            args = (path, self.queue, self.done, os.getpid())
+            args = (path, self.queue, self.done, os.getpid(), store)
             self.worker: Any = ctx.Process(target=_write_batches, args=args, daemon=True)
         else:
             self.queue, self.done = queue.Queue(depth), queue.Queue()
-            args = (path, self.queue, self.done, None)
+            args = (path, self.queue, self.done, None, store)
             self.worker = threading.Thread(target=_write_batches, args=args, daemon=True)
         with forking_quietly():
             self.worker.start()
@@ -156,25 +368,25 @@ class _Writer:
         while not self.closed and self.worker.is_alive():
             self._drain(block=True)
         self._drain()
-        # Once closed, everything is committed: a process is left to exit on its own (its
-        # interpreter's teardown takes a few hundred milliseconds nobody needs to wait for).
+        # Once closed, everything is committed: a process is left to exit on its own, since
+        # nobody needs to wait for its interpreter's teardown.
         if isinstance(self.worker, threading.Thread) or not self.closed:
             self.worker.join()
         self._raise()
 
 
-def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> None:
+def _write_batches(
+    path: str,
+    batches: Any,
+    done: Any,
+    parent: int | None,
+    store_type: type[EpisodeStore] = EpisodeStore,
+) -> None:
     """The writer's loop: append each batch in order, report each commit, until ``None``.
     A dict before the first batch holds the arguments that create the dataset."""
     if parent is not None:  # a writer process
         die_with_parent(parent)
-    # Loaded now, while the first episodes run, not in a commit's way: what writes the
-    # dataset, numcodecs (Blosc) for a local one, which is written without zarr
-    # (datasets/chunks.py), zarr for one at a URL.
-    import numcodecs  # noqa: F401
-
-    if not is_local(path):
-        import zarr  # noqa: F401
+    store_type.warm_up(path)  # while the first episodes run, not in a commit's way
 
     store, error = None, None
     # The statistics' columns of a dataset this writer fills from empty, kept (up to a cap)
@@ -187,13 +399,13 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
             continue  # drain, so that the collector never blocks on a failed writer
         try:
             if isinstance(batch, dict):  # created at once, while the next episodes run
-                # provenance looked up here, not in the collecting process's way
+                # Provenance is looked up here, not in the collecting process's way.
                 record = {
                     **(batch.get("collector") or {}),
                     "versions": versions(),
                     "git_revision": git_revision(),
                 }
-                store, kept = EpisodeStore.create(path, **{**batch, "collector": record}), []
+                store, kept = store_type.create(path, **{**batch, "collector": record}), []
                 continue
             while True:  # whatever queued up meanwhile goes into the same commit
                 try:
@@ -205,7 +417,7 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
                     break
                 batch = batch + more
             if store is None:
-                store = EpisodeStore.open(path, mode="a")
+                store = store_type.open(path, mode="a")
                 kept = [] if store.n_rows == 0 else None
             columns = store.append(batch)
         except Exception as e:  # reported to the collecting process, which raises it
@@ -226,196 +438,73 @@ def _write_batches(path: str, batches: Any, done: Any, parent: int | None) -> No
     done.put(("closed", final))
 
 
-def collect(
-    path: str,
-    env_id: str,
-    env_kwargs: dict[str, Any] | None = None,
-    policy: PolicySpec | str = "random",
-    episodes: int = 100,
-    steps: int | None = None,
-    seed: int = 0,
-    flush_every: int | None = None,
-    workers: int = 1,
-    pixels: int | None = None,
-    fast: bool | None = None,
-    progress: bool = True,
-) -> CollectResult:
-    """Collect until the dataset at ``path`` holds ``episodes`` episodes, or, when ``steps``
-    is given, at least ``steps`` transitions (whole episodes); creates or resumes it.
+class _CommitSchedule:
+    """When the collecting loop hands what waits to the writer: every ``flush_every``
+    episodes, or by default every ``FLUSH_SECONDS``, and by time also ahead of the end.
 
-    ``workers`` processes step environments; one writer commits. Finished episodes are
-    committed every ``flush_every`` episodes, or by default about every ``FLUSH_SECONDS``
-    seconds, so a crash loses at most that much (plus what is in flight); the dataset is the
-    same for any number of workers and any commit grouping. ``pixels=N``
-    also stores each row's N x N camera image (``data/pixels``, uint8), rendered offscreen.
-    ``policy`` is a :class:`PolicySpec` or a policy name with default parameters.
-
-    ``fast``: simulate open-loop policies (random actions) in batches with ``mujoco.rollout``
-    on ``workers`` threads and compute observations from the states (the same rows as
-    stepping the env); ``None`` uses it wherever it applies, ``False`` always steps the env.
+    Once the last ``workers`` episodes are running, what waits is committed alongside them,
+    so that the closing commit, which nothing overlaps, holds only those. And once before,
+    when about a quarter of a flush interval's stepping is left: otherwise the commit then
+    due would still be running when the last episodes arrive.
     """
-    if episodes <= 0:
-        raise DatasetError(f"episodes must be a positive count, got {episodes}")
-    if steps is not None and steps <= 0:
-        raise DatasetError(f"steps must be a positive count, got {steps}")
-    if flush_every is not None and flush_every < 1:
-        raise DatasetError(f"flush_every must be a positive count of episodes, got {flush_every}")
-    if workers < 1:
-        raise DatasetError(f"workers must be >= 1, got {workers}")
-    policy = PolicySpec(policy) if isinstance(policy, str) else policy
-    policy.check()
-    if pixels is not None and pixels < 8:
-        raise DatasetError(f"pixels={pixels} is too small: give an image size >= 8 (e.g. 64)")
-    env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
-    env, act = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
-    reason = unsupported_reason(env, policy, pixels)
-    if fast and reason:
-        env.close()
-        raise DatasetError(f"fast=True cannot collect this: {reason}; collect with fast=False")
-    fast = reason is None if fast is None else fast
-    spaces = describe_spaces(env.observation_space, env.action_space)
-    env_record = {
-        "id": env_id,
-        "kwargs": env_kwargs,
-        "spec": _spec_json(env),
-    }
 
-    store = None
-    if dataset_exists(path):
-        store = EpisodeStore.open(path, mode="a")
-        if store.attrs["env"]["id"] != env_id or store.attrs["env"]["kwargs"] != env_kwargs:
-            raise DatasetError(
-                f"{path!r} holds {store.attrs['env']['id']} {store.attrs['env']['kwargs']}, "
-                f"not {env_id} {env_kwargs}; collect into a new path"
-            )
-        recorded, current = store.attrs["spaces"], spaces
-        for key in ("observation", "action"):
-            if recorded.get(key) != current[key]:
-                raise DatasetError(
-                    f"{path!r} holds {key} space {recorded.get(key)}, but the env now has "
-                    f"{current[key]}; collect into a new path"
-                )
-        previous = store.attrs["collector"]
-        asked = {"seed": seed, **policy.record()}
-        for key, value in asked.items():
-            if previous.get(key) != value:
-                raise DatasetError(
-                    f"{path!r} was collected with {key}={previous.get(key)}, not {value}; "
-                    f"resume it with the same {key} or collect into a new path"
-                )
-    start = time.perf_counter()
-    done = store.n_episodes if store else 0
-    held = store.n_transitions if store else 0
-    buffer: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=steps or episodes,
-        initial=held if steps else done,
-        desc="collect",
-        unit="step" if steps else "ep",
-        disable=None if progress else True,
-        leave=False,
-    )
-    indices = itertools.count(done) if steps else range(done, episodes)
-    seeds = (episode_seed(seed, index) for index in indices)
-    # With worker processes that fork, every episode is stepped in one, and this process
-    # only receives them and writes (see below).
-    pooled = not fast and only_workers_step(env, env_kwargs, policy, workers)
-    stream = (
-        fast_episodes(env_id, env_kwargs, policy, seeds, threads=workers)
-        if fast
-        else episodes_in_order(env_id, env_kwargs, policy, seeds, workers, (env, act), pooled)
-    )
-    reached = held >= steps if steps else done >= episodes
-    last = time.perf_counter()
-    closing = False  # whether the commit before the closing one is handed over
-    early = False  # whether the one before that is
-    start_held = held
-    created = store is not None
-    writer: _Writer | None = None
-    # Stepping in this process and writing in a thread compete for the GIL; on collections
-    # long enough to repay its start-up, a writer process avoids that. Where this process
-    # does not step (the fast path simulates in mujoco.rollout, which releases the GIL, and
-    # pooled workers step in processes of their own), a thread writes: it takes the episodes
-    # as they come, with no second hand-over to another process.
-    horizon = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
-    remaining = steps - held if steps else (episodes - done) * horizon
-    steps_here = not fast and not pooled
-    own_process = steps_here and remaining >= WRITER_PROCESS_STEPS and can_fork()
-    if own_process and not reached:  # started now, its imports overlap the first episodes
-        writer = _Writer(path, bar, count_steps=bool(steps), process=True)
+    def __init__(
+        self,
+        flush_every: int | None,
+        workers: int,
+        episodes: int,
+        steps: int | None,
+        done: int,
+        held: int,
+    ) -> None:
+        self.flush_every, self.workers = flush_every, workers
+        self.episodes, self.steps, self.done, self.start_held = episodes, steps, done, held
+        self.start = self.last = time.perf_counter()
+        self.closing = False  # whether the commit before the closing one is handed over
+        self.early = False  # whether the one before that is
+
+    def due(self, index: int, held: int, reached: bool, waiting: int) -> bool:
+        """Whether to hand over the ``waiting`` episodes now, episode ``index`` just in."""
+        now = time.perf_counter()
+        if self.flush_every:
+            due = waiting >= self.flush_every
+        else:
+            due = now - self.last >= FLUSH_SECONDS
+            if not self.closing and not reached:
+                ran = index - self.done + 1
+                left = self._episodes_left(index, held, ran)
+                left_seconds = left * (now - self.start) / ran
+                # The pace is known from the second episode on.
+                if not self.early and ran > 1 and left_seconds <= FLUSH_SECONDS / 4:
+                    due = self.early = True
+                if left <= self.workers:
+                    due = self.closing = True
+        if due or reached:
+            self.last = now
+        return due or reached
+
+    def _episodes_left(self, index: int, held: int, ran: int) -> int:
+        if not self.steps:
+            return self.episodes - 1 - index
+        mean = (held - self.start_held) / ran  # from this run's episodes
+        return int(np.ceil((self.steps - held) / max(mean, 1.0)))
+
+
+def _spec_json(env: gym.Env) -> str | None:
+    """The env's gymnasium spec as JSON (None for an env whose entry point is a callable)."""
     try:
-        for index, episode in enumerate(stream if not reached else (), start=done):
-            buffer.append(episode)
-            held += len(episode["action"]) - 1
-            reached = held >= steps if steps else index == episodes - 1
-            if writer is None:  # a thread: started only now, after the pool's workers forked
-                writer = _Writer(path, bar, count_steps=bool(steps), process=False)
-            if not created:  # by the writer, which loads zarr there, not here
-                created = True
-                writer.create(
-                    env=env_record,
-                    spaces=spaces,
-                    row_shapes=_row_shapes(buffer[0]),
-                    factors=_factor_record(env, buffer[0]),
-                    collector={
-                        **policy.record(),
-                        "seed": seed,
-                        # Provenance only: both give the same rows.
-                        "simulation": "mujoco.rollout" if fast else "env.step",
-                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    },
-                )
-            now = time.perf_counter()
-            due = len(buffer) >= flush_every if flush_every else now - last >= FLUSH_SECONDS
-            if not flush_every and not closing and not reached:
-                # Once the last episodes are running, commit what waits, alongside them, so
-                # that the closing commit, which nothing overlaps, holds only those.
-                if steps:  # episodes left, from the mean length of this run's episodes
-                    mean = (held - start_held) / (index - done + 1)
-                    left = int(np.ceil((steps - held) / max(mean, 1.0)))
-                else:
-                    left = episodes - 1 - index
-                # And once before, when a quarter of a flush interval's stepping is left (at
-                # this run's pace, known from its second episode on): what waits then would
-                # otherwise go into that commit, and the writer would still be at it after
-                # the last episode. Each commit costs a few milliseconds whatever it holds,
-                # so this is the only extra one.
-                left_seconds = left * (now - start) / (index - done + 1)
-                if not early and index > done and left_seconds <= FLUSH_SECONDS / 4:
-                    due = early = True
-                if left <= workers:
-                    due = closing = True
-            if due or reached:
-                last = now
-                # Emptied first: a Ctrl-C during the hand-over must not hand these over again.
-                handed, buffer = buffer, []
-                writer.put(handed)
-            if reached:
-                break
-    except KeyboardInterrupt:  # keep the episodes that are finished
-        if writer is not None and buffer:
-            writer.put(buffer)
-        raise
-    finally:  # also on an error: episodes handed over are committed; nothing is left open
-        stream.close()
-        try:
-            if writer is not None:
-                writer.close()
-        finally:
-            bar.close()
-            env.close()
-    if writer is not None and writer.final is not None:
-        episodes, transitions = writer.final
-    else:
-        if store is None or writer is not None:  # this handle has not seen the writer's commits
-            store = EpisodeStore.open(path, mode="a")
-        stats = store.attrs["stats"]
-        if any("q01" not in stats.get(k, {}) for k in store.stat_keys):  # also after a crash
-            store.finalize_stats()
-        episodes, transitions = store.n_episodes, store.n_transitions
-    return CollectResult(
-        path=path,
-        episodes=episodes,
-        transitions=transitions,
-        seconds=time.perf_counter() - start,
-    )
+        return env.spec.to_json() if env.spec is not None else None
+    except ValueError:
+        return None
+
+
+def _factor_record(env: gym.Env, episode: dict[str, Any]) -> dict[str, Any] | None:
+    """The names (in the order of ``meta/factors``' columns) and ranges of the env's factors
+    of variation, for envs whose resets report them."""
+    if "factors" not in episode:
+        return None
+    ranges = getattr(env.unwrapped, "factor_ranges", {})
+    return {
+        "names": list(episode["factors"]),
+        "ranges": {k: list(v) for k, v in ranges.items()},
+    }

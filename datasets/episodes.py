@@ -174,10 +174,9 @@ def episode_rows(
 _WORKER: dict[str, Any] = {}
 # Episodes held in order, at most, per worker: finished ones wait behind one still running.
 LOOKAHEAD = 4
-# What the pipe that brings the workers' episodes back holds (Linux; 1 MiB is the most an
-# unprivileged process may ask for by default): a few state-only episodes, so that a worker
-# writes its episode and steps on, instead of writing 64 KiB (the default) at a time, each
-# time this process has read the last.
+# What the pipe that brings the workers' episodes back holds (Linux; the most an unprivileged
+# process may ask for by default): a few state-only episodes, so that a worker writes its
+# episode in one go and steps on, rather than wait for this process to read each piece.
 RESULT_PIPE_BYTES = 2**20
 
 
@@ -246,9 +245,9 @@ def start_method(env: gym.Env, env_kwargs: dict[str, Any], policy: PolicySpec) -
     """How worker processes start: ``fork`` where the workers run only NumPy and MuJoCo's
     physics (a numpy policy, no rendering, on Linux), else ``spawn``.
 
-    A forked worker starts in milliseconds with everything this process has imported and
-    registered; a spawned one imports gymnasium and MuJoCo afresh and compiles the env's model,
-    about half a second of a core, during which it steps nothing. Fork is unsafe where the
+    A forked worker starts at once with everything this process has imported and
+    registered; a spawned one imports gymnasium and MuJoCo afresh and compiles the env's model
+    before it steps. Fork is unsafe where the
     child would use a library with thread pools or driver state the parent may have set up:
     torch (a stable-baselines3 policy) and OpenGL (pixels).
     """
@@ -262,8 +261,8 @@ def only_workers_step(
 ) -> bool:
     """Whether :func:`episodes_in_order` runs every episode in a worker process, leaving the
     collecting process free to write: with more than one worker where workers fork (they
-    start in milliseconds). Spawned workers take half a second or more to start, during which
-    the collecting process steps in their place, and goes on stepping beside them."""
+    start at once). Spawned workers are slow to start, so the collecting process steps in
+    their place meanwhile, and goes on stepping beside them."""
     return workers > 1 and start_method(env, env_kwargs, policy) == "fork"
 
 

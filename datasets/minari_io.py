@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wmrobot.datasets.collector import _row_shapes
 from wmrobot.datasets.spaces import describe_spaces, space_from_json
-from wmrobot.datasets.store import EpisodeStore, dataset_exists, is_local, normalise_path
+from wmrobot.datasets.store import (
+    EpisodeStore,
+    dataset_exists,
+    episode_row_shapes,
+    is_local,
+    normalise_path,
+)
 from wmrobot.errors import DatasetError, EnvError
 from wmrobot.provenance import git_revision, versions
 
@@ -142,7 +147,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
                     out,
                     env=env,
                     spaces=spaces,
-                    row_shapes=_row_shapes(episodes[0]),
+                    row_shapes=episode_row_shapes(episodes[0]),
                     collector=collector,
                     sealed=False,
                 )

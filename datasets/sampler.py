@@ -11,7 +11,8 @@ import numba
 import numpy as np
 import torch
 
-from wmrobot.datasets.store import STD_FLOOR, EpisodeStore
+from wmrobot.datasets.stats import STD_FLOOR
+from wmrobot.datasets.store import EpisodeStore
 from wmrobot.errors import DatasetError
 
 # Keys stored on the row of the step they belong to: row t holds the action taken from row t's
@@ -289,7 +290,7 @@ class WindowSampler(torch.utils.data.Dataset):
     def _read(self, key: str, rows: torch.Tensor) -> torch.Tensor:
         if self._data is not None:
             data = self._data[key]
-            # index_select copies whole rows: 10x faster than data[rows] on (N, H, W, C) pixels.
+            # index_select copies whole rows, where data[rows] gathers (N, H, W, C) pixels slowly.
             return data.index_select(0, rows.reshape(-1)).view(*rows.shape, *data.shape[1:])
         if self._pid != os.getpid():  # unpickled, or forked into a worker: reopen
             store = EpisodeStore.open(self.path)

@@ -11,11 +11,17 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from wmrobot.datasets.chunks import LocalArray, LocalGroup, writes_directly
+from wmrobot.datasets.stats import (
+    as_columns,
+    merge_moments,
+    quantiles,
+    stat_columns,
+    stats_from_moments,
+)
 from wmrobot.errors import DatasetError
 
 if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
@@ -31,7 +37,6 @@ ROW_CHUNK_MAX = 65536
 ROW_CHUNK_BYTES = 2**19
 PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
-STD_FLOOR = 1e-6  # standardising by the stored stats divides by max(std, STD_FLOOR)
 
 
 def is_local(path: str) -> bool:
@@ -117,7 +122,8 @@ class EpisodeStore:
 
     Writers call :meth:`append` with whole episodes; a reader sees only what the last
     commit (one atomic write of the group attributes) covers. Open with :meth:`create`
-    or :meth:`open`.
+    or :meth:`open`. Everything is read and written through zarr's API (the collector's
+    acceleration layer writes local chunks itself: ``accel/store.py``).
 
     >>> store = EpisodeStore.create("d.zarr", env={"id": "wmrobot/PointMaze-v0"}, ...)
     >>> store.append([episode])
@@ -125,16 +131,10 @@ class EpisodeStore:
     1
     """
 
-    def __init__(
-        self, group: zarr.Group | None, path: str, writable: bool, local: LocalGroup | None = None
-    ) -> None:
-        self._group = group  # opened on first use where ``local`` is given
+    def __init__(self, group: zarr.Group | None, path: str, writable: bool) -> None:
+        self._group = group  # None: opened on first use
         self.path = path
         self.writable = writable
-        # A local dataset open for writing is written without zarr (datasets/chunks.py): its
-        # attributes are read and written here, never through ``group``, whose copy of them
-        # would go stale.
-        self._local = local
         self._nodes: dict[str, zarr.Array] = {}
         self._destination: str | None = None  # where an unsealed new dataset goes
 
@@ -147,7 +147,7 @@ class EpisodeStore:
 
     @property
     def _attributes(self) -> Mapping[str, Any]:
-        return self._local.attributes if self._local is not None else self.group.attrs
+        return self.group.attrs
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
@@ -185,53 +185,9 @@ class EpisodeStore:
         if local:  # remains of a creation that a crash cut short (one writer per dataset)
             for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        # The arrays, as (name, shape, chunks, dtype, fill value, Blosc's shuffle). Blosc's LZ4
-        # keeps pace with simulation and rendering; byte shuffling groups the similar bytes of
-        # numbers, which is what compresses in physics states (images are bytes already).
-        arrays: list[tuple[str, tuple[int, ...], tuple[int, ...], str, float, str]] = []
-        for key, (shape, dtype) in row_shapes.items():
-            image = key == "pixels" or key.startswith("pixels/")
-            chunk = PIXEL_CHUNK if image else row_chunk(shape, dtype)
-            fill = np.nan if np.dtype(dtype).kind == "f" else 0
-            shuffle = "noshuffle" if image else "shuffle"
-            arrays.append((f"data/{key}", (0, *shape), (chunk, *shape), dtype, fill, shuffle))
-        for key, dtype in _EPISODE_META.items():
-            arrays.append((f"meta/{key}", (0,), (EPISODE_CHUNK,), dtype, 0, "shuffle"))
-        if factors:
-            width = len(factors["names"])
-            chunks = (EPISODE_CHUNK, width)
-            arrays.append(("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
         marker = {_CREATING: True}
-        # Written without zarr (datasets/chunks.py) where it writes every array's dtype; other
-        # dtypes go through zarr, which spells their metadata or refuses them.
-        if local and all(writes_directly(dtype) for _, _, _, dtype, _, _ in arrays):
-            root = LocalGroup.create(Path(build), marker)
-            for name, shape, chunks, dtype, fill, shuffle in arrays:
-                root.create_array(
-                    name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, shuffle=shuffle
-                )
-            store = cls(None, build, writable=True, local=root)
-        else:
-            import zarr.codecs
-
-            replace = remote_attrs is not None
-            try:
-                group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
-            except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
-                raise DatasetError(
-                    f"{path!r} holds objects but no zarr.json (not a dataset); delete them or "
-                    f"choose a new path"
-                ) from None
-            for name, shape, chunks, dtype, fill, shuffle in arrays:
-                group.create_array(
-                    name,
-                    shape=shape,
-                    chunks=chunks,
-                    dtype=dtype,
-                    fill_value=fill,
-                    compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
-                )
-            store = cls(group, build, writable=True)
+        arrays = _array_specs(row_shapes, factors)
+        store = cls._build(build, marker, arrays, replace=remote_attrs is not None)
         # The creation's commit: one write of zarr.json swaps the marker for the attributes.
         store._put_attributes(
             {
@@ -254,6 +210,37 @@ class EpisodeStore:
         if sealed:
             store._move_into_place()
         return store
+
+    @classmethod
+    def _build(
+        cls, build: str, marker: dict[str, Any], arrays: list[ArraySpec], replace: bool
+    ) -> EpisodeStore:
+        """A writable store at ``build`` whose group holds only ``marker`` and the empty
+        ``arrays``; ``replace``: what a creation cut short left at a URL is replaced."""
+        import zarr.codecs
+
+        try:
+            group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
+        except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
+            raise DatasetError(
+                f"{build!r} holds objects but no zarr.json (not a dataset); delete them or "
+                f"choose a new path"
+            ) from None
+        for a in arrays:
+            group.create_array(
+                a.name,
+                shape=a.shape,
+                chunks=a.chunks,
+                dtype=a.dtype,
+                fill_value=a.fill_value,
+                compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=a.shuffle),
+            )
+        return cls(group, build, writable=True)
+
+    @classmethod
+    def warm_up(cls, path: str) -> None:
+        """Import what writing ``path`` needs, so that the first commit does not wait for it."""
+        import zarr  # noqa: F401
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
@@ -290,8 +277,7 @@ class EpisodeStore:
                 f"{path!r} has format_version {attrs['format_version']}, newer than this wmrobot "
                 f"reads ({FORMAT_VERSION}); upgrade wmrobot"
             )
-        writes = LocalGroup(Path(path), attrs) if mode == "a" and is_local(path) else None
-        store = cls(root, path, writable=mode == "a", local=writes)
+        store = cls(root, path, writable=mode == "a")
         # Left-over temporary files of a write that a crash cut short. Object stores leave none:
         # a PUT (or a multipart upload's completion) makes an object appear whole or not at
         # all, and an unfinished multipart upload is no object (a bucket lifecycle rule can
@@ -470,34 +456,24 @@ class EpisodeStore:
             rows = [[ep["factors"][n] for n in self.factor_names] for ep in episodes]
             self._write_grown("meta/factors", n_eps, np.asarray(rows, dtype=np.float64))
         columns = stat_columns(episodes, self.stat_keys)
-        moments = _merge_moments(self._attributes["_moments"], columns)
+        moments = merge_moments(self._attributes["_moments"], columns)
         # The commit: everything above is invisible to readers until this one write lands.
         self.update_attrs(
             n_rows=int(new_rows),
             n_episodes=n_eps + len(episodes),
             _moments=moments,
-            stats=_stats_from_moments(moments),
+            stats=stats_from_moments(moments),
         )
         return columns
 
     def _write_grown(self, name: str, at: int, values: np.ndarray) -> None:
-        """Write ``values`` at row ``at`` of the array at ``name``, first growing capacity if
-        needed: in whole chunks, and at least doubling it, so that growing (a metadata write
-        per array) is rare. A local dataset's arrays are written without zarr
-        (:class:`LocalArray`), other layouts and URLs through zarr."""
-        direct = self._local.array(name) if self._local is not None else None
-        array: LocalArray | zarr.Array = direct if direct is not None else self.node(name)
-        chunk = array.chunks[0]
+        """Write ``values`` at row ``at`` of the array at ``name``, growing it first if needed
+        (:func:`grown_shape`)."""
+        array = self.node(name)
         end = at + len(values)
-        if end > array.shape[0]:
-            capacity = -(-max(end, 2 * array.shape[0]) // chunk) * chunk
-            array.resize((capacity, *array.shape[1:]))
-            if direct is not None:  # a zarr handle opened before holds the old shape
-                self._nodes.pop(name, None)
-        if direct is not None:
-            direct.write(at, values)
-        else:
-            array[at:end] = values
+        if (shape := grown_shape(array.shape, array.chunks[0], end)) is not None:
+            array.resize(shape)
+        array[at:end] = values
 
     @property
     def stat_keys(self) -> list[str]:
@@ -522,7 +498,7 @@ class EpisodeStore:
         for key in self.stat_keys:
             if columns is None:  # read back into an array of its own: sorted in place
                 x = self.array(key)[: self.n_rows]
-                x = _as_columns(x[valid] if key in ("action", "reward") else x)
+                x = as_columns(x[valid] if key in ("action", "reward") else x)
                 q01, q99 = quantiles(x, (0.01, 0.99), overwrite_input=True)
             else:
                 q01, q99 = quantiles(columns[key], (0.01, 0.99), overwrite_input)
@@ -537,10 +513,7 @@ class EpisodeStore:
         self._put_attributes({**self._attributes, **values})
 
     def _put_attributes(self, attributes: dict[str, Any]) -> None:
-        if self._local is not None:
-            self._local.put(attributes)
-        else:
-            self.group.attrs.put(attributes)
+        self.group.attrs.put(attributes)
 
     def seal(self) -> None:
         """Finish a new dataset: drop the creation marker (one write) and, locally, rename the
@@ -554,8 +527,6 @@ class EpisodeStore:
         if self._destination is not None and self._destination != self.path:
             os.rename(self.path, self._destination)
             self.path, self._group, self._nodes = self._destination, None, {}
-            if self._local is not None:
-                self._local = LocalGroup(Path(self.path), self._local.attributes)
         self._destination = None
 
     def discard(self) -> None:
@@ -591,6 +562,57 @@ class EpisodeStore:
                 }
 
 
+class ArraySpec(NamedTuple):
+    """One array of a new dataset: where, its (empty) shape, chunks, dtype, fill and Blosc's
+    shuffle."""
+
+    name: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    fill_value: float
+    shuffle: str
+
+
+def _array_specs(
+    row_shapes: Mapping[str, tuple[tuple[int, ...], str]], factors: Mapping[str, Any] | None
+) -> list[ArraySpec]:
+    """A new dataset's arrays. Blosc's LZ4 keeps pace with simulation and rendering; byte
+    shuffling groups the similar bytes of numbers (images are bytes already)."""
+    arrays = []
+    for key, (shape, dtype) in row_shapes.items():
+        image = key == "pixels" or key.startswith("pixels/")
+        chunk = PIXEL_CHUNK if image else row_chunk(shape, dtype)
+        fill = np.nan if np.dtype(dtype).kind == "f" else 0
+        shuffle = "noshuffle" if image else "shuffle"
+        arrays.append(ArraySpec(f"data/{key}", (0, *shape), (chunk, *shape), dtype, fill, shuffle))
+    for key, dtype in _EPISODE_META.items():
+        arrays.append(ArraySpec(f"meta/{key}", (0,), (EPISODE_CHUNK,), dtype, 0, "shuffle"))
+    if factors:
+        width = len(factors["names"])
+        chunks = (EPISODE_CHUNK, width)
+        arrays.append(ArraySpec("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
+    return arrays
+
+
+def grown_shape(shape: tuple[int, ...], chunk: int, end: int) -> tuple[int, ...] | None:
+    """The shape an array of ``shape`` (``chunk`` rows a chunk) grows to so that rows up to
+    ``end`` fit, None if they do already: whole chunks, at least doubling, so that growing (a
+    metadata write per array) is rare."""
+    if end <= shape[0]:
+        return None
+    return (-(-max(end, 2 * shape[0]) // chunk) * chunk, *shape[1:])
+
+
+def episode_row_shapes(episode: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The ``row_shapes`` of :meth:`EpisodeStore.create` for datasets of episodes like this."""
+    return {
+        k: (v.shape[1:], str(v.dtype))
+        for k, v in episode.items()
+        if isinstance(v, np.ndarray) and v.ndim >= 1
+    }
+
+
 _EPISODE_META = {
     "episode_ends": "int64",
     "length": "int64",
@@ -598,60 +620,6 @@ _EPISODE_META = {
     "return": "float64",
     "success": "bool",
 }
-
-
-def stat_columns(episodes: list[Mapping[str, Any]], keys: list[str]) -> dict[str, np.ndarray]:
-    """Per key, the rows of ``episodes`` that the statistics count (final-row actions and
-    rewards, which are NaN and 0, left out) as columns: a (features, rows) array in the rows'
-    own dtype, C order. Each feature's values lie contiguous, where reductions and sorts run
-    fastest."""
-    out = {}
-    for key in keys:
-        parts = [np.asarray(ep[key]) for ep in episodes]
-        if key in ("action", "reward"):
-            parts = [p[:-1] for p in parts]
-        features = int(np.prod(parts[0].shape[1:]))
-        columns = np.empty((features, sum(len(p) for p in parts)), dtype=np.result_type(*parts))
-        at = 0
-        for p in parts:
-            columns[:, at : at + len(p)] = p.reshape(len(p), -1).T
-            at += len(p)
-        out[key] = columns
-    return out
-
-
-def _as_columns(rows: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rows.reshape(len(rows), -1).T)
-
-
-def quantiles(
-    columns: np.ndarray, qs: Iterable[float], overwrite_input: bool = False
-) -> list[np.ndarray]:
-    """Each row of ``columns``' ``qs`` quantiles, as float64: the values of
-    ``np.quantile(columns.astype(np.float64), q, axis=1)`` (its default, linear interpolation;
-    NaN for a row holding NaN), from one sort, of a copy unless ``overwrite_input``. NumPy sorts
-    floats with SIMD, faster than ``np.quantile`` partitions them at the four ranks it needs,
-    and ``np.quantile`` loads ``numpy.ma`` on first use."""
-    if overwrite_input:
-        columns.sort(axis=1)  # NaN sorts last
-        ordered = columns
-    else:
-        ordered = np.sort(columns, axis=1)
-    n = ordered.shape[1]
-    nan = np.isnan(ordered[:, -1])
-    out = []
-    for q in qs:
-        index = (n - 1) * q
-        lo = int(np.floor(index))
-        hi, t = min(lo + 1, n - 1), index - lo
-        # the rows' own order is their float64 values' order: convert the two picked only
-        a, b = ordered[:, lo].astype(np.float64), ordered[:, hi].astype(np.float64)
-        # NumPy's interpolation: from the nearer end, so that t = 0 and t = 1 give a and b
-        # (and between infinities NaN, as NumPy gives, without its warning)
-        with np.errstate(invalid="ignore"):
-            value = a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
-        out.append(np.where(nan, np.nan, value))
-    return out
 
 
 def _valid_action_rows(ends: np.ndarray, n_rows: int) -> np.ndarray:
@@ -668,44 +636,3 @@ def row_chunk(shape: tuple[int, ...], dtype: Any) -> int:
     while rows < ROW_CHUNK_MAX and 2 * rows * row <= ROW_CHUNK_BYTES:
         rows *= 2
     return rows
-
-
-def _merge_moments(moments: Mapping[str, Any], columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Running count, sum, sum of squares, min and max per key (float64, per feature), with
-    ``columns`` (:func:`stat_columns`) counted in."""
-    out = dict(moments)
-    for key, x in columns.items():
-        old = moments.get(key)
-        new = {  # summed in float64, whatever the rows' own dtype
-            "n": x.shape[1],
-            "sum": x.sum(1, dtype=np.float64),
-            "sumsq": np.einsum("ij,ij->i", x, x, dtype=np.float64),
-            "min": x.min(1).astype(np.float64),
-            "max": x.max(1).astype(np.float64),
-        }
-        if old:
-            new = {
-                "n": old["n"] + new["n"],
-                "sum": np.add(old["sum"], new["sum"]),
-                "sumsq": np.add(old["sumsq"], new["sumsq"]),
-                "min": np.minimum(old["min"], new["min"]),
-                "max": np.maximum(old["max"], new["max"]),
-            }
-        out[key] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in new.items()}
-    return out
-
-
-def _stats_from_moments(moments: Mapping[str, Any]) -> dict[str, Any]:
-    """Mean, std, min, max from running moments. Quantiles need every row, so a commit drops
-    them; :meth:`EpisodeStore.finalize_stats` adds them back."""
-    stats = {}
-    for key, m in moments.items():
-        mean = np.asarray(m["sum"]) / m["n"]
-        var = np.maximum(np.asarray(m["sumsq"]) / m["n"] - mean**2, 0.0)
-        stats[key] = {
-            "mean": mean.tolist(),
-            "std": np.sqrt(var).tolist(),
-            "min": list(m["min"]),
-            "max": list(m["max"]),
-        }
-    return stats

@@ -9,7 +9,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 
-from wmrobot.envs.evalsets import eval_pairs, make_env  # noqa: E402
+from wmrobot.envs.evalsets import eval_pairs  # noqa: E402
+from wmrobot.envs.make import make_env  # noqa: E402
 from wmrobot.envs.physics import get_physics_state, has_physics, set_physics_state  # noqa: E402
 from wmrobot.envs.pointmaze import PointMazeEnv  # noqa: E402
 

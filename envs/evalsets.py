@@ -1,4 +1,4 @@
-"""Making envs by id with clear errors, and fixed, seeded start/goal sets for honest evaluation:
+"""Fixed, seeded start/goal sets for honest evaluation:
 drawn by a seed, and for the suite's tasks also frozen in versioned files (``evalsets/``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from wmrobot.envs.wrappers import is_ours, make_with_obs_mode
+from wmrobot.envs.make import make_env
 from wmrobot.errors import EnvError
 
 EVALSET_DIR = Path(__file__).parent / "evalsets"
@@ -29,22 +29,6 @@ EVALSETS: dict[str, tuple[str, dict[str, Any], int]] = {
     "reacher-pose": ("wmrobot/ReacherPose-v0", {}, 50),
     "push": ("wmrobot/Push-v0", {}, 300),
 }
-
-
-def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
-    """``gym.make`` that turns an unknown id or argument into one clear :class:`EnvError`."""
-    import wmrobot.envs  # noqa: F401  (registers our ids)
-
-    kwargs = {**(kwargs or {}), **extra}
-    if env_id not in gym.registry:
-        ours = sorted(k for k in gym.registry if k.startswith("wmrobot/"))
-        raise EnvError(f"unknown env id {env_id!r}; wmrobot's are {ours}, or any gymnasium id")
-    try:
-        if "obs_mode" in kwargs and not is_ours(env_id):
-            return make_with_obs_mode(env_id, kwargs)
-        return gym.make(env_id, **kwargs)
-    except TypeError as e:
-        raise EnvError(f"bad arguments {kwargs} for env {env_id!r}: {e}") from None
 
 
 def eval_pairs(

@@ -148,18 +148,6 @@ def test_workers_and_the_fast_path_write_the_same_dataset_as_one_stepping_worker
         _same_rows(stores[0], other)
 
 
-def test_fast_path_refuses_what_it_cannot_simulate(tmp_path):
-    for kwargs, reason in (
-        ({"policy": "expert"}, "reacts to observations"),
-        ({"pixels": 16}, "pixels"),
-    ):
-        with pytest.raises(DatasetError, match=reason):
-            collect(
-                str(tmp_path / "d.zarr"), "wmrobot/PointMaze-v0", episodes=1, fast=True, **kwargs
-            )
-        assert not (tmp_path / "d.zarr").exists()
-
-
 def test_resume_refuses_an_env_whose_spaces_changed(tmp_path):
     path = tmp_path / "d.zarr"
     collect(str(path), "wmrobot/PointMaze-v0", episodes=2, progress=False)
@@ -409,40 +397,6 @@ def _collect_call(path, env_id="wmrobot/PointMaze-v0", **kwargs):
     args = {"fast": False, "progress": False, **kwargs}
     listed = ", ".join(f"{k}={v!r}" for k, v in args.items())
     return f"c.collect({str(path)!r}, {env_id!r}, {listed})"
-
-
-def test_a_collector_with_a_writer_process_never_loads_zarr(tmp_path):
-    # The writer creates the dataset too, so the stepping process keeps its core for stepping;
-    # and a new local dataset is written without zarr (datasets/chunks.py), so the writer
-    # never loads it either: tenths of a CPU second that would come out of stepping.
-    report = tmp_path / "writer.txt"
-    code = (
-        "import sys\n"
-        "import wmrobot.datasets.collector as c\n"
-        "c.WRITER_PROCESS_STEPS = 0\n"
-        "finalize = c.EpisodeStore.finalize_stats\n"
-        "def finalize_and_report(self, *args, **kwargs):\n"  # the writer's last step
-        f"    open({str(report)!r}, 'w').write(f\"{{'zarr' in sys.modules}} {{c.os.getpid()}}\")\n"
-        "    return finalize(self, *args, **kwargs)\n"
-        "c.EpisodeStore.finalize_stats = finalize_and_report\n"
-        "if __name__ == '__main__':\n"
-        f"    r = {_collect_call(tmp_path / 'd.zarr', episodes=3)}\n"
-        "    print(r.episodes, r.transitions, 'zarr' in sys.modules, c.os.getpid())\n"
-    )
-    result = _run_script(tmp_path, code)
-    assert result.returncode == 0, result.stderr
-    store = EpisodeStore.open(tmp_path / "d.zarr")
-    n_episodes, n_transitions, loaded, pid = result.stdout.split()
-    assert [n_episodes, n_transitions, loaded] == [
-        str(store.n_episodes),
-        str(store.n_transitions),
-        "False",
-    ]
-    assert store.n_episodes == 3
-    writer_loaded, writer_pid = report.read_text().split()
-    assert writer_pid != pid  # a writer process, not this one's thread
-    assert writer_loaded == "False"
-    store.check_contents()  # and zarr reads what it wrote, statistics included
 
 
 def test_a_script_without_a_main_guard_collects_twice_with_a_writer_process(tmp_path):

@@ -73,7 +73,8 @@ def _assert_prefix_of(store: EpisodeStore, reference: EpisodeStore) -> None:
         np.testing.assert_array_equal(store.meta(key), reference.meta(key)[:n_eps])
 
 
-def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
+@pytest.mark.parametrize("extra", ["", ", fast=False"], ids=["accelerated", "plain"])
+def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, extra):
     reference_path = tmp_path / "reference.zarr"
     collect(str(reference_path), **ARGS, episodes=EPISODES, flush_every=10, progress=False)
     reference = EpisodeStore.open(reference_path)
@@ -82,7 +83,7 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
     rng = np.random.default_rng(0)
     committed = []
     for trial in range(8):
-        proc = _collect_in_subprocess(path, EPISODES)
+        proc = _collect_in_subprocess(path, EPISODES, extra=extra)
         # Kill only once this process is writing: it has committed past the last count.
         before = committed[-1] if committed else 0
         deadline = time.monotonic() + 60

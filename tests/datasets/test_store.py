@@ -10,13 +10,34 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
-from wmrobot.datasets.store import quantiles, stat_columns
+from wmrobot.datasets.accel.store import DirectStore
 from wmrobot.errors import DatasetError
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=[EpisodeStore, DirectStore], ids=["zarr", "direct"])
+def new_store(request, tmp_path):
+    """Make an empty synthetic store, written through zarr (the plain path) or directly (the
+    acceleration layer): every test of the format holds for both."""
+
+    def make(name: str = "d.zarr") -> EpisodeStore:
+        return request.param.create(
+            tmp_path / name,
+            env={"id": "synthetic", "kwargs": {}},
+            spaces={"observation": "Box(3)", "action": "Box(2)"},
+            row_shapes={
+                "obs": ((3,), "float32"),
+                "action": ((2,), "float32"),
+                "reward": ((), "float32"),
+            },
+            collector={"policy": "test", "seed": 0},
+        )
+
+    return make
 
 
 def test_episodes_round_trip(new_store, make_episode, rng, tmp_path):
@@ -97,46 +118,6 @@ def test_finalize_stats_leaves_the_columns_it_is_given_as_they_were(new_store, m
     for key in columns:
         np.testing.assert_array_equal(columns[key], before[key])
     assert given == store.finalize_stats()  # the same as from the stored rows
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 100, 1001, 4099])
-def test_quantiles_equal_numpys(n, rng):
-    x = rng.normal(size=(7, n))
-    x[1] = np.round(x[1])  # ties
-    x[2, n // 2] = np.nan  # a row holding NaN
-    x[3] = 7.0  # constant
-    x[4, 0], x[5, -1] = -np.inf, np.inf
-    qs = (0.0, 0.01, 0.25, 0.5, 0.99, 1.0)
-    before = x.copy()
-    got = quantiles(x, qs)
-    np.testing.assert_array_equal(x, before)  # a copy is sorted, not the caller's array
-    for q, values in zip(qs, got, strict=True):
-        with np.errstate(invalid="ignore"):  # NumPy warns of inf - inf
-            np.testing.assert_array_equal(values, np.quantile(x, q, axis=1))
-    in_place = quantiles(x, qs, overwrite_input=True)
-    np.testing.assert_array_equal(in_place, got)
-    np.testing.assert_array_equal(x, np.sort(before, axis=1))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int64, np.bool_])
-def test_quantiles_of_other_dtypes_are_those_of_their_float64_values(dtype, rng):
-    # within 0-255 for the bytes; for booleans a mix, so that q01 and q99 differ
-    x = (rng.normal(size=(3, 501)) * 40 + 128).clip(0, 255).astype(dtype)
-    if dtype == np.bool_:
-        x = rng.random((3, 501)) < 0.5
-    for values, q in zip(quantiles(x, (0.01, 0.99)), (0.01, 0.99), strict=True):
-        assert values.dtype == np.float64
-        np.testing.assert_array_equal(values, np.quantile(x.astype(np.float64), q, axis=1))
-
-
-def test_stat_columns_are_the_counted_rows_feature_by_feature(make_episode, rng):
-    episodes = [make_episode(t, rng) for t in (4, 2)]
-    columns = stat_columns(episodes, ["obs", "action", "reward"])
-    for key in ("obs", "action", "reward"):
-        rows = [e[key][:-1] if key != "obs" else e[key] for e in episodes]
-        expected = np.concatenate(rows).reshape(sum(len(r) for r in rows), -1).T
-        assert columns[key].dtype == episodes[0][key].dtype and columns[key].flags.c_contiguous
-        np.testing.assert_array_equal(columns[key], expected)
 
 
 def test_stats_match_numpy(new_store, make_episode, rng):

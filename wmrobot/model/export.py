@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.datasets.stats import STD_FLOOR
 
 # The constants under the square roots of WorldModel.task_cost and Critic.forward.
 COST_EPS, VALUE_EPS = 1e-8, 1e-6

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from wmrobot.datasets.store import STD_FLOOR
+from wmrobot.datasets.stats import STD_FLOOR
 from wmrobot.errors import CheckpointError, ConfigError, check_range
 from wmrobot.model.checkpoint import META, WEIGHTS, read_meta, read_weights, write_model_dir
 from wmrobot.model.encoders import make_encoder

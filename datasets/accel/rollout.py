@@ -3,8 +3,9 @@ batches by ``mujoco.rollout`` (in C, on several threads), and observations, rewa
 terminations are computed from the recorded physics states afterwards.
 
 Each supported env has an *observer* that turns states and actions into what the env's own
-``step`` would have returned; the result is the same dataset, row for row, as stepping the
-env (tested), at a fraction of the Python cost.
+``step`` would have returned. Observers read the env's private reward weights, so each is
+tied to one env class; ``tests/datasets/accel/`` holds the rows equal, bit for bit, to
+stepping the env.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def unsupported_reason(env: gym.Env, policy: PolicySpec, pixels: int | None) -> 
     return None
 
 
-def fast_episodes(
+def rollout_episodes(
     env_id: str,
     env_kwargs: dict[str, Any],
     policy: PolicySpec,

@@ -1,17 +1,11 @@
 """Local Zarr v3 groups and arrays written without zarr: their metadata documents, as zarr
 writes them, and whole chunks written straight to their files.
 
-A collection's writer (a process of its own, or a thread of a collecting process that only
-receives episodes) does nothing but create a dataset, append rows and rewrite its
-attributes. Loading zarr for that costs a few tenths of a CPU second (its modules, and the
-entry-point registries it scans; docs/BENCHMARKS.md gives the command), a fixed cost that on
-two cores comes out of stepping. And zarr's write path runs each chunk's read, decode, encode
-and file write as tasks handed to a thread pool and back, a fixed cost per chunk that dwarfs
-encoding a chunk of a few hundred kilobytes. So a local dataset is written here: the same
-documents (``zarr.json``) and the same chunk bytes zarr writes, each file written to a
-temporary name (``*.partial``, which opening a store for appending removes) and renamed over
-the old one, as zarr's local store does. Reading goes through zarr.
-``tests/datasets/test_chunks.py`` holds both to zarr's output.
+Zarr's write path hands each chunk's read, decode, encode and write to a thread pool and
+back, a fixed cost per chunk larger than encoding it, and loading zarr costs a collector's
+writer CPU time that stepping would use. Here each file is written to a temporary name
+(``*.partial``, which opening a store for appending removes) and renamed over the old one, as
+zarr's local store does. ``tests/datasets/accel/test_chunks.py`` holds both to zarr's output.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Local arrays and groups written without zarr: the documents and chunk bytes zarr writes."""
+"""Local arrays, groups and stores written without zarr: the documents and bytes zarr writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,26 @@ import pytest
 import zarr
 
 from wmrobot.datasets import EpisodeStore
-from wmrobot.datasets.chunks import LocalArray, LocalGroup
+from wmrobot.datasets.accel.chunks import LocalArray, LocalGroup
+from wmrobot.datasets.accel.store import DirectStore
+
+ROW_SHAPES = {"obs": ((3,), "float32"), "action": ((2,), "float32"), "reward": ((), "float32")}
+
+
+@pytest.fixture
+def new_store(tmp_path):
+    """Make an empty synthetic store under ``tmp_path`` that writes its chunks directly."""
+
+    def make(name: str = "d.zarr") -> DirectStore:
+        return DirectStore.create(
+            tmp_path / name,
+            env={"id": "synthetic", "kwargs": {}},
+            spaces={"observation": "Box(3)", "action": "Box(2)"},
+            row_shapes=ROW_SHAPES,
+            collector={"policy": "test", "seed": 0},
+        )
+
+    return make
 
 
 def _blosc(shuffle="shuffle"):
@@ -76,7 +95,7 @@ def test_a_new_datasets_documents_are_the_ones_zarr_writes(tmp_path, make_episod
     episode["done"] = np.zeros(6, dtype=bool)
     episode["factors"] = {"mass": 1.5}
     shapes = {k: (v.shape[1:], str(v.dtype)) for k, v in episode.items() if hasattr(v, "shape")}
-    store = EpisodeStore.create(
+    store = DirectStore.create(
         tmp_path / "d.zarr",
         env={"id": "synthetic", "kwargs": {}},
         spaces={},
@@ -148,7 +167,7 @@ def test_other_layouts_go_through_zarr(tmp_path, new_store, make_episode):
         fill_value=np.nan,
         overwrite=True,
     )
-    again = EpisodeStore.open(store.path, mode="a")
+    again = DirectStore.open(store.path, mode="a")
     episode = make_episode(7, np.random.default_rng(0))
     again.append([episode])
     assert again._local.array("data/obs") is None and again._local.array("data/action")
@@ -224,7 +243,7 @@ def test_a_failed_growth_is_grown_again_by_the_next_append(new_store, make_episo
 
 def test_the_attributes_held_are_what_was_written_not_the_callers_objects(tmp_path):
     kwargs = {"size": (3, 4)}
-    store = EpisodeStore.create(
+    store = DirectStore.create(
         tmp_path / "d.zarr",
         env={"id": "synthetic", "kwargs": kwargs},
         spaces={},
@@ -242,9 +261,38 @@ def test_dtypes_it_does_not_write_go_through_zarr(tmp_path, make_episode):
     episode["big"] = rng.random((5, 3)).astype(">f4")  # big-endian: zarr spells its codec
     episode["count"] = np.arange(5).astype(">i8")
     shapes = {k: (v.shape[1:], v.dtype.str) for k, v in episode.items() if hasattr(v, "shape")}
-    store = EpisodeStore.create(tmp_path / "d.zarr", env={}, spaces={}, row_shapes=shapes)
+    store = DirectStore.create(tmp_path / "d.zarr", env={}, spaces={}, row_shapes=shapes)
     assert store._local is None  # the whole dataset through zarr, as before
     store.append([episode])
     read = EpisodeStore.open(tmp_path / "d.zarr").episode(0)
     for key in ("big", "count", "obs"):
         np.testing.assert_array_equal(read[key], episode[key])
+
+
+def test_a_dataset_written_directly_is_the_one_zarr_writes_file_for_file(tmp_path, make_episode):
+    # The same appends through the plain store (zarr's writes) and the direct one: every chunk
+    # file and every document the same bytes, but for the creation time.
+    rng = np.random.default_rng(0)
+    batches = [[make_episode(n, rng, seed=n) for n in sizes] for sizes in ([5, 3], [700], [9])]
+    for store_type in (EpisodeStore, DirectStore):
+        store = store_type.create(
+            tmp_path / f"{store_type.__name__}.zarr",
+            env={"id": "synthetic", "kwargs": {}},
+            spaces={},
+            row_shapes=ROW_SHAPES,
+        )
+        for batch in batches:
+            store.append(batch)
+        store.finalize_stats()
+    plain, direct = (tmp_path / "EpisodeStore.zarr", tmp_path / "DirectStore.zarr")
+    files = sorted(str(p.relative_to(plain)) for p in plain.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(direct)) for p in direct.rglob("*") if p.is_file())
+    assert any("/c/" in f for f in files)
+    for name in files:
+        if name == "zarr.json":
+            documents = [json.loads((root / name).read_text()) for root in (plain, direct)]
+            for d in documents:
+                d["attributes"].pop("created")
+            assert documents[0] == documents[1]
+        else:
+            assert (plain / name).read_bytes() == (direct / name).read_bytes(), name

@@ -1,0 +1,26 @@
+"""Making envs by id, with one clear error for an unknown id or argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from wmrobot.envs.wrappers import is_ours, make_with_obs_mode
+from wmrobot.errors import EnvError
+
+
+def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
+    """``gym.make`` that turns an unknown id or argument into one clear :class:`EnvError`."""
+    import wmrobot.envs  # noqa: F401  (registers our ids)
+
+    kwargs = {**(kwargs or {}), **extra}
+    if env_id not in gym.registry:
+        ours = sorted(k for k in gym.registry if k.startswith("wmrobot/"))
+        raise EnvError(f"unknown env id {env_id!r}; wmrobot's are {ours}, or any gymnasium id")
+    try:
+        if "obs_mode" in kwargs and not is_ours(env_id):
+            return make_with_obs_mode(env_id, kwargs)
+        return gym.make(env_id, **kwargs)
+    except TypeError as e:
+        raise EnvError(f"bad arguments {kwargs} for env {env_id!r}: {e}") from None
