@@ -12,8 +12,6 @@ from wmrobot.errors import EnvError
 
 def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
     """``gym.make`` that turns an unknown id or argument into one clear :class:`EnvError`."""
-    import wmrobot.envs  # noqa: F401  (registers our ids)
-
     kwargs = {**(kwargs or {}), **extra}
     if env_id not in gym.registry:
         ours = sorted(k for k in gym.registry if k.startswith("wmrobot/"))

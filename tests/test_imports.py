@@ -41,35 +41,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "wmrobot.cli*",
             "wmrobot.*_cli",
             "wmrobot.config*",  # config and configs
-            "wmrobot.commands*",
         ),
         ("composition", "model/train", "planners", "datasets", "envs", "leaves"),
     ),
-}
-
-# The edges against the rules in today's tree, which other parts of issue 20 remove. The lead
-# empties this set at merge; the test fails when an edge is added to or gone from the tree.
-KNOWN_TODAY: set[tuple[str, str]] = {
-    # The command modules import cli's private helpers and cli imports them.
-    ("wmrobot.cli", "wmrobot.data_cli"),
-    ("wmrobot.cli", "wmrobot.envs_cli"),
-    ("wmrobot.cli", "wmrobot.eval_cli"),
-    ("wmrobot.data_cli", "wmrobot.cli"),
-    ("wmrobot.envs_cli", "wmrobot.cli"),
-    ("wmrobot.eval_cli", "wmrobot.cli"),
-    # make_env lives in evalsets and imports the package to register the ids.
-    ("wmrobot.envs", "wmrobot.envs.evalsets"),
-    ("wmrobot.envs.evalsets", "wmrobot.envs"),
-    # The model's parts take mlp from world_model, which builds them.
-    ("wmrobot.model.encoders", "wmrobot.model.world_model"),
-    ("wmrobot.model.heads", "wmrobot.model.world_model"),
-    ("wmrobot.model.predictors", "wmrobot.model.world_model"),
-    ("wmrobot.model.world_model", "wmrobot.model.encoders"),
-    ("wmrobot.model.world_model", "wmrobot.model.heads"),
-    ("wmrobot.model.world_model", "wmrobot.model.predictors"),
-    # The Numba backend takes TORCH_PLANNERS from the package that makes it.
-    ("wmrobot.planners", "wmrobot.planners.numba_backend"),
-    ("wmrobot.planners.numba_backend", "wmrobot.planners"),
 }
 
 Edges = dict[tuple[str, str], list[str]]
@@ -190,16 +164,12 @@ def test_imports_follow_the_flow_without_cycles():
     edges = import_graph(source_dirs)
     assert len(edges) > 100, "the parser found too few imports to be reading the tree"
     found = violations(edges)
-    new = [
-        f"{a} -> {b}: {reason} (at {', '.join(edges[a, b])})"
-        for (a, b), reason in found.items()
-        if (a, b) not in KNOWN_TODAY
+    bad = [
+        f"{a} -> {b}: {reason} (at {', '.join(edges[a, b])})" for (a, b), reason in found.items()
     ]
-    gone = [f"{a} -> {b}" for a, b in sorted(KNOWN_TODAY - set(found))]
     # An edge against the flow often closes many cycles: show those edges first.
-    new.sort(key=lambda line: "may not import" not in line)
-    assert not new, "imports against DESIGN.md section 2:\n" + "\n".join(new)
-    assert not gone, "fixed, so remove from KNOWN_TODAY:\n" + "\n".join(gone)
+    bad.sort(key=lambda line: "may not import" not in line)
+    assert not bad, "imports against DESIGN.md section 2:\n" + "\n".join(bad)
 
 
 def test_the_checker_catches_a_cycle_and_a_back_edge(tmp_path):
