@@ -85,7 +85,7 @@ OPTION_HELP = {
     "seed": "run seed (collection, training)",
     "workers": "processes stepping envs, or rollout threads (the dataset is the same for any)",
     "pixels": "image size N: also store N x N camera frames (data/pixels, uint8)",
-    "fast": "random actions simulated in batches by mujoco.rollout, same rows (null: if possible)",
+    "fast": "acceleration layer: mujoco.rollout, direct chunk writes (false: the plain path)",
     "flush_every": "episodes per commit (a crash loses at most this many); null: every ~2 s",
     "out": "output path (default: inside runs/<command>/<timestamp>/)",
     "dataset": "a Zarr dataset made by `wmrobot collect` (distill: null = the checkpoint's)",
