@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -210,6 +211,8 @@ def _train(c: Any, dataset: str, out: Path, config_record: dict[str, Any]) -> No
     start = time.perf_counter()
     resume = getattr(c, "resume", False)  # train only; demo always starts afresh
     train(dataset, out, _model_config(c.model), c.model.train, config_record, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone writes the checkpoint
+        return
     import csv
 
     with open(out / "metrics.csv") as f:  # the critic's fine-tuning rows carry no "loss"

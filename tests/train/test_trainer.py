@@ -123,17 +123,21 @@ def test_tensorboard_gets_the_logged_scalars(maze_dataset, tmp_path):
 
 
 def test_torchrun_trains_one_model_with_ddp_on_two_processes(maze_dataset, tmp_path):
-    out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "wmrobot.cli", "train", f"dataset={maze_dataset}", f"out={out}",
+        "-m", "wmrobot.cli", "train", f"dataset={maze_dataset}",
         "model.train.steps=8", "model.train.batch_size=16", "model.train.horizon=3",
         "model.train.log_every=2", "model.train.tensorboard=false", "model.hidden=16",
         "model.latent_dim=8", "model.critic=false",
     ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=work)
     assert done.returncode == 0, done.stderr[-2000:]
+    # No out=: rank 0 alone makes the run directory, and the other rank writes nothing.
+    (out,) = (run / "checkpoint" for run in (work / "runs" / "train").iterdir())
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] is True  # every weight equal
     assert [int(r["step"]) for r in read_metrics(out)] == [0, 2, 4, 6, 7]  # rank 0 alone

@@ -10,14 +10,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group (NCCL on GPU, gloo on CPU) when started
-    by ``torchrun``, or a launcher that sets the same variables."""
+def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by ``torchrun``, or a
+    launcher that sets the same variables: NCCL when training on CUDA ``device``, else gloo
+    (a CPU run on a GPU host must not get NCCL, which cannot move CPU tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = device is not None and device.type == "cuda"
+        dist.init_process_group("nccl" if on_cuda else "gloo")
     return dist.get_rank(), world
 
 

@@ -197,8 +197,9 @@ def fit(
     a one-process run draws. Batch statistics (VICReg, SIGReg, the collapse report) are each
     rank's own; every other term equals the one-process loss on the N batches combined.
     """
-    rank, _ = init_distributed()
-    device, out, main = train_device(cfg.device), Path(out), rank == 0
+    device = train_device(cfg.device)
+    rank, _ = init_distributed(device)
+    out, main = Path(out), rank == 0
     store = EpisodeStore.open(dataset)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(store, model_cfg).to(device)
