@@ -116,3 +116,15 @@ def test_a_non_zero_rank_makes_no_run_directory_and_no_log(tmp_path):
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["d.zarr"]
     assert "collect:" not in done.stdout + done.stderr
+
+
+def test_runs_started_at_once_get_directories_of_their_own(tmp_path):
+    """Two commands started in the same second must never share a run directory (and so a
+    dataset with two writers, or one checkpoint)."""
+    cmd = [sys.executable, "-m", "wmrobot.cli", "collect", "episodes=2", "env.kwargs.layout=open"]
+    runs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    made = sorted((tmp_path / "runs" / "collect").iterdir())
+    assert len(made) == 2
+    for run_dir in made:
+        assert (run_dir / "dataset.zarr").is_dir() and (run_dir / "run.log").is_file()
