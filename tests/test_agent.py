@@ -89,3 +89,13 @@ def test_load_refuses_another_agent_a_bare_checkpoint_and_a_malformed_file(tmp_p
     (tmp_path / AGENT_FILE).unlink()
     with pytest.raises(CheckpointError, match="holds a model but no agent.json"):
         ActorAgent.load(tmp_path, goal_observation)
+
+
+def test_an_agent_saved_from_a_checkpoint_keeps_what_it_was_trained_on(tmp_path):
+    trained = {"env": {"id": "wmrobot/PointMaze-v0", "kwargs": {}}, "dataset": {"transitions": 9}}
+    model().save(tmp_path / "ckpt", trained)
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    PlanningAgent(loaded, PLANNER, goal_observation).save(tmp_path / "agent")
+    _, meta = load_checkpoint(tmp_path / "agent")
+    assert meta["env"] == trained["env"] and meta["dataset"] == trained["dataset"]
+    assert meta["created"] == loaded.meta["created"]  # the training run's provenance, kept

@@ -16,7 +16,7 @@ from wmrobot.errors import CheckpointError, ConfigError
 from wmrobot.files import write_atomically
 from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
-from wmrobot.train.checkpoint import load_checkpoint, save_checkpoint
+from wmrobot.train.checkpoint import load_checkpoint
 
 Obs = dict[str, np.ndarray]
 
@@ -34,7 +34,7 @@ SETTINGS = {"ActorAgent": ("agent", "fast"), "PlanningAgent": ("agent", "mode", 
 
 def save_agent(model: WorldModel, path: str | Path, settings: dict[str, Any]) -> Path:
     """Write the model's checkpoint and the agent's ``settings`` (JSON) into directory ``path``."""
-    path = save_checkpoint(model, path, {})
+    path = model.save(path)  # with the metadata of the checkpoint it was loaded from
     text = json.dumps(settings, indent=2).encode()
     write_atomically(path / AGENT_FILE, lambda f: f.write(text))
     return path

@@ -341,6 +341,18 @@ def _task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in VIEW_KWARGS}
 
 
+def _trained_on(meta: dict[str, Any], checkpoint: str) -> tuple[str, dict[str, Any]]:
+    """The env id and kwargs a checkpoint's model was trained on, or one clear error."""
+    from wmrobot.errors import CheckpointError
+
+    if "env" not in meta:
+        raise CheckpointError(
+            f"checkpoint={checkpoint} records no env (a model saved without its training "
+            f"metadata): plan with a checkpoint written by `wmrobot train` or `wmrobot distill`"
+        )
+    return meta["env"]["id"], meta["env"]["kwargs"]
+
+
 def run_plan(cfg: DictConfig, run_dir: Path) -> None:
     """``wmrobot plan``: evaluate a checkpoint's agent on the env's evaluation set."""
     import torch
@@ -353,7 +365,7 @@ def run_plan(cfg: DictConfig, run_dir: Path) -> None:
     c = validate("plan", cfg)
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
-    env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
+    env_id, env_kwargs = _trained_on(meta, c.checkpoint)
     if env_id != c.env.id or _task_kwargs(env_id, env_kwargs) != _task_kwargs(
         c.env.id, dict(c.env.kwargs)
     ):
@@ -395,7 +407,7 @@ def run_distill(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
     store = EpisodeStore.open(dataset)
     check_compatible(model, store)
-    env_id, env_kwargs = meta["env"]["id"], meta["env"]["kwargs"]
+    env_id, env_kwargs = _trained_on(meta, c.checkpoint)
     out = Path(c.out) if c.out else run_dir / "checkpoint"
     log.info(
         f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "

@@ -106,6 +106,9 @@ class WorldModel(nn.Module):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
+        # What the checkpoint it was loaded from recorded (dataset, env, provenance); saved again
+        # by save() unless told otherwise, so a re-saved model keeps where it came from.
+        self.meta: dict[str, Any] = {}
         if cfg.encoder not in ENCODERS:
             raise ConfigError(f"model.encoder={cfg.encoder!r} is unknown; choose from {ENCODERS}")
         if cfg.predictor not in PREDICTORS:
@@ -189,9 +192,8 @@ class WorldModel(nn.Module):
     def save(self, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
         """Write the weights (``model.pt``) and ``meta`` plus the model's config and provenance
         (``meta.json``) into ``directory``; return it."""
-        return write_model_dir(
-            directory, self.state_dict(), {**(meta or {}), "model": self.config_dict()}
-        )
+        meta = self.meta if meta is None else meta
+        return write_model_dir(directory, self.state_dict(), {**meta, "model": self.config_dict()})
 
     @classmethod
     def load(cls, directory: str | Path) -> WorldModel:
@@ -210,6 +212,7 @@ class WorldModel(nn.Module):
             raise CheckpointError(
                 f"{str(Path(directory) / WEIGHTS)!r} does not match its model config: {first}"
             ) from None
+        model.meta = read_meta(directory)
         return model.eval()
 
     # ------------------------------------------------------------------------------ encoding

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wmrobot.model.checkpoint import read_meta
 from wmrobot.model.world_model import WorldModel
 
 
@@ -16,4 +15,5 @@ def save_checkpoint(model: WorldModel, directory: str | Path, meta: dict[str, An
 
 def load_checkpoint(directory: str | Path) -> tuple[WorldModel, dict[str, Any]]:
     """The model and its metadata; never executes code from the files."""
-    return WorldModel.load(directory), read_meta(directory)
+    model = WorldModel.load(directory)
+    return model, model.meta
