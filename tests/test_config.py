@@ -71,6 +71,8 @@ def test_agent_and_actor_settings_are_checked(command, override, needle):
         ("train", "model.train.lr", 0.0, "> 0"),
         ("train", "model.train.loss.cost", -1.0, ">= 0"),
         ("train", "model.train.critic.lr", 0.0, "> 0"),
+        ("train", "model.train.critic.gamma", 2.0, "in (0, 1)"),
+        ("train", "model.train.critic.future", 5.0, "in [0, 1]"),
         ("demo", "rl.batch_size", 0, ">= 1"),
         ("distill", "seed", -1, ">= 0"),
         ("eval_model", "threads", 0, ">= 1"),

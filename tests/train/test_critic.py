@@ -130,9 +130,11 @@ def test_hindsight_goals_never_cross_episodes():
 
 def test_bad_configs_and_layouts_raise_clear_errors():
     with pytest.raises(ConfigError, match="sum to 1"):
-        HindsightGoals(np.array([10]), CriticConfig(future=0.9, random=0.3, next=0.2))
-    with pytest.raises(ConfigError, match="gamma"):
-        CriticConfig(gamma=1.0).check()
+        CriticConfig(future=0.9, random=0.3, next=0.2)
+    with pytest.raises(ConfigError, match=r"model.train.critic.gamma=1.0 is out of range"):
+        CriticConfig(gamma=1.0)
+    with pytest.raises(ConfigError, match=r"model.train.critic.target_tau=0 is out of range"):
+        CriticConfig(target_tau=0)
     with pytest.raises(DatasetError, match="episode_ends"):
         HindsightGoals(np.array([5, 5, 9]), CriticConfig())
     with pytest.raises(DatasetError, match="single row"):

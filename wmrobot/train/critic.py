@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wmrobot.errors import ConfigError, DatasetError
+from wmrobot.errors import ConfigError, DatasetError, check_range
 from wmrobot.model.heads import Critic
 from wmrobot.model.world_model import WorldModel
 
@@ -27,21 +27,24 @@ class CriticConfig:
     next: float = 0.2  # the next row
     finetune: int = 0  # critic-only updates on the final, frozen encoder after the joint run
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
+        key = "model.train.critic."
+        check_range(key + "lr", self.lr, 0, closed=False)
+        check_range(key + "batch_size", self.batch_size, 1)
+        check_range(key + "finetune", self.finetune, 0)
+        check_range(key + "gamma", self.gamma, 0, 1, closed=False)
+        check_range(key + "expectile", self.expectile, 0, 1, closed=False)
+        if not 0 < self.target_tau <= 1:  # at 0 the target would never move
+            raise ConfigError(
+                f"{key}target_tau={self.target_tau} is out of range: it must be in (0, 1]"
+            )
         for name in ("future", "random", "next"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"critic.{name}={getattr(self, name)} must be in [0, 1]")
+            check_range(key + name, getattr(self, name), 0, 1)
         total = self.future + self.random + self.next
         if abs(total - 1) > 1e-6:
             raise ConfigError(
-                f"critic goal probabilities future+random+next = {total:g}; make them sum to 1"
+                f"{key}future + random + next = {total:g}: the goal probabilities must sum to 1"
             )
-        if not 0 < self.gamma < 1:
-            raise ConfigError(f"critic.gamma={self.gamma} must be in (0, 1), e.g. 0.99")
-        if not 0 < self.expectile < 1:
-            raise ConfigError(f"critic.expectile={self.expectile} must be in (0, 1), e.g. 0.1")
-        if not 0 < self.target_tau <= 1:
-            raise ConfigError(f"critic.target_tau={self.target_tau} must be in (0, 1]")
 
 
 @dataclass
@@ -66,7 +69,6 @@ class HindsightGoals:
     """
 
     def __init__(self, episode_ends: np.ndarray, cfg: CriticConfig) -> None:
-        cfg.check()
         ends = np.asarray(episode_ends, dtype=np.int64)
         if ends.ndim != 1 or len(ends) == 0 or (np.diff(np.concatenate([[0], ends])) < 1).any():
             raise DatasetError(

@@ -61,9 +61,6 @@ class TrainConfig:
             check_range(f"model.train.{key}", getattr(self, key), 0, closed=False)
         for key, weight in vars(self.loss).items():
             check_range(f"model.train.loss.{key}", weight, 0)
-        check_range("model.train.critic.finetune", self.critic.finetune, 0)
-        check_range("model.train.critic.batch_size", self.critic.batch_size, 1)
-        check_range("model.train.critic.lr", self.critic.lr, 0, closed=False)
         if self.anticollapse not in ANTICOLLAPSE:
             raise ConfigError(
                 f"model.train.anticollapse={self.anticollapse!r} is unknown; "
