@@ -443,9 +443,8 @@ class _CommitSchedule:
     episodes, or by default every ``FLUSH_SECONDS``, and by time also ahead of the end.
 
     Once the last ``workers`` episodes are running, what waits is committed alongside them,
-    so that the closing commit, which nothing overlaps, holds only those. And once before,
-    when about a quarter of a flush interval's stepping is left: otherwise the commit then
-    due would still be running when the last episodes arrive.
+    so that the closing commit, which nothing overlaps, holds only those; a quarter of a flush
+    interval's stepping before that, one more, so that no commit is still running then.
     """
 
     def __init__(

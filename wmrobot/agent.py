@@ -210,8 +210,8 @@ class ActorAgent:
     """Mode-1: encode the observation and the goal, one pass of the actor head, act.
 
     State MLP models run compiled (:class:`FastActor`, the same actions up to float32
-    rounding, about 10x less time for one env: ``benchmarks/agent_latency.py``); others, or
-    ``fast=False``, in torch.
+    rounding, faster for one env: ``benchmarks/agent_latency.py``); others, or ``fast=False``,
+    in torch.
     """
 
     def __init__(
