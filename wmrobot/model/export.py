@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from wmrobot.datasets.stats import STD_FLOOR
-
-# The constants under the square roots of WorldModel.task_cost and Critic.forward.
-COST_EPS, VALUE_EPS = 1e-8, 1e-6
+from wmrobot.model.layers import COST_EPS, VALUE_EPS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wmrobot.model.layers import mlp
+from wmrobot.model.layers import VALUE_EPS, mlp
 
 
 class Critic(nn.Module):
@@ -31,7 +31,7 @@ class Critic(nn.Module):
 
     def forward(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         diff = self.phi(z) - self.phi(goal_z)
-        return torch.sqrt(diff.pow(2).sum(-1) + 1e-6)
+        return torch.sqrt(diff.pow(2).sum(-1) + VALUE_EPS)
 
 
 class Actor(nn.Module):

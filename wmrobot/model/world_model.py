@@ -18,14 +18,13 @@ from wmrobot.model.checkpoint import META, WEIGHTS, read_meta, read_weights, wri
 from wmrobot.model.encoders import make_encoder
 from wmrobot.model.export import ExportedModel, export_model
 from wmrobot.model.heads import Actor, Critic
-from wmrobot.model.layers import mlp
+from wmrobot.model.layers import COST_EPS, mlp
 from wmrobot.model.predictors import make_predictor
 
 ENCODERS = ("mlp", "cnn", "fusion")
 PREDICTORS = ("mlp", "gru", "transformer")
 # Encoder input name -> the dataset key it reads (and the env observation key it comes from).
 INPUT_KEYS = {"state": "obs/observation", "pixels": "pixels"}
-ENV_KEYS = {"state": "observation", "pixels": "pixels"}
 GOAL_KEYS = {"pixels": "goal_pixels"}  # the goal image of a pixel observation, if the env has it
 
 
@@ -264,7 +263,7 @@ class WorldModel(nn.Module):
     def task_cost(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         """The cost head's estimate of the task cost: (..., D), (..., D) -> (...)."""
         diff = self.cost_head(z) - self.cost_head(goal_z)
-        return torch.sqrt(diff.pow(2).sum(-1) + 1e-8)
+        return torch.sqrt(diff.pow(2).sum(-1) + COST_EPS)
 
     def cost(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
         """Intrinsic cost of being at ``z`` when aiming for ``goal_z``: (..., D) -> (...)."""
