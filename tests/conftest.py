@@ -15,6 +15,14 @@ from wmrobot.datasets import EpisodeStore, collect
 
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _in_a_folder_of_its_own(tmp_path_factory, monkeypatch):
+    """Each test runs in an empty folder of its own, so that no command it starts, in this
+    process or in a child, writes a run directory (runs/...) into the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 ENV_ID = "wmrobot/PointMaze-v0"
 ROW_SHAPES = {
     "obs": ((3,), "float32"),

@@ -188,6 +188,7 @@ def test_ctrl_c_stops_a_collection_with_workers_in_one_line_and_it_resumes(tmp_p
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        cwd=tmp_path,  # its run directory too
     )
     deadline = time.monotonic() + 60
     while _committed(path) < 10 and proc.poll() is None and time.monotonic() < deadline:
@@ -208,13 +209,18 @@ def test_ctrl_c_stops_a_collection_with_workers_in_one_line_and_it_resumes(tmp_p
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tmp_path,
     )
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference.zarr"
     whole = [a for a in args if not a.startswith("out=")]
     whole += [f"out={reference}", f"episodes={interrupted + 20}"]
     done = subprocess.run(
-        [sys.executable, "-m", "wmrobot.cli", *whole], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "wmrobot.cli", *whole],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     a, b = EpisodeStore.open(path), EpisodeStore.open(reference)
