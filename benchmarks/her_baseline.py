@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from wmrobot.bench import evaluate_rl
+from wmrobot.bench import rl_result
 from wmrobot.envs import eval_pairs, make_env
-from wmrobot.rl import RLConfig
+from wmrobot.rl import RLConfig, run_seeds
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -54,9 +54,10 @@ def main() -> None:
         f"{args.steps:,} env steps per seed, seeds {args.seeds}; load {os.getloadavg()[0]:.2f}"
     )
     start = time.perf_counter()
-    result = evaluate_rl(
+    runs = run_seeds(
         env_id, kwargs, cfg, args.steps, args.seeds, pairs, ev["budget"], out, args.workers, False
     )
+    result = rl_result(cfg, args.steps, runs)
     wall = time.perf_counter() - start
     for seed, success in zip(args.seeds, result.success, strict=True):
         print(f"  seed {seed}: {100 * success:.1f}% success")

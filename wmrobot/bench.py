@@ -24,7 +24,7 @@ from wmrobot.envs import make_env  # noqa: E402
 from wmrobot.eval.rollout import decision_latency_ms, evaluate  # noqa: E402
 from wmrobot.model.world_model import WorldModel  # noqa: E402
 from wmrobot.planners import PlannerConfig  # noqa: E402
-from wmrobot.rl import RLConfig, run_seeds  # noqa: E402
+from wmrobot.rl import RLConfig  # noqa: E402
 
 
 @dataclass
@@ -161,24 +161,12 @@ def evaluate_random(
     return summarise("random", 0, per_seed, latency, "policy")
 
 
-def evaluate_rl(
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    cfg: RLConfig,
-    steps: int,
-    seeds: list[int],
-    pairs: list[dict[str, Any]],
-    budget: int,
-    out: str | Path,
-    workers: int | None = None,
-    progress: bool = True,
-) -> MethodResult:
-    """The model-free row: one SB3 agent (``cfg.algo``: SAC, or SAC+HER) trained online for
-    ``steps`` env steps per seed, then run on ``pairs``; named by ``cfg.label``."""
-    runs = run_seeds(env_id, env_kwargs, cfg, steps, seeds, pairs, budget, out, workers, progress)
+def rl_result(cfg: RLConfig, steps: int, runs: list[dict[str, Any]]) -> MethodResult:
+    """The model-free row from :func:`~wmrobot.rl.run_seeds`' runs (one SB3 agent per seed,
+    trained anew for ``steps`` env steps: the spread is over RL training); named by
+    ``cfg.label``."""
     per_seed = {r["seed"]: r["records"] for r in runs}
     latency = sum(r["latency_ms"] for r in runs) / len(runs)
-    # One agent per seed, each trained anew: the spread is over RL training.
     return summarise(cfg.label, steps, per_seed, latency, "training")
 
 

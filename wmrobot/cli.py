@@ -461,8 +461,9 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
     """``wmrobot demo``: collect, train, plan and the baselines into the run directory."""
     import torch
 
-    from wmrobot.bench import DISPLAY_NAMES, evaluate_rl
+    from wmrobot.bench import DISPLAY_NAMES, rl_result
     from wmrobot.config import validate
+    from wmrobot.rl import run_seeds
     from wmrobot.train import load_checkpoint
 
     c, config_record = validate("demo", cfg), OmegaConf.to_container(cfg, resolve=True)
@@ -481,9 +482,8 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
         log.info(f"[4/4] {c.rl.label}, {steps:,} env steps per seed, seeds {seeds}")
         start = time.perf_counter()
         budget = c.env.eval.budget
-        results.append(
-            evaluate_rl(c.env.id, c.env.kwargs, c.rl, steps, seeds, pairs, budget, run_dir)
-        )
+        runs = run_seeds(c.env.id, c.env.kwargs, c.rl, steps, seeds, pairs, budget, run_dir)
+        results.append(rl_result(c.rl, steps, runs))
         log.info(f"{c.rl.label}: {time.perf_counter() - start:.1f} s")
     _report(results, run_dir, c, c.env.id, meta, pairs)
     log.info(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from stable_baselines3 import HerReplayBuffer
 
-from wmrobot.bench import evaluate_rl
+from wmrobot.bench import rl_result
 from wmrobot.envs import eval_pairs, make_env
 from wmrobot.errors import ConfigError
 from wmrobot.rl import RLConfig, make_sac, run_seeds
@@ -98,11 +98,12 @@ def test_sac_her_on_a_reward_task_is_refused_in_one_line(tmp_path):
     assert "HalfCheetah-v5" in message and "use rl=sac" in message
 
 
-def test_evaluate_rl_is_the_demo_row(tmp_path):
+def test_the_trained_runs_make_the_demo_row(tmp_path):
     env = make_env(ENV_ID, {"layout": "open"})
     pairs = eval_pairs(env, 2, seed=1234)
     cfg = small("sac_her")
-    result = evaluate_rl(ENV_ID, {"layout": "open"}, cfg, 120, [0], pairs, 10, tmp_path, 1, False)
+    runs = run_seeds(ENV_ID, {"layout": "open"}, cfg, 120, [0], pairs, 10, tmp_path, 1, False)
+    result = rl_result(cfg, 120, runs)
     assert result.method == "SAC+HER (SB3)"
     assert (result.env_steps, result.spread_over, len(result.success)) == (120, "training", 1)
     assert len(result.episodes) == 2 and result.latency_ms > 0
