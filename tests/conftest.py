@@ -54,11 +54,17 @@ def make_episode() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def new_store(tmp_path: Path) -> Callable[..., EpisodeStore]:
-    """Make an empty synthetic store under ``tmp_path`` (keys obs, action, reward)."""
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
 
-    def make(name: str = "d.zarr") -> EpisodeStore:
-        return EpisodeStore.create(
+
+@pytest.fixture
+def new_store(tmp_path: Path) -> Callable[..., EpisodeStore]:
+    """Make an empty synthetic store under ``tmp_path`` (keys obs, action, reward), of class
+    ``kind``: EpisodeStore (through zarr) or the acceleration layer's DirectStore."""
+
+    def make(name: str = "d.zarr", kind: type[EpisodeStore] = EpisodeStore) -> EpisodeStore:
+        return kind.create(
             tmp_path / name,
             env={"id": "synthetic", "kwargs": {}},
             spaces={"observation": "Box(3)", "action": "Box(2)"},

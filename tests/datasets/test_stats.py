@@ -8,11 +8,6 @@ import pytest
 from wmrobot.datasets.stats import quantiles, stat_columns
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
-
-
 @pytest.mark.parametrize("n", [1, 2, 3, 100, 1001, 4099])
 def test_quantiles_equal_numpys(n, rng):
     x = rng.normal(size=(7, n))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -14,30 +15,11 @@ from wmrobot.datasets.accel.store import DirectStore
 from wmrobot.errors import DatasetError
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
-
-
 @pytest.fixture(params=[EpisodeStore, DirectStore], ids=["zarr", "direct"])
-def new_store(request, tmp_path):
-    """Make an empty synthetic store, written through zarr (the plain path) or directly (the
-    acceleration layer): every test of the format holds for both."""
-
-    def make(name: str = "d.zarr") -> EpisodeStore:
-        return request.param.create(
-            tmp_path / name,
-            env={"id": "synthetic", "kwargs": {}},
-            spaces={"observation": "Box(3)", "action": "Box(2)"},
-            row_shapes={
-                "obs": ((3,), "float32"),
-                "action": ((2,), "float32"),
-                "reward": ((), "float32"),
-            },
-            collector={"policy": "test", "seed": 0},
-        )
-
-    return make
+def new_store(request, new_store):
+    """Every test of the format holds for both writers: through zarr (the plain path) and
+    direct (the acceleration layer)."""
+    return functools.partial(new_store, kind=request.param)
 
 
 def test_episodes_round_trip(new_store, make_episode, rng, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -18,19 +19,9 @@ ROW_SHAPES = {"obs": ((3,), "float32"), "action": ((2,), "float32"), "reward": (
 
 
 @pytest.fixture
-def new_store(tmp_path):
-    """Make an empty synthetic store under ``tmp_path`` that writes its chunks directly."""
-
-    def make(name: str = "d.zarr") -> DirectStore:
-        return DirectStore.create(
-            tmp_path / name,
-            env={"id": "synthetic", "kwargs": {}},
-            spaces={"observation": "Box(3)", "action": "Box(2)"},
-            row_shapes=ROW_SHAPES,
-            collector={"policy": "test", "seed": 0},
-        )
-
-    return make
+def new_store(new_store):
+    """conftest's synthetic store, writing its chunks directly."""
+    return functools.partial(new_store, kind=DirectStore)
 
 
 def _blosc(shuffle="shuffle"):
