@@ -49,9 +49,15 @@ class Diagnosis:
     derived: dict[str, np.ndarray] = field(default_factory=dict)  # recomputed, of kept episodes
 
     @property
+    def first(self) -> Problem | None:
+        """The problem that decides what is kept: the earliest episode's (the first found of
+        those)."""
+        return min(self.problems, key=lambda p: p.episode, default=None)
+
+    @property
     def keep(self) -> int:
         """Episodes of the longest committed prefix that validates deep."""
-        return min([p.episode for p in self.problems], default=self.n_episodes)
+        return self.first.episode if self.first else self.n_episodes
 
     @property
     def kept_rows(self) -> int:
@@ -177,10 +183,10 @@ def _derive(
 
 
 def check_deep(store: EpisodeStore) -> Diagnosis:
-    """:func:`diagnose`, raising a one-line :class:`DatasetError` for the first problem (with
-    what :func:`repair` would keep)."""
+    """:func:`diagnose`, raising a one-line :class:`DatasetError` for the problem that decides
+    what :func:`repair` would keep (and saying what that is)."""
     d = diagnose(store)
-    if d.problems:
+    if d.first:
         keep = d.keep
         fix = (
             f"{d.n_episodes} episodes"
@@ -188,7 +194,7 @@ def check_deep(store: EpisodeStore) -> Diagnosis:
             else f"the first {keep} of {d.n_episodes} episodes"
         )
         raise DatasetError(
-            f"{store.path!r}: {d.problems[0].line}; `wmrobot data repair {store.path}` keeps {fix}"
+            f"{store.path!r}: {d.first.line}; `wmrobot data repair {store.path}` keeps {fix}"
         )
     return d
 
@@ -317,7 +323,7 @@ def _copy_changed(store: EpisodeStore, d: Diagnosis) -> Path:
         "dataset": store.path,
         "committed": {"n_episodes": d.n_episodes, "n_rows": store.n_rows},
         "kept": {"n_episodes": d.keep, "n_rows": d.kept_rows},
-        "problems": [p.line for p in d.problems],
+        "problems": [p.line for p in sorted(d.problems, key=lambda p: p.episode)],
         "recomputed": sorted(f"meta/{k}" for k in d.derived),
     }
     (partial / "repair.json").write_text(json.dumps(record, indent=2))

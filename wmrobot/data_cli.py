@@ -147,7 +147,7 @@ def repair_command(path: str, dry_run: bool, console: Console) -> None:
     (kept, kept_steps), (dropped, dropped_steps) = result.kept, result.dropped
     verb = ("would keep", "would drop") if dry_run else ("kept", "dropped")
     recomputed = "".join(f", recomputed meta/{k}" for k in d.derived)
-    say(f"repair: {path}: {d.problems[0].line}")
+    say(f"repair: {path}: {d.first.line}")
     say(
         f"{verb[0]} {kept:,} episodes ({kept_steps:,} steps), {verb[1]} {dropped:,} episodes "
         f"({dropped_steps:,} steps){recomputed}"

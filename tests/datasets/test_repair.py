@@ -249,3 +249,20 @@ def test_a_dataset_written_before_checksums_opens_appends_and_validates(
     assert main(["validate", str(copy), "--deep"]) == 0
     assert "carry none" in capsys.readouterr().out
     assert main(["validate", str(copy)]) == 0
+
+
+def test_a_row_that_breaks_a_rule_drops_its_episode_and_those_after(good, tmp_path, capsys):
+    # Values written with good checksums but against the format: the earliest decides.
+    import zarr
+
+    copy = _copy(good, tmp_path)
+    original = EpisodeStore.open(good)
+    ends = original.episode_ends
+    group = zarr.open_group(copy, mode="r+")
+    group["data/obs"][int(ends[20]) + 1] = np.nan  # in episode 21
+    group["data/action"][int(ends[12]) - 1] = 0.5  # episode 12's final row: must be NaN
+    assert main(["validate", str(copy), "--deep"]) == 2
+    err = _one_line(capsys)
+    assert "an episode's last row has an action" in err and "keeps the first 12 of 30" in err
+    assert main(["repair", str(copy)]) == 0
+    _assert_prefix(EpisodeStore.open(copy), original, 12)
