@@ -266,3 +266,15 @@ def test_a_row_that_breaks_a_rule_drops_its_episode_and_those_after(good, tmp_pa
     assert "an episode's last row has an action" in err and "keeps the first 12 of 30" in err
     assert main(["repair", str(copy)]) == 0
     _assert_prefix(EpisodeStore.open(copy), original, 12)
+
+
+def test_a_damaged_array_document_is_refused_in_one_line(good, tmp_path, capsys):
+    copy = _copy(good, tmp_path)
+    document = copy / "meta" / "seed" / "zarr.json"
+    _flip(document, np.random.default_rng(5), 4)
+    document.write_bytes(b"\xff" + document.read_bytes())  # whatever was flipped: not UTF-8
+    before = _tree(copy)
+    for args in (["validate", str(copy), "--deep"], ["repair", str(copy)]):
+        assert main(args) == 2
+        assert "meta/seed/zarr.json is damaged" in _one_line(capsys)
+    assert _tree(copy) == before
