@@ -46,7 +46,7 @@ class Diagnosis:
     problems: list[Problem] = field(default_factory=list)  # in the order found
     damaged: dict[str, list[int]] = field(default_factory=dict)  # array -> damaged chunks
     unchecked: list[str] = field(default_factory=list)  # arrays written without checksums
-    derived: dict[str, np.ndarray] = field(default_factory=dict)  # recomputed, of kept episodes
+    derived: dict[str, np.ndarray] = field(default_factory=dict)  # meta key -> recomputed entries
 
     @property
     def first(self) -> Problem | None:
