@@ -8,6 +8,7 @@ from typing import Any
 # Functions named like their modules are imported here, or importing the module would shadow
 # them. The store imports zarr only when a dataset is opened.
 from wmrobot.datasets.merge import merge
+from wmrobot.datasets.repair import repair
 from wmrobot.datasets.replay import ReplayResult, replay, restore
 from wmrobot.datasets.store import EpisodeStore
 
@@ -28,6 +29,7 @@ __all__ = [
     "WindowSampler",
     "collect",
     "merge",
+    "repair",
     "replay",
     "restore",
     "window_starts",

@@ -56,7 +56,7 @@ def restore(env: gym.Env, store: EpisodeStore, row: int) -> None:
     env.reset(
         seed=int(store.meta("seed")[episode]), options={"factors": factors} if factors else None
     )
-    set_physics_state(env, store.array("physics")[row])
+    set_physics_state(env, store.read("data/physics", row))
 
 
 def replay(dataset: EpisodeStore | str, episode: int, env: gym.Env | None = None) -> ReplayResult:

@@ -90,6 +90,7 @@ class ChunkReader:
     """
 
     def __init__(self, store: EpisodeStore, keys: Iterable[str], n_rows: int, budget: int) -> None:
+        self.store = store
         self.arrays = {k: store.array(k) for k in keys}
         self.chunk_rows = {k: a.chunks[0] for k, a in self.arrays.items()}
         self.n_rows, self.budget = n_rows, budget
@@ -124,7 +125,12 @@ class ChunkReader:
         array, size = self.arrays[key], self.chunk_rows[key]
         for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1) if missing else []:
             first, last = int(run[0]), int(run[-1])
-            data = array[first * size : min((last + 1) * size, self.n_rows)]
+            rows = slice(first * size, min((last + 1) * size, self.n_rows))
+            try:
+                data = array[rows]
+            except (ValueError, RuntimeError):  # zarr's checksum error, Blosc's: which chunk?
+                self.store.read(f"data/{key}", rows)  # raises the line that names it
+                raise
             for c in range(first, last + 1):
                 block = data[(c - first) * size : (c - first + 1) * size]
                 # A copy lets the LRU free one chunk of a run without keeping the rest alive

@@ -233,7 +233,11 @@ class EpisodeStore:
                 chunks=a.chunks,
                 dtype=a.dtype,
                 fill_value=a.fill_value,
-                compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=a.shuffle),
+                # zarr's CRC32C of each encoded chunk: a damaged chunk fails to read
+                compressors=[
+                    zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=a.shuffle),
+                    zarr.codecs.Crc32cCodec(),
+                ],
             )
         return cls(group, build, writable=True)
 
@@ -243,8 +247,10 @@ class EpisodeStore:
         import zarr  # noqa: F401
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
-        """Open a dataset for reading (``"r"``) or appending (``"a"``); validates it first."""
+    def open(cls, path: str | os.PathLike, mode: str = "r", check: bool = True) -> EpisodeStore:
+        """Open a dataset for reading (``"r"``) or appending (``"a"``); validates it first
+        unless ``check`` is False (for :func:`wmrobot.datasets.repair.repair`, which opens
+        datasets that do not validate)."""
         path = normalise_path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
@@ -285,7 +291,8 @@ class EpisodeStore:
         if mode == "a" and is_local(path):
             for tmp in Path(path).rglob("*.partial"):
                 tmp.unlink(missing_ok=True)
-        store.validate()
+        if check:
+            store.validate()
         return store
 
     # ----------------------------------------------------------------------------- reading
@@ -312,11 +319,11 @@ class EpisodeStore:
 
     @property
     def episode_ends(self) -> np.ndarray:
-        return self.node("meta/episode_ends")[: self.n_episodes]
+        return self.read("meta/episode_ends", slice(self.n_episodes))
 
     def meta(self, key: str) -> np.ndarray:
         """A per-episode array (``factors``: (episodes, F), columns as :attr:`factor_names`)."""
-        return self.node(f"meta/{key}")[: self.n_episodes]
+        return self.read(f"meta/{key}", slice(self.n_episodes))
 
     @property
     def factor_names(self) -> list[str]:
@@ -327,24 +334,66 @@ class EpisodeStore:
         """Episode ``index``'s factor values by name (empty for envs without factors)."""
         if not self.factor_names:
             return {}
-        row = self.node("meta/factors")[index % self.n_episodes]
+        row = self.read("meta/factors", index % self.n_episodes)
         return dict(zip(self.factor_names, row.tolist(), strict=True))
 
     def array(self, key: str) -> zarr.Array:
-        """The raw ``data/<key>`` array; only rows ``[:n_rows]`` are committed."""
+        """The raw ``data/<key>`` array; only rows ``[:n_rows]`` are committed. (Read through
+        :meth:`read`, which names a damaged chunk, rather than by indexing it.)"""
         return self.node(f"data/{key}")
 
     def node(self, name: str) -> zarr.Array:
         """The array at ``name`` (``data/<key>`` or ``meta/<key>``), opened once: opening reads
         and parses its metadata, which would otherwise cost more than a whole small write."""
         if name not in self._nodes:
-            self._nodes[name] = self.group[name]
+            try:
+                self._nodes[name] = self.group[name]
+            except KeyError:
+                raise DatasetError(
+                    f"{self.path!r}: {name} is missing; the dataset is incomplete (restore it "
+                    f"from a copy)"
+                ) from None
+            except (ValueError, TypeError) as e:  # zarr.json bytes that do not parse
+                raise DatasetError(
+                    f"{self.path!r}: {name}/zarr.json is damaged ({_one_line(e)}); restore it "
+                    f"from a copy"
+                ) from None
         return self._nodes[name]
+
+    def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
+        """``node(name)[selection]``; a chunk that fails its checksum (or, written before
+        checksums, cannot be decoded) raises a one-line :class:`DatasetError` naming it."""
+        array = self.node(name)
+        try:
+            return array[selection]
+        except (ValueError, RuntimeError) as e:  # zarr's checksum error; Blosc's
+            first = selection[0] if isinstance(selection, tuple) else selection
+            rows = _selected_rows(first, array.shape[0])
+            size = array.chunks[0]
+            for index in range(rows.start // size, -(-rows.stop // size)):
+                self.read_chunk(name, index)  # raises for the damaged one
+            raise e  # not a damaged chunk: the selection itself is at fault
+
+    def read_chunk(self, name: str, index: int) -> np.ndarray:
+        """The rows of chunk ``index`` (along the first axis) of the array at ``name``, raising
+        a one-line :class:`DatasetError` that names the chunk when it is damaged."""
+        array = self.node(name)
+        size = array.chunks[0]
+        try:
+            return array[index * size : (index + 1) * size]
+        except (ValueError, RuntimeError) as e:
+            reason = "checksum mismatch" if "checksum" in str(e) else f"undecodable: {_one_line(e)}"
+            raise DamagedChunk(self.path, name, self.chunk_key(name, index), reason) from None
+
+    def chunk_key(self, name: str, index: int) -> str:
+        """The key (``c/12/0``, its file's path in the array's folder) of chunk ``index``."""
+        array = self.node(name)
+        return array.metadata.encode_chunk_key((index, *[0] * (array.ndim - 1)))
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All committed rows of ``keys`` (default: every key) as NumPy arrays."""
         n = self.n_rows
-        return {k: self.array(k)[:n] for k in (keys or self.keys)}
+        return {k: self.read(f"data/{k}", slice(n)) for k in (keys or self.keys)}
 
     def episode_bounds(self, index: int) -> tuple[int, int]:
         """Rows ``[start, end)`` of episode ``index`` (negative counts from the end)."""
@@ -357,24 +406,22 @@ class EpisodeStore:
     def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """One episode's rows (T+1 of them for T actions)."""
         start, end = self.episode_bounds(index)
-        return {k: self.array(k)[start:end] for k in (keys or self.keys)}
+        return {k: self.read(f"data/{k}", slice(start, end)) for k in (keys or self.keys)}
 
     def fingerprint(self) -> str:
         """A short hash of the committed contents' identity (counts, boundaries, actions)."""
         h = hashlib.sha256()
         h.update(json.dumps([self.n_rows, self.n_episodes, self.attrs["env"]]).encode())
         h.update(self.episode_ends.tobytes())
-        h.update(np.ascontiguousarray(self.array("action")[: self.n_rows]).tobytes())
+        h.update(np.ascontiguousarray(self.read("data/action", slice(self.n_rows))).tobytes())
         return h.hexdigest()[:16]
 
     def validate(self) -> None:
         """Raise :class:`DatasetError` unless the committed part is consistent."""
         n_rows, n_eps = self.n_rows, self.n_episodes
         for key in self.keys:
-            try:  # the handle is kept (node): at a URL, each metadata read is a round trip
-                rows = self.node(f"data/{key}").shape[0]
-            except KeyError:
-                raise DatasetError(f"{self.path!r}: data/{key} is listed but missing") from None
+            # node keeps the handle: at a URL, each metadata read is a round trip
+            rows = self.node(f"data/{key}").shape[0]
             if rows < n_rows:
                 raise DatasetError(
                     f"{self.path!r}: data/{key} holds {rows} rows, fewer than the {n_rows} "
@@ -398,23 +445,14 @@ class EpisodeStore:
             self.meta("length"), np.diff(ends, prepend=0) - 1
         ):
             raise DatasetError(f"{path!r}: meta/length disagrees with meta/episode_ends")
-        real = _valid_action_rows(ends, n)
-        final_step = np.zeros(n, dtype=bool)
-        final_step[ends - 2] = True  # the row of each episode's last action
+        for key in ("seed", "return", "success", *(["factors"] if self.factor_names else [])):
+            self.meta(key)  # read, so that a damaged chunk fails its checksum
         for key in self.keys:
             if self.array(key).dtype.kind not in "fb":  # images: nothing to check per value
                 continue
-            values = self.array(key)[:n]
-            if key in ("terminated", "truncated") and np.any(values & ~final_step):
-                raise DatasetError(f"{path!r}: data/{key} is set before an episode's end")
-            if key == "action":
-                if not np.isnan(values[~real]).all():
-                    raise DatasetError(
-                        f"{path!r}: an episode's last row has an action (must be NaN)"
-                    )
-                values = values[real]
-            if values.dtype.kind == "f" and not np.isfinite(values).all():
-                raise DatasetError(f"{path!r}: data/{key} holds NaN or Inf")
+            problem = row_problem(key, self.read(f"data/{key}", slice(n)), 0, ends)
+            if problem is not None:
+                raise DatasetError(f"{path!r}: {problem[1]}")
         if self.n_episodes and set(self.stat_keys) - set(self.attrs.get("stats", {})):
             raise DatasetError(f"{path!r}: normalisation statistics are missing")
 
@@ -497,7 +535,7 @@ class EpisodeStore:
         valid = _valid_action_rows(self.episode_ends, self.n_rows) if columns is None else None
         for key in self.stat_keys:
             if columns is None:  # read back into an array of its own: sorted in place
-                x = self.array(key)[: self.n_rows]
+                x = self.read(f"data/{key}", slice(self.n_rows))
                 x = as_columns(x[valid] if key in ("action", "reward") else x)
                 q01, q99 = quantiles(x, (0.01, 0.99), overwrite_input=True)
             else:
@@ -552,7 +590,7 @@ class EpisodeStore:
         for lo in range(0, self.n_episodes, batch):
             hi = min(lo + batch, self.n_episodes)
             row_lo = int(ends[lo - 1]) if lo else 0
-            rows = {k: self.array(k)[row_lo : int(ends[hi - 1])] for k in keys}
+            rows = {k: self.read(f"data/{k}", slice(row_lo, int(ends[hi - 1]))) for k in keys}
             bounds = np.concatenate([[row_lo], ends[lo:hi]]) - row_lo
             for i in range(hi - lo):
                 a, b = int(bounds[i]), int(bounds[i + 1])
@@ -593,6 +631,63 @@ def _array_specs(
         chunks = (EPISODE_CHUNK, width)
         arrays.append(ArraySpec("meta/factors", (0, width), chunks, "float64", np.nan, "shuffle"))
     return arrays
+
+
+class DamagedChunk(DatasetError):
+    """Chunk ``key`` (``c/12/0``) of the array at ``name`` fails its checksum or cannot be
+    decoded."""
+
+    def __init__(self, path: str, name: str, key: str, reason: str) -> None:
+        self.name, self.key, self.reason = name, key, reason
+        super().__init__(
+            f"{path!r}: chunk {key} of {name} is damaged ({reason}); run `wmrobot data "
+            f"validate --deep` and `wmrobot data repair`"
+        )
+
+
+def row_problem(key: str, values: np.ndarray, lo: int, ends: np.ndarray) -> tuple[int, str] | None:
+    """The first of rows ``[lo, lo + len(values))`` of ``data/<key>`` (``values``) that breaks
+    the format, and how: a flag set before an episode's last step, a final row with an action,
+    NaN or Inf elsewhere (in float and bool arrays; images are not checked). None if none."""
+    n = len(values)
+    if values.dtype.kind not in "fb" or n == 0:
+        return None
+    flat = values.reshape(n, -1)
+    final = _marked(np.asarray(ends, dtype=np.int64) - 1 - lo, n)  # each episode's last row
+    broken = []
+    if key in ("terminated", "truncated"):
+        last_step = _marked(np.asarray(ends, dtype=np.int64) - 2 - lo, n)
+        broken.append((flat.any(1) & ~last_step, f"data/{key} is set before an episode's end"))
+    if key == "action":
+        has_action = final & ~np.isnan(flat).all(1)
+        broken.append((has_action, "an episode's last row has an action (must be NaN)"))
+    if values.dtype.kind == "f":
+        real = ~final if key == "action" else np.ones(n, dtype=bool)
+        broken.append((real & ~np.isfinite(flat).all(1), f"data/{key} holds NaN or Inf"))
+    found = [(lo + int(np.argmax(bad)), line) for bad, line in broken if bad.any()]
+    return min(found, key=lambda f: f[0]) if found else None
+
+
+def _marked(rows: np.ndarray, n: int) -> np.ndarray:
+    """A mask of ``n`` rows, True at ``rows`` (those outside ``[0, n)`` left out)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[rows[(rows >= 0) & (rows < n)]] = True
+    return mask
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _selected_rows(selection: Any, n: int) -> range:
+    """The rows (first axis) that a selection of an array of ``n`` rows touches, as a range."""
+    if isinstance(selection, (int, np.integer)):
+        row = int(selection) % max(n, 1)
+        return range(row, row + 1)
+    if isinstance(selection, slice):
+        start, stop, _ = selection.indices(n)
+        return range(start, max(start, stop))
+    return range(n)  # fancy selections: any chunk may be the one
 
 
 def grown_shape(shape: tuple[int, ...], chunk: int, end: int) -> tuple[int, ...] | None:

@@ -89,3 +89,25 @@ def maze_dataset(maze_dataset_master: Path, tmp_path: Path) -> Path:
     path = tmp_path / "maze.zarr"
     shutil.copytree(maze_dataset_master, path)
     return path
+
+
+def strip_checksums(path: Path) -> None:
+    """Make the dataset at ``path`` one written before checksums: each array's ``crc32c``
+    codec, and the 4 bytes it appends to each chunk, removed."""
+    import json
+
+    for document in path.rglob("zarr.json"):
+        node = json.loads(document.read_text())
+        if node["node_type"] != "array" or node["codecs"][-1] != {"name": "crc32c"}:
+            continue
+        node["codecs"] = node["codecs"][:-1]
+        document.write_text(json.dumps(node, indent=2))
+        for chunk in (document.parent / "c").rglob("*"):
+            if chunk.is_file():
+                chunk.write_bytes(chunk.read_bytes()[:-4])
+
+
+@pytest.fixture
+def without_checksums() -> Callable[[Path], None]:
+    """``without_checksums(path)``: the dataset at ``path`` as written before checksums."""
+    return strip_checksums

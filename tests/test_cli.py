@@ -184,3 +184,47 @@ def test_a_file_url_names_the_local_dataset_at_its_path(
     assert main(["collect", "episodes=1", "env.kwargs.layout=open", f"out=file://{made}"]) == 0
     assert EpisodeStore.open(made).n_episodes == 1
     assert not any(p.name.startswith("file:") for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("array", ["meta/episode_ends", "meta/return", "data/action"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["data", "validate", "{path}"],
+        ["data", "validate", "{path}", "--deep"],
+        ["data", "info", "{path}"],
+        ["train", "dataset={path}", "model.train.steps=1"],
+    ],
+    ids=["validate", "validate-deep", "info", "train"],
+)
+def test_a_missing_array_is_one_line_not_a_key_error(
+    array, command, small_dataset, tmp_path, capsys
+):
+    import shutil
+
+    copy = tmp_path / "missing.zarr"
+    shutil.copytree(small_dataset, copy)
+    shutil.rmtree(copy / array)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert main([arg.format(path=copy) for arg in command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{array} is missing" in err
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_training_on_a_damaged_chunk_stops_with_one_line(small_dataset, tmp_path, capsys):
+    # The case: eight bytes flipped in an observation chunk, and training ran on them.
+    import shutil
+
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(small_dataset, copy)
+    chunk = copy / "data" / "obs" / "observation" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    for at in range(40, 48):
+        data[at] ^= 0x5A
+    chunk.write_bytes(bytes(data))
+    assert main(["train", f"dataset={copy}", "model.train.steps=1", f"out={tmp_path}/ck"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "chunk c/0/0 of data/obs/observation is damaged (checksum mismatch)" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -12,10 +13,16 @@ from rich.table import Table
 from wmrobot.cli_common import error
 from wmrobot.errors import DatasetError, WmrobotError
 
-USAGE = """usage: wmrobot data <info|validate|replay|merge|convert> ...
+USAGE = """usage: wmrobot data <info|validate|repair|replay|merge|convert> ...
 
   info PATH              a readable summary: env, counts, keys, episode statistics, provenance
-  validate PATH          check the committed part (counts, boundaries, NaN actions); exit 0 if valid
+  validate PATH [--deep] check the committed part (counts, boundaries, NaN actions); exit 0 if
+                         valid. --deep also reads every chunk of every array (checksums) and
+                         recomputes lengths from meta/episode_ends and returns from data/reward
+  repair PATH [--dry-run]
+                         roll a damaged or inconsistent dataset back to the longest committed
+                         prefix of episodes that validates deep; what it drops or rewrites is
+                         first copied to PATH.repair-<time>/. --dry-run: say so, change nothing
   replay PATH [EPISODE]  re-simulate episodes (default: all) from their recorded physics state
                          and actions; report the largest difference to the recorded observations
   merge OUT SRC SRC ...  a new dataset OUT holding every episode of the SRC datasets, in order
@@ -104,15 +111,51 @@ def info(path: str, console: Console) -> None:
     console.print(table)
 
 
-def validate(path: str, console: Console) -> None:
-    """Open (which checks counts and boundaries), then check every committed row."""
+def validate(path: str, deep: bool, console: Console) -> None:
+    """Open (which checks counts and boundaries), then check every committed row; ``deep``:
+    every chunk's checksum and what is derivable as well."""
     from wmrobot.datasets import EpisodeStore
+    from wmrobot.datasets.repair import check_deep
 
-    store = EpisodeStore.open(path)
-    store.check_contents()
+    store = EpisodeStore.open(path, check=not deep)  # deep: its own, more exact, lines
+    if deep:
+        unchecked = check_deep(store).unchecked
+    else:
+        store.check_contents()
     console.print(
         f"ok: {path} holds {store.n_episodes:,} valid episodes ({store.n_transitions:,} steps)"
+        + (" (deep: every chunk read, lengths and returns recomputed)" if deep else ""),
+        soft_wrap=True,
     )
+    if deep and unchecked:
+        console.print(
+            f"note: {len(unchecked)} arrays were written before checksums and carry none "
+            f"({', '.join(unchecked)}): damage in them shows only where it breaks a rule",
+            soft_wrap=True,
+        )
+
+
+def repair_command(path: str, dry_run: bool, console: Console) -> None:
+    from wmrobot.datasets.repair import repair
+
+    result = repair(path, dry_run=dry_run)
+    say = functools.partial(console.print, soft_wrap=True)  # paths and lines whole, unwrapped
+    if not result.needed:
+        say(f"repair: {path} validates deep; nothing needs repair")
+        return
+    d = result.diagnosis
+    (kept, kept_steps), (dropped, dropped_steps) = result.kept, result.dropped
+    verb = ("would keep", "would drop") if dry_run else ("kept", "dropped")
+    recomputed = "".join(f", recomputed meta/{k}" for k in d.derived)
+    say(f"repair: {path}: {d.first.line}")
+    say(
+        f"{verb[0]} {kept:,} episodes ({kept_steps:,} steps), {verb[1]} {dropped:,} episodes "
+        f"({dropped_steps:,} steps){recomputed}"
+    )
+    if dry_run:
+        say("dry run: nothing changed")
+    else:
+        say(f"a copy of what was dropped or rewritten is in {result.copy}")
 
 
 def replay_command(path: str, episode: str | None, console: Console) -> None:
@@ -206,6 +249,7 @@ def main(args: list[str]) -> int:
     commands = {
         "info": (1, 1),
         "validate": (1, 1),
+        "repair": (1, 1),
         "replay": (1, 2),
         "merge": (3, 1000),
         "convert": (0, 1000),  # checked by convert_command, which takes options
@@ -216,15 +260,24 @@ def main(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(USAGE)
         return 0
+    flags = {"validate": "--deep", "repair": "--dry-run"}
+    flag = flags.get(sub) in rest
+    rest = [a for a in rest if a != flags.get(sub)]
     if not low <= len(rest) <= high or (sub != "convert" and any(a.startswith("-") for a in rest)):
-        expected = {"replay": "PATH [EPISODE]", "merge": "OUT SRC SRC ..."}.get(sub, "PATH")
+        expected = {
+            "replay": "PATH [EPISODE]",
+            "merge": "OUT SRC SRC ...",
+            **{k: f"PATH [{f}]" for k, f in flags.items()},
+        }.get(sub, "PATH")
         return error(f"data {sub}", f"expected {expected}, got {rest}")
     console = Console(width=max(shutil.get_terminal_size().columns, 110))
     try:
         if sub == "info":
             info(rest[0], console)
         elif sub == "validate":
-            validate(rest[0], console)
+            validate(rest[0], flag, console)
+        elif sub == "repair":
+            repair_command(rest[0], flag, console)
         elif sub == "convert":
             convert_command(rest, console)
         elif sub == "merge":

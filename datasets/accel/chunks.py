@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wmrobot.datasets.store import DamagedChunk
 from wmrobot.files import write_atomically
 
 ZARR_JSON = "zarr.json"
@@ -78,9 +80,11 @@ def array_document(
     cname: str = "lz4",
     clevel: int = 5,
     shuffle: str = "shuffle",
+    checksum: bool = True,
 ) -> dict[str, Any]:
     """The ``zarr.json`` zarr writes for an array of little-endian bytes compressed by Blosc
-    (``compressors=BloscCodec(cname, clevel, shuffle)``), default chunk keys."""
+    and, with ``checksum``, followed by their CRC32C (``compressors=[BloscCodec(cname, clevel,
+    shuffle), Crc32cCodec()]``), default chunk keys."""
     dtype = np.dtype(dtype)
     bytes_codec: dict[str, Any] = {"name": "bytes"}
     if dtype.itemsize > 1:
@@ -92,7 +96,11 @@ def array_document(
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": _fill_json(dtype, fill_value),
-        "codecs": [bytes_codec, {"name": "blosc", "configuration": {**blosc, "blocksize": 0}}],
+        "codecs": [
+            bytes_codec,
+            {"name": "blosc", "configuration": {**blosc, "blocksize": 0}},
+            *([{"name": "crc32c"}] if checksum else []),
+        ],
         "attributes": {},
         "zarr_format": 3,
         "node_type": "array",
@@ -102,15 +110,17 @@ def array_document(
 
 class LocalArray:
     """A local Zarr v3 array whose rows are chunked along the first axis only and encoded as
-    little-endian bytes then Blosc, default chunk keys: what wmrobot's datasets hold. Grows
+    little-endian bytes then Blosc, then (since datasets carry checksums) zarr's CRC32C of
+    them, default chunk keys: what wmrobot's datasets hold. Grows
     (:meth:`resize` rewrites its ``zarr.json``) and takes row writes (:meth:`write`, one
     encode and one file write per chunk touched) without zarr.
     """
 
-    def __init__(self, folder: Path, document: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, document: dict[str, Any], name: str | None = None) -> None:
         import numcodecs
 
         self.folder, self.document = folder, document
+        self.name = name or folder.name  # within its dataset, for messages: "data/obs"
         self.dtype = np.dtype(document["data_type"])
         self.chunks = tuple(document["chunk_grid"]["configuration"]["chunk_shape"])
         self.fill = _fill_value(self.dtype, document["fill_value"])
@@ -122,6 +132,7 @@ class LocalArray:
             blocksize=blosc.get("blocksize", 0),
             typesize=blosc.get("typesize", self.dtype.itemsize),
         )
+        self.checksum = document["codecs"][-1]["name"] == "crc32c"
         self.made: set[Path] = set()  # chunk folders known to exist
 
     @property
@@ -129,12 +140,13 @@ class LocalArray:
         return tuple(self.document["shape"])
 
     @classmethod
-    def create(cls, folder: Path, **kwargs: Any) -> LocalArray:
-        """A new array at ``folder``, with :func:`array_document`'s arguments."""
-        return cls(folder, write_document(folder, array_document(**kwargs)))
+    def create(cls, folder: Path, name: str | None = None, **kwargs: Any) -> LocalArray:
+        """A new array at ``folder`` (``name`` in its dataset), with :func:`array_document`'s
+        arguments."""
+        return cls(folder, write_document(folder, array_document(**kwargs)), name)
 
     @classmethod
-    def open(cls, folder: Path) -> LocalArray | None:
+    def open(cls, folder: Path, name: str | None = None) -> LocalArray | None:
         """The array at ``folder``, or None where its layout is not the one this writes
         (other codecs, chunks split along other axes or other chunk keys, a dtype it does not
         write): those go through zarr."""
@@ -147,7 +159,7 @@ class LocalArray:
         chunks = grid.get("configuration", {}).get("chunk_shape", [])
         if not (
             doc.get("node_type") == "array"
-            and names == ["bytes", "blosc"]
+            and names in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"])
             and endian == "little"
             and keys.get("name") == "default"
             and keys.get("configuration", {}).get("separator", "/") == "/"
@@ -157,7 +169,7 @@ class LocalArray:
             and writes_directly(doc.get("data_type"))
         ):
             return None
-        return cls(folder, doc)
+        return cls(folder, doc, name)
 
     def resize(self, shape: tuple[int, ...]) -> None:
         """Grow to ``shape`` (a metadata write; chunks past the old shape hold nothing). The
@@ -180,13 +192,24 @@ class LocalArray:
             path = self._file(index)
             if first < at:  # the rows already there, before ``at``
                 try:
-                    self.compressor.decode(path.read_bytes(), out=chunk)
+                    self.compressor.decode(self._verified(path, path.read_bytes()), out=chunk)
                 except FileNotFoundError:  # zarr writes no chunk of fill values only
                     pass
                 chunk[at - first :] = self.fill
             lo, hi = max(first, at), min(first + rows, end)
             chunk[lo - first : hi - first] = values[lo - at : hi - at]
-            self._put(path, self.compressor.encode(chunk))
+            data = self.compressor.encode(chunk)
+            self._put(path, data + _crc32c(data) if self.checksum else data)
+
+    def _verified(self, path: Path, data: bytes) -> bytes:
+        """A chunk file's encoded bytes, its checksum checked and removed (if it has one)."""
+        if not self.checksum:
+            return data
+        if _crc32c(data[:-4]) != data[-4:]:
+            dataset = self.folder.parents[self.name.count("/")]
+            key = path.relative_to(self.folder).as_posix()
+            raise DamagedChunk(str(dataset), self.name, key, "checksum mismatch")
+        return data[:-4]
 
     def _put(self, path: Path, data: bytes) -> None:
         if path.parent not in self.made:
@@ -195,6 +218,13 @@ class LocalArray:
         # Not synced, as zarr's local store does not: the commit's own write is not either,
         # and what a killed process leaves is whole without it.
         write_atomically(path, lambda f: f.write(data), sync=False)
+
+
+def _crc32c(data: bytes) -> bytes:
+    """The CRC32C of ``data`` as zarr's ``crc32c`` codec appends it: 4 bytes, little-endian."""
+    import google_crc32c
+
+    return struct.pack("<I", google_crc32c.value(data))
 
 
 class LocalGroup:
@@ -223,10 +253,10 @@ class LocalGroup:
             folder = self.folder.joinpath(*parents[: i + 1])
             if not (folder / ZARR_JSON).exists():
                 write_document(folder, group_document({}))
-        self._arrays[name] = LocalArray.create(self.folder / name, **kwargs)
+        self._arrays[name] = LocalArray.create(self.folder / name, name, **kwargs)
         return self._arrays[name]
 
     def array(self, name: str) -> LocalArray | None:
         if name not in self._arrays:
-            self._arrays[name] = LocalArray.open(self.folder / name)
+            self._arrays[name] = LocalArray.open(self.folder / name, name)
         return self._arrays[name]

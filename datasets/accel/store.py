@@ -57,9 +57,9 @@ class DirectStore(EpisodeStore):
         import numcodecs  # noqa: F401
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> DirectStore:
+    def open(cls, path: str | os.PathLike, mode: str = "r", check: bool = True) -> DirectStore:
         """As :meth:`EpisodeStore.open`; a local dataset opened for appending is written here."""
-        store = cast(DirectStore, super().open(path, mode))
+        store = cast(DirectStore, super().open(path, mode, check))
         if mode == "a" and is_local(store.path):
             store._local = LocalGroup(Path(store.path), store.group.attrs.asdict())
         return store

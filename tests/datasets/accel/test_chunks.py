@@ -14,6 +14,7 @@ import zarr
 from wmrobot.datasets import EpisodeStore
 from wmrobot.datasets.accel.chunks import LocalArray, LocalGroup
 from wmrobot.datasets.accel.store import DirectStore
+from wmrobot.errors import DatasetError
 
 ROW_SHAPES = {"obs": ((3,), "float32"), "action": ((2,), "float32"), "reward": ((), "float32")}
 
@@ -26,6 +27,11 @@ def new_store(new_store):
 
 def _blosc(shuffle="shuffle"):
     return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)
+
+
+def _codecs(shuffle="shuffle", checksum=True):
+    """What the store gives a new array: Blosc, then (since checksums) zarr's CRC32C."""
+    return [_blosc(shuffle), *([zarr.codecs.Crc32cCodec()] if checksum else [])]
 
 
 def _documents(folder: Path) -> dict[str, dict]:
@@ -41,6 +47,7 @@ def _chunk_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
 
 
+@pytest.mark.parametrize("checksum", [True, False], ids=["crc32c", "before-checksums"])
 @pytest.mark.parametrize(
     "dtype, shape, chunk, shuffle",
     [
@@ -51,12 +58,14 @@ def _chunk_files(folder: Path) -> dict[str, bytes]:
         ("uint8", (4, 4, 3), 16, "noshuffle"),
     ],
 )
-def test_an_array_grown_and_appended_to_is_what_zarr_writes(tmp_path, dtype, shape, chunk, shuffle):
+def test_an_array_grown_and_appended_to_is_what_zarr_writes(
+    tmp_path, dtype, shape, chunk, shuffle, checksum
+):
     root = zarr.open_group(tmp_path / "g.zarr", mode="w")
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     kw = dict(shape=(chunk, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=fill)
-    theirs = root.create_array("theirs", compressors=_blosc(shuffle), **kw)
-    ours = LocalArray.create(tmp_path / "g.zarr" / "ours", shuffle=shuffle, **kw)
+    theirs = root.create_array("theirs", compressors=_codecs(shuffle, checksum), **kw)
+    ours = LocalArray.create(tmp_path / "g.zarr" / "ours", shuffle=shuffle, checksum=checksum, **kw)
     folders = {"theirs": tmp_path / "g.zarr" / "theirs", "ours": tmp_path / "g.zarr" / "ours"}
     assert _documents(folders["ours"]) == _documents(folders["theirs"])
 
@@ -76,6 +85,24 @@ def test_an_array_grown_and_appended_to_is_what_zarr_writes(tmp_path, dtype, sha
     assert sorted(files) == [f"c/{i}" + "/0" * len(shape) for i in range(3)]
     assert files == _chunk_files(folders["theirs"])
     assert LocalArray.open(folders["theirs"]).document == ours.document  # and it reads zarr's
+    assert [c["name"] for c in ours.document["codecs"]][2:] == (["crc32c"] if checksum else [])
+
+
+def test_a_damaged_chunk_under_a_partial_write_is_refused_not_rewritten(tmp_path):
+    # An append that starts inside a chunk reads the chunk back: one that fails its checksum
+    # is named, and left as it is, rather than decoded into garbage and written over.
+    root = zarr.open_group(tmp_path / "d.zarr", mode="w")
+    kw = dict(shape=(16, 3), chunks=(8, 3), dtype="float64", fill_value=np.nan)
+    root.create_group("data").create_array("obs", compressors=_codecs(), **kw)
+    ours = LocalArray.open(tmp_path / "d.zarr" / "data" / "obs", "data/obs")
+    ours.write(0, np.ones((3, 3)))
+    chunk = tmp_path / "d.zarr" / "data" / "obs" / "c" / "0" / "0"
+    damaged = bytearray(chunk.read_bytes())
+    damaged[10] ^= 0xFF
+    chunk.write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match=r"chunk c/0/0 of data/obs is damaged \(checksum"):
+        ours.write(3, np.ones((2, 3)))
+    assert chunk.read_bytes() == bytes(damaged)
 
 
 def test_a_new_datasets_documents_are_the_ones_zarr_writes(tmp_path, make_episode):
@@ -108,6 +135,9 @@ def test_a_new_datasets_documents_are_the_ones_zarr_writes(tmp_path, make_episod
                 compressors=made.compressors,
             )
     assert ours == _documents(tmp_path / "again.zarr")
+    assert all(  # every array carries zarr's checksums
+        d["codecs"][-1] == {"name": "crc32c"} for d in ours.values() if d["node_type"] == "array"
+    )
     # the layout the store chose, spelled as zarr spells it
     assert ours["data/pixels"]["codecs"][1]["configuration"]["shuffle"] == "noshuffle"
     assert ours["data/obs"]["codecs"][1]["configuration"]["shuffle"] == "shuffle"
