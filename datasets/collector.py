@@ -90,6 +90,9 @@ def collect(
     row's N x N camera image (``data/pixels``, uint8), rendered offscreen. ``policy`` is a
     :class:`PolicySpec` or a policy name with default parameters.
 
+    A run that finishes cleanly shrinks the arrays to the committed counts
+    (:meth:`EpisodeStore.shrink`), so that plain zarr readers see no capacity.
+
     ``fast``: the acceleration layer (``wmrobot.datasets.accel``): ``mujoco.rollout`` for
     open-loop policies and direct chunk writes for a local dataset, the same dataset as the
     plain path. ``None`` uses each wherever it applies, ``False`` never, and ``True`` refuses
@@ -121,6 +124,7 @@ def collect(
         store = EpisodeStore.open(path, mode="a")
         if any("q01" not in store.attrs["stats"].get(k, {}) for k in store.stat_keys):
             store.finalize_stats()  # also after a crash
+        store.shrink()  # a no-op where the writer shrank it
         final = (store.n_episodes, store.n_transitions)
     return CollectResult(path, *final, seconds=time.perf_counter() - start)
 
@@ -435,6 +439,8 @@ def _write_batches(
         columns = {k: np.concatenate([part[k] for part in kept], axis=1) for k in store.stat_keys}
         store.finalize_stats(columns, overwrite_input=True)
         final = (store.n_episodes, store.n_transitions)
+    if error is None and store is not None:
+        store.shrink()  # finished cleanly: plain zarr readers see no capacity
     done.put(("closed", final))
 
 

@@ -619,3 +619,21 @@ def test_quantiles_from_the_writer_equal_a_pass_over_the_stored_rows(
     for key in store.stat_keys:
         assert written[key]["q01"] == reread[key]["q01"]
         assert written[key]["q99"] == reread[key]["q99"]
+
+
+@pytest.mark.parametrize("fast", [False, None], ids=["plain", "fast"])
+def test_a_finished_collection_reads_right_with_plain_zarr(tmp_path, fast, read_plainly):
+    # Every array exactly as long as the commit, for readers of the plain layout; resuming
+    # grows them again and leaves them exact once more.
+    path = tmp_path / "d.zarr"
+    args = dict(env_kwargs={"max_episode_steps": 20}, seed=1, fast=fast, progress=False)
+    collect(str(path), ENV_ID, episodes=3, **args)
+    ends, _ = read_plainly(path)
+    assert len(ends) == 3
+    collect(str(path), ENV_ID, episodes=5, flush_every=1, **args)
+    ends, data = read_plainly(path)
+    store = EpisodeStore.open(path)
+    np.testing.assert_array_equal(ends, store.episode_ends)
+    for i, start in enumerate(np.concatenate([[0], ends[:-1]])):
+        for key in store.keys:
+            np.testing.assert_array_equal(data[key][start : ends[i]], store.episode(i)[key])
