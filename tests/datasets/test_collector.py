@@ -637,3 +637,39 @@ def test_a_finished_collection_reads_right_with_plain_zarr(tmp_path, fast, read_
     for i, start in enumerate(np.concatenate([[0], ends[:-1]])):
         for key in store.keys:
             np.testing.assert_array_equal(data[key][start : ends[i]], store.episode(i)[key])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ({"episodes": 10**12}, "collecting 1,000,000,000,000 episodes would take about"),
+        ({"steps": 10**15}, "collecting 1,000,000,000,000,000 steps would take about"),
+    ],
+)
+def test_a_collection_that_cannot_fit_is_refused_before_writing(tmp_path, target, said):
+    with pytest.raises(DatasetError, match=said) as refused:
+        collect(str(tmp_path / "huge.zarr"), ENV_ID, KWARGS, progress=False, **target)
+    message = str(refused.value)
+    assert f"but {tmp_path} has" in message and "free; collect fewer" in message
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its creation folder
+
+
+def test_a_resume_that_cannot_fit_is_refused_and_leaves_the_dataset_as_it_was(maze_dataset):
+    before = _files(maze_dataset)
+    with pytest.raises(DatasetError, match="collecting 999,999,999,996 more episodes"):
+        collect(str(maze_dataset), ENV_ID, KWARGS, episodes=10**12, progress=False)
+    assert _files(maze_dataset) == before
+
+
+def test_the_command_line_refuses_a_collection_too_large_in_one_line(tmp_path, capsys):
+    from wmrobot.cli import main
+
+    out = tmp_path / "huge.zarr"
+    assert main(["collect", "episodes=1000000000000", f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would take about" in err, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

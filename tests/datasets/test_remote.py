@@ -104,6 +104,14 @@ def test_collecting_and_resuming_on_s3_equals_an_uninterrupted_local_run(
     read_plainly(remote_maze)
 
 
+def test_no_free_space_check_is_made_at_a_url_and_that_is_said_once(s3, caplog):
+    with caplog.at_level(logging.WARNING, logger="wmrobot"):
+        collect(f"{s3}/told.zarr", ENV_ID, KWARGS, episodes=2, flush_every=1, progress=False)
+    assert [r.getMessage() for r in caplog.records if "free-space" in r.getMessage()] == [
+        f"{s3}/told.zarr: no free-space check is made for a dataset at a URL"
+    ]
+
+
 def test_a_creation_cut_short_is_refused_then_replaced(s3, monkeypatch):
     url = f"{s3}/cut.zarr"
     create_array = zarr.Group.create_array
