@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from wmrobot.datasets.store import _array_specs, episode_row_shapes, is_local
+from wmrobot.datasets.store import _array_specs, episode_row_shapes, is_local, normalise_path
 from wmrobot.errors import DatasetError
 
 # A collection is refused when its estimate exceeds this share of the free space: the estimate
@@ -70,7 +70,7 @@ def check_space(
         count, unit = episodes, "episodes"
         estimate = episodes * per_episode
         basis = f"{_size(per_episode)} compressed"
-    where = _existing_ancestor(Path(path))
+    where = _existing_ancestor(Path(normalise_path(path)))
     free = shutil.disk_usage(where).free
     if estimate > FREE_SHARE * free:
         more = "more " if resuming else ""

@@ -55,7 +55,7 @@ def test_the_check_keeps_a_margin_of_the_free_space(tmp_path, make_episode, rng,
     path = str(tmp_path / "new" / "deeper" / "d.zarr")
     asked = _free(monkeypatch, int(100 * size / FREE_SHARE) + 1)
     check_space(path, first, episodes=100)  # fits in the share
-    check_space(path, first, steps=100 * 99)  # 99 steps an episode
+    check_space(f"file://{path}", first, steps=100 * 99)  # 99 steps an episode
     assert asked == [tmp_path, tmp_path]  # the nearest folder that exists
     with pytest.raises(DatasetError, match=r"collecting 101 episodes would take about .* free"):
         check_space(path, first, episodes=101)
