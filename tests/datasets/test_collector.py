@@ -345,7 +345,9 @@ def test_pixels_stay_out_of_the_statistics(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkeypatch, workers):
+def test_the_writer_process_commits_what_the_writer_thread_does(
+    tmp_path, monkeypatch, workers, read_plainly
+):
     from wmrobot.datasets import collector
 
     args = dict(
@@ -363,6 +365,7 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
     monkeypatch.setattr(collector, "only_workers_step", lambda *args: False)
     path = str(tmp_path / "process.zarr")
     collect(path, **args, episodes=4, flush_every=3, progress=False)
+    read_plainly(path)  # shrunk by the writer process itself, which saw every row
     result = collect(path, **args, episodes=7, flush_every=3, progress=False)  # resumes
     assert result.episodes == 7
     thread, process = EpisodeStore.open(tmp_path / "thread.zarr"), EpisodeStore.open(path)
