@@ -15,6 +15,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import pytest
+import zarr
 
 from wmrobot.datasets import EpisodeStore, collect, episodes, merge
 from wmrobot.datasets.episodes import episode_seed
@@ -76,6 +77,21 @@ def test_a_target_already_reached_collects_nothing(maze_dataset):
     before = EpisodeStore.open(maze_dataset).fingerprint()
     result = collect(str(maze_dataset), ENV_ID, KWARGS, episodes=3, seed=0, progress=False)
     assert result.episodes == 4
+    assert EpisodeStore.open(maze_dataset).fingerprint() == before
+
+
+def test_a_dataset_written_before_shrinking_is_shrunk_by_the_next_collect(
+    maze_dataset, read_plainly
+):
+    # As one written before writers shrank: every array with capacity past the commit.
+    root = zarr.open_group(maze_dataset, mode="r+")
+    names = [f"data/{k}" for k in root.attrs["keys"]]
+    names += [f"meta/{name}" for name, _ in root["meta"].arrays()]
+    for name in names:
+        root[name].resize((2 * root[name].shape[0] + 100, *root[name].shape[1:]))
+    before = EpisodeStore.open(maze_dataset).fingerprint()
+    collect(str(maze_dataset), ENV_ID, KWARGS, episodes=4, seed=0, progress=False)  # reached
+    read_plainly(maze_dataset)
     assert EpisodeStore.open(maze_dataset).fingerprint() == before
 
 
