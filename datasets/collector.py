@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmrobot.datasets.accel import accelerate
+from wmrobot.datasets.capacity import check_space
 from wmrobot.datasets.episodes import (
     can_fork,
     die_with_parent,
@@ -90,6 +91,11 @@ def collect(
     row's N x N camera image (``data/pixels``, uint8), rendered offscreen. ``policy`` is a
     :class:`PolicySpec` or a policy name with default parameters.
 
+    After the first episode, a local collection whose estimated size will not fit on its disk
+    is refused before anything is written (:func:`~wmrobot.datasets.capacity.check_space`).
+    A run that finishes cleanly shrinks the arrays to the committed counts
+    (:meth:`EpisodeStore.shrink`), so that plain zarr readers see no capacity.
+
     ``fast``: the acceleration layer (``wmrobot.datasets.accel``): ``mujoco.rollout`` for
     open-loop policies and direct chunk writes for a local dataset, the same dataset as the
     plain path. ``None`` uses each wherever it applies, ``False`` never, and ``True`` refuses
@@ -121,6 +127,7 @@ def collect(
         store = EpisodeStore.open(path, mode="a")
         if any("q01" not in store.attrs["stats"].get(k, {}) for k in store.stat_keys):
             store.finalize_stats()  # also after a crash
+        store.shrink()  # a no-op where the writer shrank it
         final = (store.n_episodes, store.n_transitions)
     return CollectResult(path, *final, seconds=time.perf_counter() - start)
 
@@ -227,6 +234,7 @@ def _run(
         leave=False,
     )
     schedule = _CommitSchedule(flush_every, workers, episodes, steps, done, held)
+    left = {"steps": steps - held} if steps else {"episodes": episodes - done}
     indices = itertools.count(done) if steps else range(done, episodes)
     stream = route.episodes(episode_seed(seed, index) for index in indices)
     writer = None
@@ -237,6 +245,8 @@ def _run(
     buffer: list[dict[str, Any]] = []
     try:
         for index, episode in enumerate(stream, start=done):
+            if index == done:  # once a run, before anything of it is written
+                check_space(path, episode, resuming=store is not None, **left)
             buffer.append(episode)
             held += len(episode["action"]) - 1
             reached = held >= steps if steps else index == episodes - 1
@@ -435,6 +445,8 @@ def _write_batches(
         columns = {k: np.concatenate([part[k] for part in kept], axis=1) for k in store.stat_keys}
         store.finalize_stats(columns, overwrite_input=True)
         final = (store.n_episodes, store.n_transitions)
+    if error is None and store is not None:
+        store.shrink()  # finished cleanly: plain zarr readers see no capacity
     done.put(("closed", final))
 
 

@@ -61,6 +61,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
             while chunk := list(itertools.islice(episodes, BATCH)):
                 merged.append(chunk)
         merged.finalize_stats()
+        merged.shrink()  # before the seal: the finished dataset reads right with plain zarr
         merged.seal()
     except BaseException:
         merged.discard()

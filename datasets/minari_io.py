@@ -154,6 +154,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
             store.append(episodes)
         assert store is not None
         store.finalize_stats()
+        store.shrink()  # before the seal: the finished dataset reads right with plain zarr
         store.seal()
     except BaseException:
         if store is not None:

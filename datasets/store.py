@@ -513,6 +513,27 @@ class EpisodeStore:
             array.resize(shape)
         array[at:end] = values
 
+    def shrink(self) -> None:
+        """Shrink every array to its committed length (``n_rows`` rows for ``data/``,
+        ``n_episodes`` for ``meta/``), one metadata write each and none for an array that is
+        already exact, so that plain zarr readers see no capacity; appending grows them again.
+        Writers call it when they finish cleanly. Arrays never get shorter than the commit, so
+        a crash between two of these writes leaves a dataset that opens and validates."""
+        if not self.writable:
+            raise DatasetError(f"{self.path!r} is open read-only; open it with mode='a'")
+        lengths = {f"data/{k}": self.n_rows for k in self.keys}
+        for key in [*_EPISODE_META, *(["factors"] if self.factor_names else [])]:
+            lengths[f"meta/{key}"] = self.n_episodes
+        for name, length in lengths.items():
+            self._shrink_array(name, length)
+
+    def _shrink_array(self, name: str, length: int) -> None:
+        """Resize the array at ``name`` to ``length`` rows if it holds more: zarr deletes the
+        chunks wholly past them, then writes the shape."""
+        array = self.node(name)
+        if array.shape[0] > length:
+            array.resize((length, *array.shape[1:]))
+
     @property
     def stat_keys(self) -> list[str]:
         # Images are left out: per-pixel statistics would be H*W*C numbers per key, rewritten

@@ -75,6 +75,29 @@ def new_store(tmp_path: Path) -> Callable[..., EpisodeStore]:
     return make
 
 
+def read_whole_arrays(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A dataset read as diffusion_policy's replay buffer reads one, knowing nothing of our
+    attributes: ``meta/episode_ends`` and every ``data/`` array whole. Checks that the arrays
+    hold exactly the committed rows and episodes (no capacity past them)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    ends = root["meta/episode_ends"][:]
+    data = {k: root[f"data/{k}"][:] for k in root.attrs["keys"]}
+    assert len(ends) == root.attrs["n_episodes"] and ends[-1] == root.attrs["n_rows"]
+    assert {len(v) for v in data.values()} == {root.attrs["n_rows"]}
+    for name, array in root["meta"].arrays():
+        assert array.shape[0] == root.attrs["n_episodes"], name
+    return ends, data
+
+
+@pytest.fixture
+def read_plainly() -> Callable[[str | Path], tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """:func:`read_whole_arrays`: ``(episode_ends, {key: rows})`` of a dataset read with
+    plain zarr, checked to hold exactly the committed lengths."""
+    return read_whole_arrays
+
+
 @pytest.fixture(scope="session")
 def maze_dataset_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Collected once per session; tests use the per-test copy ``maze_dataset``."""

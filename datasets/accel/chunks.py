@@ -172,9 +172,14 @@ class LocalArray:
         return cls(folder, doc, name)
 
     def resize(self, shape: tuple[int, ...]) -> None:
-        """Grow to ``shape`` (a metadata write; chunks past the old shape hold nothing). The
-        shape held here changes only once the write has landed: after a failed write, the
-        next append grows the array again rather than commit rows past its shape on disk."""
+        """Grow or shrink to ``shape`` (a metadata write; chunks past the old shape hold
+        nothing). The shape held here changes only once the write has landed: after a failed
+        write, the next append grows the array again rather than commit rows past its shape
+        on disk. Shrinking first deletes the chunk files wholly past the new shape (their
+        folders stay), as zarr does: the last chunk is kept whole."""
+        rows = self.chunks[0]
+        for index in range(-(-shape[0] // rows), -(-self.shape[0] // rows)):
+            self._file(index).unlink(missing_ok=True)
         self.document = write_document(self.folder, {**self.document, "shape": list(shape)})
 
     def _file(self, index: int) -> Path:

@@ -84,6 +84,14 @@ class DirectStore(EpisodeStore):
             self._nodes.pop(name, None)  # a zarr handle opened before holds the old shape
         direct.write(at, values)
 
+    def _shrink_array(self, name: str, length: int) -> None:
+        direct = self._local.array(name) if self._local is not None else None
+        if direct is None:
+            super()._shrink_array(name, length)
+        elif direct.shape[0] > length:
+            direct.resize((length, *direct.shape[1:]))
+            self._nodes.pop(name, None)  # a zarr handle opened before holds the old shape
+
     def _move_into_place(self) -> None:
         super()._move_into_place()
         if self._local is not None and self._local.folder != Path(self.path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import pytest
+import zarr
 
 from wmrobot.datasets import EpisodeStore, collect, episodes, merge
 from wmrobot.datasets.episodes import episode_seed
@@ -76,6 +77,21 @@ def test_a_target_already_reached_collects_nothing(maze_dataset):
     before = EpisodeStore.open(maze_dataset).fingerprint()
     result = collect(str(maze_dataset), ENV_ID, KWARGS, episodes=3, seed=0, progress=False)
     assert result.episodes == 4
+    assert EpisodeStore.open(maze_dataset).fingerprint() == before
+
+
+def test_a_dataset_written_before_shrinking_is_shrunk_by_the_next_collect(
+    maze_dataset, read_plainly
+):
+    # As one written before writers shrank: every array with capacity past the commit.
+    root = zarr.open_group(maze_dataset, mode="r+")
+    names = [f"data/{k}" for k in root.attrs["keys"]]
+    names += [f"meta/{name}" for name, _ in root["meta"].arrays()]
+    for name in names:
+        root[name].resize((2 * root[name].shape[0] + 100, *root[name].shape[1:]))
+    before = EpisodeStore.open(maze_dataset).fingerprint()
+    collect(str(maze_dataset), ENV_ID, KWARGS, episodes=4, seed=0, progress=False)  # reached
+    read_plainly(maze_dataset)
     assert EpisodeStore.open(maze_dataset).fingerprint() == before
 
 
@@ -345,7 +361,9 @@ def test_pixels_stay_out_of_the_statistics(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkeypatch, workers):
+def test_the_writer_process_commits_what_the_writer_thread_does(
+    tmp_path, monkeypatch, workers, read_plainly
+):
     from wmrobot.datasets import collector
 
     args = dict(
@@ -363,6 +381,7 @@ def test_the_writer_process_commits_what_the_writer_thread_does(tmp_path, monkey
     monkeypatch.setattr(collector, "only_workers_step", lambda *args: False)
     path = str(tmp_path / "process.zarr")
     collect(path, **args, episodes=4, flush_every=3, progress=False)
+    read_plainly(path)  # shrunk by the writer process itself, which saw every row
     result = collect(path, **args, episodes=7, flush_every=3, progress=False)  # resumes
     assert result.episodes == 7
     thread, process = EpisodeStore.open(tmp_path / "thread.zarr"), EpisodeStore.open(path)
@@ -619,3 +638,57 @@ def test_quantiles_from_the_writer_equal_a_pass_over_the_stored_rows(
     for key in store.stat_keys:
         assert written[key]["q01"] == reread[key]["q01"]
         assert written[key]["q99"] == reread[key]["q99"]
+
+
+@pytest.mark.parametrize("fast", [False, None], ids=["plain", "fast"])
+def test_a_finished_collection_reads_right_with_plain_zarr(tmp_path, fast, read_plainly):
+    # Every array exactly as long as the commit, for readers of the plain layout; resuming
+    # grows them again and leaves them exact once more.
+    path = tmp_path / "d.zarr"
+    args = dict(env_kwargs={"max_episode_steps": 20}, seed=1, fast=fast, progress=False)
+    collect(str(path), ENV_ID, episodes=3, **args)
+    ends, _ = read_plainly(path)
+    assert len(ends) == 3
+    collect(str(path), ENV_ID, episodes=5, flush_every=1, **args)
+    ends, data = read_plainly(path)
+    store = EpisodeStore.open(path)
+    np.testing.assert_array_equal(ends, store.episode_ends)
+    for i, start in enumerate(np.concatenate([[0], ends[:-1]])):
+        for key in store.keys:
+            np.testing.assert_array_equal(data[key][start : ends[i]], store.episode(i)[key])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ({"episodes": 10**12}, "collecting 1,000,000,000,000 episodes would take about"),
+        ({"steps": 10**15}, "collecting 1,000,000,000,000,000 steps would take about"),
+    ],
+)
+def test_a_collection_that_cannot_fit_is_refused_before_writing(tmp_path, target, said):
+    with pytest.raises(DatasetError, match=said) as refused:
+        collect(str(tmp_path / "huge.zarr"), ENV_ID, KWARGS, progress=False, **target)
+    message = str(refused.value)
+    assert f"but {tmp_path} has" in message and "free; collect fewer" in message
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its creation folder
+
+
+def test_a_resume_that_cannot_fit_is_refused_and_leaves_the_dataset_as_it_was(maze_dataset):
+    before = _files(maze_dataset)
+    with pytest.raises(DatasetError, match="collecting 999,999,999,996 more episodes"):
+        collect(str(maze_dataset), ENV_ID, KWARGS, episodes=10**12, progress=False)
+    assert _files(maze_dataset) == before
+
+
+def test_the_command_line_refuses_a_collection_too_large_in_one_line(tmp_path, capsys):
+    from wmrobot.cli import main
+
+    out = tmp_path / "huge.zarr"
+    assert main(["collect", "episodes=1000000000000", f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would take about" in err, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

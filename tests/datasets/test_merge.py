@@ -18,10 +18,12 @@ def _collect(path, seed, episodes=3, **kwargs):
     return EpisodeStore.open(path)
 
 
-def test_merge_keeps_every_episode_in_order(tmp_path):
+def test_merge_keeps_every_episode_in_order(tmp_path, read_plainly):
     a, b = _collect(tmp_path / "a.zarr", seed=1), _collect(tmp_path / "b.zarr", seed=2, episodes=2)
     merged = merge(str(tmp_path / "m.zarr"), [a.path, b.path])
     assert merged.n_episodes == 5 and merged.n_rows == a.n_rows + b.n_rows
+    ends, _ = read_plainly(merged.path)  # no capacity past the commit
+    np.testing.assert_array_equal(ends, merged.episode_ends)
     for key in a.keys:
         np.testing.assert_array_equal(
             merged.array(key)[: merged.n_rows],

@@ -88,9 +88,12 @@ def obs_keys(store: EpisodeStore) -> list[str]:
 
 
 @pytest.mark.parametrize("env_id", ["wmrobot/PointMaze-v0", "HalfCheetah-v5"])
-def test_import_of_a_datacollector_dataset_matches_our_collector(env_id, ours, tmp_path):
+def test_import_of_a_datacollector_dataset_matches_our_collector(
+    env_id, ours, tmp_path, read_plainly
+):
     datacollector_dataset(env_id, "test/made-v0")
     store = import_minari("test/made-v0", tmp_path / "in.zarr")
+    read_plainly(store.path)  # no capacity past the commit
     collected = EpisodeStore.open(ours[env_id])
     # The same episodes as our collector: same keys (dict obs as obs/<name>), rows, seeds.
     assert set(store.keys) == set(collected.keys) - {"physics", "goal"}

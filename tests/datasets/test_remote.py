@@ -73,7 +73,9 @@ def remote_maze(s3: str) -> str:
     url = f"{s3}/maze.zarr"
     assert collect(url, ENV_ID, KWARGS, episodes=2, seed=0, progress=False).episodes == 2
     store = EpisodeStore.open(url, mode="a")
-    store.array("action")[store.n_rows : store.n_rows + 10] = 7.0  # never committed
+    action = store.array("action")  # grown, as a writer grows it, then written past the commit
+    action.resize((store.n_rows + 10, *action.shape[1:]))
+    action[store.n_rows :] = 7.0  # never committed
     assert collect(url, ENV_ID, KWARGS, episodes=4, seed=0, progress=False).episodes == 4
     return url
 
@@ -91,14 +93,23 @@ def assert_same_dataset(a: EpisodeStore, b: EpisodeStore) -> None:
 
 
 def test_collecting_and_resuming_on_s3_equals_an_uninterrupted_local_run(
-    remote_maze, maze_dataset_master
+    remote_maze, maze_dataset_master, read_plainly
 ):
     remote = EpisodeStore.open(remote_maze)
     remote.check_contents()
     assert remote.n_episodes == 4
     assert_same_dataset(remote, EpisodeStore.open(maze_dataset_master))
-    # Plain zarr reads it too, as docs/DATASET.md says.
+    # Plain zarr reads it too, as docs/DATASET.md says, and sees no capacity past the commit.
     assert zarr.open_group(remote_maze, mode="r").attrs["n_episodes"] == 4
+    read_plainly(remote_maze)
+
+
+def test_no_free_space_check_is_made_at_a_url_and_that_is_said_once(s3, caplog):
+    with caplog.at_level(logging.WARNING, logger="wmrobot"):
+        collect(f"{s3}/told.zarr", ENV_ID, KWARGS, episodes=2, flush_every=1, progress=False)
+    assert [r.getMessage() for r in caplog.records if "free-space" in r.getMessage()] == [
+        f"{s3}/told.zarr: no free-space check is made for a dataset at a URL"
+    ]
 
 
 def test_a_creation_cut_short_is_refused_then_replaced(s3, monkeypatch):

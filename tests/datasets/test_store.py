@@ -271,3 +271,86 @@ def test_a_file_url_without_a_local_path_is_refused_in_one_line(url):
 
     with pytest.raises(DatasetError, match="names no local path"):
         normalise_path(url)
+
+
+def test_shrink_leaves_plain_zarr_readers_the_committed_episodes(
+    new_store, make_episode, rng, tmp_path, read_plainly
+):
+    episodes = [make_episode(t, rng, seed=i) for i, t in enumerate([4, 7, 1, 9])]
+    store = new_store()
+    store.append(episodes[:2])
+    assert store.node("meta/episode_ends").shape[0] > 2  # capacity: whole chunks
+    store.shrink()
+    ends, data = read_plainly(tmp_path / "d.zarr")  # every array: the committed length
+    np.testing.assert_array_equal(ends, [5, 13])
+
+    # Appending grows the arrays again, in whole chunks from the exact length; then shrinks.
+    store.append(episodes[2:3])
+    for name in ("data/obs", "meta/episode_ends"):
+        array = store.node(name)
+        assert array.shape[0] % array.chunks[0] == 0 and array.shape[0] >= 3
+    store.append(episodes[3:])
+    store.shrink()
+    ends, data = read_plainly(tmp_path / "d.zarr")
+    np.testing.assert_array_equal(ends, [5, 13, 15, 25])
+    starts = np.concatenate([[0], ends[:-1]])
+    for (start, end), episode in zip(zip(starts, ends, strict=True), episodes, strict=True):
+        for key in store.keys:
+            np.testing.assert_array_equal(data[key][start:end], episode[key])
+    again = EpisodeStore.open(tmp_path / "d.zarr")
+    again.check_contents()
+    assert (again.n_episodes, again.n_rows) == (4, 25)
+
+
+def test_shrink_of_a_shrunk_dataset_writes_nothing(
+    new_store, make_episode, rng, tmp_path, monkeypatch
+):
+    store = new_store()
+    store.append([make_episode(3, rng)])
+    store.shrink()
+    written = []
+    monkeypatch.setattr("wmrobot.files.os.replace", lambda src, dst: written.append(dst))
+    store.shrink()
+    EpisodeStore.open(tmp_path / "d.zarr", mode="a").shrink()
+    assert written == []
+
+
+def test_a_shrink_cut_short_leaves_a_dataset_that_opens_and_shrinks(
+    new_store, make_episode, rng, tmp_path, monkeypatch, read_plainly
+):
+    # Killed between two arrays' metadata writes: some arrays exact, some with capacity; every
+    # one still holds the committed rows, so the dataset opens, validates and reads.
+    episodes = [make_episode(5, rng, seed=s) for s in range(3)]
+    store = new_store()
+    store.append(episodes)
+    real_replace, landed = os.replace, []
+
+    def die_after_three(src, dst):
+        if len(landed) == 3:  # as a kill between two writes (zarr writes in a thread of its own)
+            raise OSError("killed")
+        real_replace(src, dst)
+        landed.append(dst)
+
+    monkeypatch.setattr("wmrobot.files.os.replace", die_after_three)
+    with pytest.raises(OSError, match="killed"):
+        store.shrink()
+    monkeypatch.undo()
+    root = zarr.open_group(tmp_path / "d.zarr", mode="r")
+    exact = [
+        a.shape[0] == (18 if group == "data" else 3)
+        for group in ("data", "meta")
+        for _, a in root[group].arrays()
+    ]
+    assert 0 < sum(exact) < len(exact)
+    again = EpisodeStore.open(tmp_path / "d.zarr", mode="a")
+    again.check_contents()
+    for i, episode in enumerate(episodes):
+        np.testing.assert_array_equal(again.episode(i)["obs"], episode["obs"])
+    again.shrink()
+    read_plainly(tmp_path / "d.zarr")
+
+
+def test_shrink_needs_a_writable_store(new_store, make_episode, rng, tmp_path):
+    new_store().append([make_episode(3, rng)])
+    with pytest.raises(DatasetError, match="read-only"):
+        EpisodeStore.open(tmp_path / "d.zarr").shrink()

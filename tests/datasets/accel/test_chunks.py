@@ -105,6 +105,38 @@ def test_a_damaged_chunk_under_a_partial_write_is_refused_not_rewritten(tmp_path
     assert chunk.read_bytes() == bytes(damaged)
 
 
+@pytest.mark.parametrize("dtype, shape, chunk", [("float32", (6,), 8), ("uint8", (4, 4, 3), 4)])
+def test_an_array_shrunk_is_what_zarr_leaves(tmp_path, dtype, shape, chunk):
+    # zarr deletes the chunk files wholly past the new shape (their folders stay), keeps the
+    # last one whole, then writes the document: the same files, and the same after growing.
+    root = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    kw = dict(shape=(4 * chunk, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=0)
+    theirs = root.create_array("theirs", compressors=_blosc(), **kw)
+    ours = LocalArray.create(tmp_path / "g.zarr" / "ours", **kw)
+    folders = {"theirs": tmp_path / "g.zarr" / "theirs", "ours": tmp_path / "g.zarr" / "ours"}
+    values = (np.random.default_rng(0).random((4 * chunk, *shape)) * 100).astype(dtype)
+    theirs[:] = values
+    ours.write(0, values)
+    for length in (chunk + 1, chunk, 0):
+        theirs.resize((length, *shape))
+        ours.resize((length, *shape))
+        assert ours.shape == (length, *shape)
+        assert _documents(folders["ours"]) == _documents(folders["theirs"])
+        assert _chunk_files(folders["ours"]) == _chunk_files(folders["theirs"])
+        assert _tree(folders["ours"]) == _tree(folders["theirs"])
+        np.testing.assert_array_equal(zarr.open_array(folders["ours"], mode="r")[:], theirs[:])
+    theirs.resize((2 * chunk, *shape))  # grown again: chunks past the old shape hold fill
+    ours.resize((2 * chunk, *shape))
+    theirs[1:3] = values[:2]
+    ours.write(1, values[:2])
+    assert _chunk_files(folders["ours"]) == _chunk_files(folders["theirs"])
+
+
+def _tree(folder: Path) -> list[str]:
+    """Every file and folder under ``folder``, as relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
 def test_a_new_datasets_documents_are_the_ones_zarr_writes(tmp_path, make_episode):
     # Every array of a dataset with images, several dtypes and factors of variation, made again
     # by zarr from what zarr reads of it: the same documents.
@@ -302,12 +334,17 @@ def test_a_dataset_written_directly_is_the_one_zarr_writes_file_for_file(tmp_pat
             spaces={},
             row_shapes=ROW_SHAPES,
         )
-        for batch in batches:
+        for i, batch in enumerate(batches):
             store.append(batch)
+            if i == 1:  # shrunk, then grown again by the next append
+                store.shrink()
         store.finalize_stats()
+        store.shrink()
+        assert store.node("data/obs").shape[0] == store.n_rows
     plain, direct = (tmp_path / "EpisodeStore.zarr", tmp_path / "DirectStore.zarr")
     files = sorted(str(p.relative_to(plain)) for p in plain.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(direct)) for p in direct.rglob("*") if p.is_file())
+    assert _tree(plain) == _tree(direct)
     assert any("/c/" in f for f in files)
     for name in files:
         if name == "zarr.json":
