@@ -174,24 +174,15 @@ CASES = [
     case("train-unknown-model", "train dataset={a} model=nosuch", "nosuch"),
     case("train-anticollapse", "train dataset={a} model.train.anticollapse=x", "anticollapse"),
     case("train-device-tpu", "train dataset={a} model.train.device=tpu", "tpu"),
-    case(
-        "train-device-cuda-absent",
-        f"train dataset={{a}} model.train.device=cuda {TT}",
-        "cuda",
-        NO_CUDA,
-    ),
+    case("train-device-cuda-absent", f"train dataset={{a}} model.train.device=cuda {TT}",
+         "CUDA", NO_CUDA),
     case("train-cnn-on-state-data", f"train dataset={{a}} model=pixels_cnn {TT}", "pixels"),
     case("train-out-existing-ckpt", f"train dataset={{a}} out={{ck}} {TT}", "resume=true"),
     case("train-out-foreign-folder", f"train dataset={{a}} out={{plain}} {TT}", "plain"),
     case("train-out-under-a-file", f"train dataset={{a}} out={{notes}}/ck {TT}", "notes.txt"),
-    case(
-        "train-resume-evil-pickle", f"train dataset={{a}} out={{evil}} resume=true {TT}", "evil"
-    ),
-    case(
-        "train-resume-other-dataset",
-        f"train dataset={{c}} out={{ck}} resume=true {TT}",
-        "another dataset",
-    ),
+    case("train-resume-evil-pickle", f"train dataset={{a}} out={{evil}} resume=true {TT}", "evil"),
+    case("train-resume-other-dataset", f"train dataset={{c}} out={{ck}} resume=true {TT}",
+         "another dataset"),
     case("train-sweep-bad-value", "train -m dataset={a} model.train.steps=0,1", "steps=0"),
     # plan
     case("plan-no-checkpoint", "plan", "checkpoint"),
@@ -212,12 +203,9 @@ CASES = [
     case("plan-seeds-empty", "plan checkpoint={ck} seeds=[]", "seeds"),
     case("plan-seeds-negative", "plan checkpoint={ck} seeds=[-1]", "seeds"),
     case("plan-eval-pairs-zero", "plan checkpoint={ck} env.eval.pairs=0", "env.eval.pairs=0"),
-    case(
-        "plan-evalset-missing", f"plan checkpoint={{ck}} env.eval.file=nosuchset {TP}", "nosuchset"
-    ),
-    case(
-        "plan-evalset-other-env", f"plan checkpoint={{ck}} env.eval.file=reacher {TP}", "reacher"
-    ),
+    case("plan-evalset-missing", f"plan checkpoint={{ck}} env.eval.file=nosuchset {TP}",
+         "nosuchset"),
+    case("plan-evalset-other-env", f"plan checkpoint={{ck}} env.eval.file=reacher {TP}", "reacher"),
     case("plan-out-a-file", f"plan checkpoint={{ck}} out={{notes}} {TP} {TE}", "notes.txt"),
     case("plan-sweep-bad-value", "plan -m checkpoint={ck} planner.samples=0,8", "samples"),
     # distill
@@ -229,27 +217,18 @@ CASES = [
     case("distill-future-range", "distill checkpoint={ck} actor.future=2", "actor.future=2"),
     case("distill-depth-negative", "distill checkpoint={ck} actor.depth=-1", "actor.depth=-1"),
     case("distill-budget-zero", "distill checkpoint={ck} actor.budget=0", "actor.budget=0"),
-    case(
-        "distill-label-iterations",
-        "distill checkpoint={ck} actor.label_iterations=0",
-        "label_iterations=0",
-    ),
+    case("distill-label-iterations", "distill checkpoint={ck} actor.label_iterations=0",
+         "label_iterations=0"),
     case("distill-unknown-key", "distill checkpoint={ck} actor.nosuch=1", "nosuch"),
     case("distill-dataset-missing", "distill checkpoint={ck} dataset={root}/no.zarr", "no.zarr"),
-    case(
-        "distill-dataset-other-env", f"distill checkpoint={{ck}} dataset={{b}} {TP} {TA}", "Reacher"
-    ),
-    case(
-        "distill-dataset-other-layout", f"distill checkpoint={{ck}} dataset={{c}} {TP} {TA}", "open"
-    ),
-    case(
-        "distill-out-existing-ckpt", f"distill checkpoint={{ck}} out={{agent}} {TP} {TA}", "agent"
-    ),
-    case(
-        "distill-out-under-a-file",
-        f"distill checkpoint={{ck}} out={{notes}}/x {TP} {TA}",
-        "notes.txt",
-    ),
+    case("distill-dataset-other-env", f"distill checkpoint={{ck}} dataset={{b}} {TP} {TA}",
+         "Reacher"),
+    case("distill-dataset-other-layout", f"distill checkpoint={{ck}} dataset={{c}} {TP} {TA}",
+         "open"),
+    case("distill-out-existing-ckpt", f"distill checkpoint={{ck}} out={{agent}} {TP} {TA}",
+         "agent"),
+    case("distill-out-under-a-file", f"distill checkpoint={{ck}} out={{notes}}/x {TP} {TA}",
+         "notes.txt"),
     # demo
     case("demo-episodes-zero", "demo episodes=0", "episodes=0"),
     case("demo-rl-algo", "demo rl.algo=td3", "td3"),
@@ -262,39 +241,27 @@ CASES = [
     case("demo-env-without-goal", f"demo env=halfcheetah episodes=2 rl_seeds=[] {TT} {TP} {TE}",
          "goal"),
     case("demo-unknown-key", "demo nosuch=1", "nosuch"),
-    case(
-        "demo-out-a-file",
-        f"demo out={{notes}} episodes=2 rl_seeds=[] baseline=false {TT} {TP} {TE}",
-        "notes.txt",
-    ),
+    case("demo-out-a-file", f"demo out={{notes}} episodes=2 rl_seeds=[] {TT} {TP} {TE}",
+         "notes.txt"),
     # eval
     case("eval-unknown-subcommand", "eval frob", "'frob'"),
     case("eval-model-no-checkpoint", "eval model dataset={a}", "checkpoint"),
     case("eval-model-no-dataset", "eval model checkpoint={ck}", "dataset"),
-    case(
-        "eval-model-checkpoint-missing", "eval model checkpoint={root}/no_ck dataset={a}", "no_ck"
-    ),
+    case("eval-model-checkpoint-missing", "eval model checkpoint={root}/no_ck dataset={a}",
+         "no_ck"),
     case("eval-model-evil-pickle", "eval model checkpoint={evil} dataset={a}", "evil"),
     case("eval-model-dataset-junk", "eval model checkpoint={ck} dataset={junk}", "junk"),
-    case(
-        "eval-model-no-episode-ends", "eval model checkpoint={ck} dataset={nometa}", "episode_ends"
-    ),
+    case("eval-model-no-episode-ends", "eval model checkpoint={ck} dataset={nometa}",
+         "episode_ends"),
     case("eval-model-other-env", "eval model checkpoint={ck} dataset={b} horizon=2", "Reacher"),
     case("eval-model-other-layout", "eval model checkpoint={ck} dataset={c} horizon=2", "open"),
     case("eval-model-horizon-zero", "eval model checkpoint={ck} dataset={a} horizon=0", "horizon"),
-    case(
-        "eval-model-horizon-too-long", "eval model checkpoint={ck} dataset={a} horizon=500", "500"
-    ),
-    case(
-        "eval-model-test-fraction",
-        "eval model checkpoint={ck} dataset={a} test_fraction=1.5",
-        "1.5",
-    ),
-    case(
-        "eval-model-windows-text",
-        "eval model checkpoint={ck} dataset={a} max_windows=abc",
-        "max_windows",
-    ),
+    case("eval-model-horizon-too-long", "eval model checkpoint={ck} dataset={a} horizon=500",
+         "500"),
+    case("eval-model-test-fraction", "eval model checkpoint={ck} dataset={a} test_fraction=1.5",
+         "1.5"),
+    case("eval-model-windows-text", "eval model checkpoint={ck} dataset={a} max_windows=abc",
+         "max_windows"),
     # data
     case("data-unknown-subcommand", "data frob", "'frob'"),
     case("data-info-no-path", "data info", "PATH"),
@@ -319,20 +286,14 @@ CASES = [
     case("data-convert-unknown-option", "data convert {a} --bogus x", "--bogus"),
     case("data-convert-no-id", "data convert {a} --to-minari", "--to-minari"),
     case("data-convert-both-ways", "data convert {a} --from-minari x --to-minari y", "--"),
-    case(
-        "data-convert-bad-minari-id", "data convert {a} --to-minari bad --root {root}/m", "'bad'"
-    ),
+    case("data-convert-bad-minari-id", "data convert {a} --to-minari bad --root {root}/m", "'bad'"),
     case("data-convert-from-junk", "data convert --from-minari {junk} {root}/new.zarr", "junk"),
-    case(
-        "data-convert-no-episode-ends",
-        "data convert {nometa} --to-minari x-v0 --root {root}/m",
-        "episode_ends",
-    ),
-    case(
-        "data-convert-minari-missing",
-        "data convert --from-minari {root}/nosuch {root}/new.zarr",
-        "nosuch",
-    ),
+    case("data-convert-no-episode-ends", "data convert {nometa} --to-minari x-v0 --root {root}/m",
+         "episode_ends"),
+    case("data-convert-root-a-file", "data convert {a} --to-minari x-v0 --root {notes}",
+         "notes.txt"),
+    case("data-convert-minari-missing", "data convert --from-minari {root}/nosuch {root}/new.zarr",
+         "nosuch"),
     # envs
     case("envs-unknown-subcommand", "envs frob", "frob"),
     case("envs-list-extra", "envs list extra", "extra"),
@@ -341,16 +302,10 @@ CASES = [
     case("envs-show-size-text", "envs show PointMaze --size abc", "abc"),
     case("envs-show-size-zero", "envs show PointMaze --size 0 --out {root}/s.png", "=0"),
     case("envs-show-out-no-value", "envs show PointMaze --out", "--out"),
-    case(
-        "envs-show-layout",
-        "envs show PointMaze --size 8 layout=spiral --out {root}/s.png",
-        "spiral",
-    ),
-    case(
-        "envs-show-out-under-a-file",
-        "envs show PointMaze --size 8 --out {notes}/s.png",
-        "notes.txt",
-    ),
+    case("envs-show-layout", "envs show PointMaze --size 8 layout=spiral --out {root}/s.png",
+         "spiral"),
+    case("envs-show-out-under-a-file", "envs show PointMaze --size 8 --out {notes}/s.png",
+         "notes.txt"),
     case("envs-evalsets-unknown-flag", "envs evalsets --bogus", "--bogus"),
 ]
 # fmt: on
