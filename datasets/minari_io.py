@@ -322,9 +322,18 @@ def export_minari(
     }
     episode_meta: list[dict[str, Any]] = []
     # Built under a hidden folder of ``root`` (Minari's listing skips those) and renamed into
-    # place: a failed or killed export leaves no half-written dataset under the id.
+    # place: a failed or killed export leaves no half-written dataset under the id, and no
+    # folder of its own making (``root`` and the folders above it that did not exist).
     build = root / f".wmrobot-export-{uuid.uuid4().hex[:8]}"
+    new = [p for p in (root, *root.parents) if not p.exists()]
+    done = False
     try:
+        try:
+            build.mkdir(parents=True)
+        except OSError as e:  # root is a file, lies under one, or is not ours to write
+            raise DatasetError(
+                f"cannot write into {root}: {e.strerror}; give another root"
+            ) from None
         with _minari_root(build), warnings.catch_warnings():
             # Minari warns about each optional field left out (code_permalink, eval_env, ...).
             warnings.filterwarnings("ignore", r".*(is set to None|env_spec is None)", UserWarning)
@@ -360,8 +369,9 @@ def export_minari(
             os.rename(build / dataset_id, final)
         except OSError as e:
             raise DatasetError(f"cannot move the export into {final}: {e.strerror}") from None
+        done = True
     finally:
-        shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(new[-1] if new and not done else build, ignore_errors=True)
         if env is not None:
             env.close()
     with _minari_root(root):

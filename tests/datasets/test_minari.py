@@ -309,3 +309,24 @@ def test_export_keeps_the_recorded_spaces_when_the_env_cannot_be_made(ours, mina
     env = gym.make("wmrobot/PointMaze-v0")
     assert exported.observation_space == env.observation_space  # bounds kept, not (-inf, inf)
     assert exported.action_space == env.action_space
+
+
+@pytest.mark.parametrize("where", ["root", "root/under"])
+def test_export_into_a_file_is_one_error_and_leaves_the_file(where, ours, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    root = tmp_path / where.replace("root", "notes.txt")
+    with pytest.raises(DatasetError, match=f"cannot write into {root}: Not a directory"):
+        export_minari(ours["HalfCheetah-v5"], "filed-v0", root=root)
+    assert path.read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_export_that_fails_leaves_no_new_root(ours, tmp_path, monkeypatch):
+    def fail(src, dst):  # the last step, moving the finished export under its id
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("wmrobot.datasets.minari_io.os.rename", fail)
+    with pytest.raises(DatasetError, match="No space left on device"):
+        export_minari(ours["HalfCheetah-v5"], "ns/cut-v0", root=tmp_path / "new" / "root")
+    assert [p.name for p in tmp_path.iterdir()] == []
