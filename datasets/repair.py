@@ -264,6 +264,7 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> Repair:
     moments, stats = _prefix_stats(store, d)
     # The one commit: readers see the old dataset until this write, the repaired one after.
     store.update_attrs(n_rows=d.kept_rows, n_episodes=d.keep, _moments=moments, stats=stats)
+    store.shrink()  # as every writer leaves a dataset: plain zarr readers see what is kept
     # Damaged chunks left past the commit go (copied above): a write that fills part of one
     # would read it back and fail.
     for name, indices in d.damaged.items():

@@ -84,7 +84,8 @@ def read_whole_arrays(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarra
     root = zarr.open_group(str(path), mode="r")
     ends = root["meta/episode_ends"][:]
     data = {k: root[f"data/{k}"][:] for k in root.attrs["keys"]}
-    assert len(ends) == root.attrs["n_episodes"] and ends[-1] == root.attrs["n_rows"]
+    assert len(ends) == root.attrs["n_episodes"]
+    assert (ends[-1] if len(ends) else 0) == root.attrs["n_rows"]
     assert {len(v) for v in data.values()} == {root.attrs["n_rows"]}
     for name, array in root["meta"].arrays():
         assert array.shape[0] == root.attrs["n_episodes"], name

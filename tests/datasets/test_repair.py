@@ -100,7 +100,9 @@ def _assert_prefix(repaired: EpisodeStore, original: EpisodeStore, keep: int) ->
     np.testing.assert_allclose(repaired.meta("return"), original.meta("return")[:keep], rtol=1e-5)
 
 
-def test_flipped_bytes_in_20_random_chunks_are_found_and_rolled_back(good, tmp_path, capsys):
+def test_flipped_bytes_in_20_random_chunks_are_found_and_rolled_back(
+    good, tmp_path, capsys, read_plainly
+):
     # The must-show: a random chunk of a random array (data/* and meta/*), 1 to 8 bytes
     # flipped; `validate --deep` names it, `repair` keeps exactly the committed episodes before
     # it (all of them for a derived array), keeps a copy of it, and appending works again.
@@ -126,6 +128,7 @@ def test_flipped_bytes_in_20_random_chunks_are_found_and_rolled_back(good, tmp_p
         assert f"kept {keep} episodes" in out, (name, key, out)
         assert main(["validate", str(copy), "--deep"]) == 0, capsys.readouterr().err
         _assert_prefix(EpisodeStore.open(copy), original, keep)
+        assert len(read_plainly(copy)[0]) == keep  # shrunk: plain zarr sees what is kept
         (kept_copy,) = copy.parent.glob("d.zarr.repair-*")
         assert (kept_copy / name / key).read_bytes() == damaged
         assert json.loads((kept_copy / "repair.json").read_text())["kept"]["n_episodes"] == keep
