@@ -62,6 +62,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
                 merged.append(chunk)
         merged.finalize_stats()
         merged.seal()
+        merged.close()
     except BaseException:
         merged.discard()
         raise

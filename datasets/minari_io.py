@@ -155,6 +155,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
         assert store is not None
         store.finalize_stats()
         store.seal()
+        store.close()
     except BaseException:
         if store is not None:
             store.discard()
