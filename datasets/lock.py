@@ -178,7 +178,10 @@ def _lock(fd: int, file: str) -> bool:
     except BlockingIOError:
         return False
     except OSError as e:  # a filesystem without locks
-        raise DatasetError(f"cannot lock {file!r}: {e.strerror}") from None
+        raise DatasetError(
+            f"cannot lock {file!r}: {e.strerror}; write datasets on a filesystem with locks "
+            f"(a local disk, or NFS with locking)"
+        ) from None
     st = os.fstat(fd)
     try:
         now = os.stat(file)
