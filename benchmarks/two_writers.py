@@ -39,18 +39,20 @@ ENV = "pointmaze"
 def _racer(argv: list[str], barrier: Any, results: Any, log: Path, subprocess_: bool) -> None:
     """Run ``wmrobot collect argv`` once released, its stderr into ``log`` (its stdout into
     ``log.out``); report (``log``, the collecting process's pid, its exit code, the episodes
-    its resuming found the dataset holding)."""
-    found: list[int] = []
+    its resuming found the dataset holding, when it opened it and when it ended, in seconds
+    after the release)."""
+    found: list[Any] = []
     with open(log, "w") as err, open(f"{log}.out", "w") as out:
         if subprocess_:
             wmrobot = Path(sys.executable).with_name("wmrobot")
             barrier.wait()
             run = subprocess.Popen([str(wmrobot), "collect", *argv], stdout=out, stderr=err)
-            results.put((str(log), run.pid, run.wait(), None))
+            results.put((str(log), run.pid, run.wait(), None, None, None))
             return
         resumable = collector._resumable
 
         def seen(*args: Any) -> EpisodeStore | None:
+            found.append(time.monotonic() - released)
             store = resumable(*args)
             found.append(store.n_episodes if store is not None else 0)
             return store
@@ -59,20 +61,24 @@ def _racer(argv: list[str], barrier: Any, results: Any, log: Path, subprocess_: 
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
         barrier.wait()
+        released = time.monotonic()
         try:
             code = main(["collect", *argv])
         except SystemExit as e:
             code = int(e.code or 0)
         sys.stdout.flush()
         sys.stderr.flush()
-    results.put((str(log), os.getpid(), code, found[0] if found else None))
+    opened, held = found if len(found) == 2 else (None, None)
+    results.put((str(log), os.getpid(), code, held, opened, time.monotonic() - released))
 
 
 def one_round(base: Path, work: Path, index: int, episodes: int, subprocess_: bool) -> dict:
     """Race two collections onto a copy of ``base``; what happened and whether it is sound."""
     path = work / f"round{index}.zarr"
     shutil.copytree(base, path)
-    argv = [f"out={path}", f"env={ENV}", f"episodes={episodes}", "seed=0"]
+    # The plain path (fast=false) steps slower than mujoco.rollout: the winner writes longer
+    # than the loser takes to start, so that the two overlap.
+    argv = [f"out={path}", f"env={ENV}", f"episodes={episodes}", "seed=0", "fast=false"]
     ctx = mp.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     logs = [work / f"round{index}.{i}.log" for i in range(2)]
@@ -86,9 +92,9 @@ def one_round(base: Path, work: Path, index: int, episodes: int, subprocess_: bo
         p.join()
     # What each run printed on stderr: nothing, or its one error line.
     said = [[line for line in log.read_text().splitlines() if line.strip()] for log in logs]
-    row = {"round": index, "codes": sorted(code for _, _, code, _ in ran)}
-    winners = [pid for _, pid, code, _ in ran if code == 0]
-    losers = [lines for (_, _, code, _), lines in zip(ran, said, strict=True) if code != 0]
+    row = {"round": index, "codes": sorted(code for _, _, code, *_ in ran)}
+    winners = [pid for _, pid, code, *_ in ran if code == 0]
+    losers = [lines for (_, _, code, *_), lines in zip(ran, said, strict=True) if code != 0]
     row["loser says"] = losers[0][-1] if losers and losers[0] else ""
     if len(winners) == 1 and len(losers) == 1:
         named = f"is being written by pid {winners[0]} on host {socket.gethostname()}"
@@ -96,8 +102,12 @@ def one_round(base: Path, work: Path, index: int, episodes: int, subprocess_: bo
         row["outcome"] = "one wrote, other told" if told else "LOSER NOT TOLD"
     elif len(winners) == 2:
         # Sound only if one run found the dataset finished by the other: nothing to do.
-        if any(found == episodes for _, _, _, found in ran):
+        if any(held == episodes for *_, held, _, _ in ran):
             row["outcome"] = "one after the other"
+            (*_, first), (*_, opened, _) = sorted(ran, key=lambda r: r[3])
+            row["loser says"] = (
+                f"(opened it at {opened:.1f} s; the other had ended at {first:.1f} s)"
+            )
         else:
             row["outcome"] = "BOTH WROTE" if not subprocess_ else "both exited 0"
     else:
