@@ -241,3 +241,16 @@ def test_two_collections_resuming_one_dataset_at_once(maze_dataset, tmp_path):
         store.check_contents()
         assert store.n_episodes == 150
         assert np.all(np.diff(store.episode_ends) > 0)
+
+
+def test_a_collection_that_wrote_from_a_process_leaves_the_dataset_free(maze_dataset, monkeypatch):
+    from wmrobot.datasets import collector
+    from wmrobot.datasets.policies import PolicySpec
+
+    other = Other(lambda: _open_for_append(maze_dataset))
+    # A writer process, forked while this process holds the lock of the dataset it resumes.
+    monkeypatch.setattr(collector, "WRITER_PROCESS_STEPS", 0)
+    monkeypatch.setattr(collector, "only_workers_step", lambda *args: False)
+    args = dict(env_kwargs={"layout": "open"}, policy=PolicySpec(), fast=False, progress=False)
+    collect(str(maze_dataset), ENV_ID, episodes=6, **args)
+    assert other.run() == "ok"  # at once: the writer process, still exiting, holds nothing
