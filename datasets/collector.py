@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from wmrobot.datasets import lock
 from wmrobot.datasets.accel import accelerate
 from wmrobot.datasets.capacity import check_space
 from wmrobot.datasets.episodes import (
@@ -106,6 +107,7 @@ def collect(
     policy.check()
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
     env, act = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
+    store = None
     try:
         route = _plain_route(env, act, env_id, env_kwargs, policy, workers)
         # The one seam with the acceleration layer: without it, the plain route stands.
@@ -123,12 +125,14 @@ def collect(
         )
     finally:
         env.close()
+        if store is not None:
+            store.close()
     if final is None:  # the writer did not see every row: read the counts, finish the stats
-        store = EpisodeStore.open(path, mode="a")
-        if any("q01" not in store.attrs["stats"].get(k, {}) for k in store.stat_keys):
-            store.finalize_stats()  # also after a crash
-        store.shrink()  # a no-op where the writer shrank it
-        final = (store.n_episodes, store.n_transitions)
+        with EpisodeStore.open(path, mode="a") as store:
+            if any("q01" not in store.attrs["stats"].get(k, {}) for k in store.stat_keys):
+                store.finalize_stats()  # also after a crash
+            store.shrink()  # a no-op where the writer shrank it
+            final = (store.n_episodes, store.n_transitions)
     return CollectResult(path, *final, seconds=time.perf_counter() - start)
 
 
@@ -182,7 +186,25 @@ def _resumable(
     policy (resuming anything else would mix two collections); None for a new one."""
     if not dataset_exists(path):
         return None
-    store = EpisodeStore.open(path, mode="a")
+    store = EpisodeStore.open(path, mode="a")  # refused if another process writes it
+    try:
+        _check_resumable(store, path, env_id, env_kwargs, spaces, seed, policy)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_resumable(
+    store: EpisodeStore,
+    path: str,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    spaces: dict[str, Any],
+    seed: int,
+    policy: PolicySpec,
+) -> None:
+    """Raise unless ``store`` holds this env, spaces, seed and policy."""
     env_record = store.attrs["env"]
     if env_record["id"] != env_id or env_record["kwargs"] != env_kwargs:
         raise DatasetError(
@@ -203,7 +225,6 @@ def _resumable(
                 f"{path!r} was collected with {key}={previous.get(key)}, not {value}; "
                 f"resume it with the same {key} or collect into a new path"
             )
-    return store
 
 
 def _run(
@@ -447,6 +468,10 @@ def _write_batches(
         final = (store.n_episodes, store.n_transitions)
     if error is None and store is not None:
         store.shrink()  # finished cleanly: plain zarr readers see no capacity
+    if store is not None:  # before "closed": the collecting process may open it next
+        store.close()
+    if parent is not None:  # nor may this process, exiting, hold the collector's lock
+        lock.forget_inherited()
     done.put(("closed", final))
 
 

@@ -63,6 +63,7 @@ def merge(out: str, sources: list[str]) -> EpisodeStore:
         merged.finalize_stats()
         merged.shrink()  # before the seal: the finished dataset reads right with plain zarr
         merged.seal()
+        merged.close()
     except BaseException:
         merged.discard()
         raise

@@ -156,6 +156,7 @@ def import_minari(source: str, out: str | os.PathLike) -> EpisodeStore:
         store.finalize_stats()
         store.shrink()  # before the seal: the finished dataset reads right with plain zarr
         store.seal()
+        store.close()
     except BaseException:
         if store is not None:
             store.discard()

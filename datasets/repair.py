@@ -245,8 +245,21 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> Repair:
         store = EpisodeStore.open(path, mode="a", check=False)
         d = diagnose(store)
     result = Repair(path, d, store.n_rows, None)
-    if not d.problems or dry_run:
-        return result
+    with store:  # as a writer: the lock is held until the repair is committed and shrunk
+        if not d.problems or dry_run:
+            return result
+        _roll_back(store, d, result)
+    again = diagnose(EpisodeStore.open(path, check=False))
+    if again.problems:  # a bug of ours, not the user's: say so rather than claim success
+        raise DatasetError(
+            f"{path!r}: repair left a problem: {again.problems[0].line}; the copy of what it "
+            f"changed is in {result.copy}"
+        )
+    return result
+
+
+def _roll_back(store: EpisodeStore, d: Diagnosis, result: Repair) -> None:
+    """Copy what changes aside, then roll ``store`` back to the prefix ``d`` keeps."""
     result.copy = _copy_changed(store, d)
     # A damaged chunk fails as a whole (one checksum covers it), so no row of it can be kept:
     # the prefix ends with the last episode that ends before the damaged chunk's first row,
@@ -272,14 +285,7 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> Repair:
             try:
                 store.read_chunk(name, index)
             except DamagedChunk as e:
-                (Path(path) / name / e.key).unlink(missing_ok=True)
-    again = diagnose(EpisodeStore.open(path, check=False))
-    if again.problems:  # a bug of ours, not the user's: say so rather than claim success
-        raise DatasetError(
-            f"{path!r}: repair left a problem: {again.problems[0].line}; the copy of what it "
-            f"changed is in {result.copy}"
-        )
-    return result
+                (Path(store.path) / name / e.key).unlink(missing_ok=True)
 
 
 def _check_root(path: str) -> None:

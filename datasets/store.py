@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import urllib.parse
-import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from wmrobot.datasets import lock
 from wmrobot.datasets.stats import (
     as_columns,
     merge_moments,
@@ -37,6 +39,8 @@ ROW_CHUNK_MAX = 65536
 ROW_CHUNK_BYTES = 2**19
 PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
+
+log = logging.getLogger(__name__)
 
 
 def is_local(path: str) -> bool:
@@ -137,6 +141,25 @@ class EpisodeStore:
         self.writable = writable
         self._nodes: dict[str, zarr.Array] = {}
         self._destination: str | None = None  # where an unsealed new dataset goes
+        self._release: weakref.finalize | None = None  # gives up the writer lock
+
+    def _hold(self, writer: lock.WriterLock | None) -> None:
+        """Keep ``writer`` until :meth:`close`, or until this store is garbage."""
+        if writer is not None:
+            self._release = weakref.finalize(self, writer.release)
+
+    def close(self) -> None:
+        """Stop writing: give up the writer lock (if this process holds it no more, another
+        may write). The store stays open for reading; closing again does nothing."""
+        self.writable = False
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def group(self) -> zarr.Group:
@@ -178,37 +201,51 @@ class EpisodeStore:
         remote_attrs = None if local else _remote_attrs(path)  # one read of what is there
         if Path(path).exists() if local else remote_attrs and not remote_attrs.get(_CREATING):
             raise DatasetError(f"{path!r} already exists; choose a new path or open it to append")
-        # Locally, build in a temporary folder and rename it into place: a crash during
-        # creation leaves no half-made dataset at ``path``. At a URL, build in place under the
-        # _CREATING marker, replacing what a creation cut short left (one writer per dataset).
-        build = f"{path}.creating-{uuid.uuid4().hex[:8]}" if local else path
-        if local:  # remains of a creation that a crash cut short (one writer per dataset)
-            for stale in Path(path).parent.glob(f"{Path(path).name}.creating-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        # Locally, build in a temporary folder, holding its writer lock, and rename it into
+        # place: a crash during creation leaves no half-made dataset at ``path``, and the lock
+        # moves with the folder. At a URL, build in place under the _CREATING marker, replacing
+        # what a creation cut short left (one writer per dataset, unchecked: no lock there).
+        writer = None
+        if local:  # remains of creations that a crash cut short, not those under way
+            lock.remove_abandoned(Path(path).parent.glob(f"{Path(path).name}.creating-*"))
+            build, writer = lock.make_locked_folder(f"{path}.creating-")
+        else:
+            build = path
+            _unlocked(path)
         marker = {_CREATING: True}
         arrays = _array_specs(row_shapes, factors)
-        store = cls._build(build, marker, arrays, replace=remote_attrs is not None)
-        # The creation's commit: one write of zarr.json swaps the marker for the attributes.
-        store._put_attributes(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "n_rows": 0,
-                "n_episodes": 0,
-                "env": dict(env),
-                "spaces": dict(spaces),
-                "keys": list(row_shapes),
-                "collector": dict(collector or {}),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "stats": {},
-                "_moments": {},
-                **({"factors": dict(factors)} if factors else {}),
-                **({} if sealed else marker),
-            }
-        )
+        try:
+            store = cls._build(build, marker, arrays, replace=remote_attrs is not None)
+        except BaseException:
+            if writer is not None:
+                writer.release()
+            raise
+        store._hold(writer)
         store._destination = path
-        if sealed:
-            store._move_into_place()
+        try:
+            # The creation's commit: one write of zarr.json swaps the marker for the attributes.
+            store._put_attributes(
+                {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "n_rows": 0,
+                    "n_episodes": 0,
+                    "env": dict(env),
+                    "spaces": dict(spaces),
+                    "keys": list(row_shapes),
+                    "collector": dict(collector or {}),
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "stats": {},
+                    "_moments": {},
+                    **({"factors": dict(factors)} if factors else {}),
+                    **({} if sealed else marker),
+                }
+            )
+            if sealed:
+                store._move_into_place()
+        except BaseException:
+            store.discard()
+            raise
         return store
 
     @classmethod
@@ -219,8 +256,10 @@ class EpisodeStore:
         ``arrays``; ``replace``: what a creation cut short left at a URL is replaced."""
         import zarr.codecs
 
+        # A local build folder is new and holds only its writer lock: "w-" would refuse it.
+        mode = "w" if replace else "a" if is_local(build) else "w-"
         try:
-            group = _open_group(build, mode="w" if replace else "w-", attributes=marker)
+            group = _open_group(build, mode=mode, attributes=marker)
         except FileExistsError:  # zarr's "w-" refuses a prefix that holds anything
             raise DatasetError(
                 f"{build!r} holds objects but no zarr.json (not a dataset); delete them or "
@@ -264,6 +303,24 @@ class EpisodeStore:
                 f"{path!r} is not a wmrobot dataset (no zarr.json at that URL); make one with "
                 f"`wmrobot collect`"
             )
+        writer = None
+        if mode == "a" and is_local(path):
+            # Taken before anything is read: what another writer leaves half-done is its own.
+            writer = lock.acquire(path)
+        elif mode == "a":
+            _unlocked(path)
+        try:
+            store = cls._opened(path, mode, check)
+        except BaseException:
+            if writer is not None:
+                writer.release()
+            raise
+        store._hold(writer)
+        return store
+
+    @classmethod
+    def _opened(cls, path: str, mode: str, check: bool) -> EpisodeStore:
+        """:meth:`open`'s work once the writer lock, if any, is held."""
         try:
             root = _open_group(path, mode="r" if mode == "r" else "r+")
         except DatasetError:
@@ -584,15 +641,22 @@ class EpisodeStore:
 
     def _move_into_place(self) -> None:
         if self._destination is not None and self._destination != self.path:
-            os.rename(self.path, self._destination)
+            try:
+                os.rename(self.path, self._destination)
+            except OSError:  # a folder with contents is in the way: put there meanwhile
+                if not Path(self._destination).exists():
+                    raise
+                raise DatasetError(_created_meanwhile(self._destination)) from None
             self.path, self._group, self._nodes = self._destination, None, {}
         self._destination = None
 
     def discard(self) -> None:
         """Remove a new dataset that was not sealed (locally; at a URL the marker keeps it
-        from being opened, and collecting or merging into the URL again replaces it)."""
+        from being opened, and collecting or merging into the URL again replaces it), and
+        :meth:`close` it."""
         if self._destination is not None and self.path != self._destination:
             shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
 
     def iter_episodes(
         self, keys: Iterable[str] | None = None, batch: int = 256
@@ -619,6 +683,26 @@ class EpisodeStore:
                     **{k: v[a:b] for k, v in rows.items()},
                     **{k: v[lo + i] for k, v in meta.items()},
                 }
+
+
+_warned_unlocked: set[str] = set()
+
+
+def _unlocked(url: str) -> None:
+    """Say, once per URL and process, that nothing stops a second writer of ``url``."""
+    if url not in _warned_unlocked:
+        _warned_unlocked.add(url)
+        log.warning(
+            f"{url}: datasets at URLs take no writer lock; make sure no other process writes "
+            f"it meanwhile (docs/DATASET.md, One writer per dataset)"
+        )
+
+
+def _created_meanwhile(path: str) -> str:
+    """The line for a creation that another writer's creation of ``path`` beat."""
+    if lock.holder(path) is not None:
+        return lock.busy_message(path)
+    return f"{path!r} already exists (made meanwhile by another writer); open it to append"
 
 
 class ArraySpec(NamedTuple):

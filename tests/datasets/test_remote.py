@@ -191,3 +191,17 @@ def test_without_s3fs_an_s3_url_is_one_line_error(s3, monkeypatch, capsys):
     assert main(["data", "info", f"{s3}/maze.zarr"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "s3fs" in err
+
+
+def test_a_remote_dataset_takes_no_writer_lock_and_says_so_once(s3, caplog):
+    url = f"{s3}/unlocked.zarr"
+    with caplog.at_level(logging.WARNING, logger="wmrobot"):
+        collect(url, ENV_ID, KWARGS, episodes=2, progress=False)  # creates it
+        collect(url, ENV_ID, KWARGS, episodes=3, progress=False)  # resumes it
+        EpisodeStore.open(url)  # a reader: nothing to say
+    said = [r.getMessage() for r in caplog.records if "writer lock" in r.getMessage()]
+    assert said == [
+        f"{url}: datasets at URLs take no writer lock; make sure no other process writes it "
+        f"meanwhile (docs/DATASET.md, One writer per dataset)"
+    ]
+    assert EpisodeStore.open(url).n_episodes == 3

@@ -341,6 +341,7 @@ def test_a_dataset_written_directly_is_the_one_zarr_writes_file_for_file(tmp_pat
         store.finalize_stats()
         store.shrink()
         assert store.node("data/obs").shape[0] == store.n_rows
+        store.close()  # its writer lock file then names no writer, as the other's
     plain, direct = (tmp_path / "EpisodeStore.zarr", tmp_path / "DirectStore.zarr")
     files = sorted(str(p.relative_to(plain)) for p in plain.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(direct)) for p in direct.rglob("*") if p.is_file())
