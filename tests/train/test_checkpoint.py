@@ -146,3 +146,16 @@ def test_training_needs_a_goal_conditioned_dataset(new_store, make_episode, tmp_
     new_store().append([make_episode(5, np.random.default_rng(0))])
     with pytest.raises(DatasetError, match="obs/observation"):
         train(str(tmp_path / "d.zarr"), tmp_path / "run", tiny_config(), tiny_train_config())
+
+
+def test_a_hostile_pickle_is_refused_in_one_line_and_never_runs(saved, hostile_pickle):
+    write, marker = hostile_pickle
+    _, directory = saved
+    path = write(directory / "model.pt")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(directory)
+    assert str(refused.value) == (
+        f"{path} holds objects a safe load refuses (it names io.open); it was not written by "
+        f"wmrobot or is damaged: re-create it"
+    )
+    assert not marker.exists()

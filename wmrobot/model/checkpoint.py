@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from wmrobot.errors import CheckpointError
+from wmrobot.errors import CheckpointError, refused_pickle
 from wmrobot.files import write_atomically
 from wmrobot.provenance import git_revision, versions
 
@@ -52,9 +52,17 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.pt``, loaded with ``weights_only=True``: never runs its code."""
+    """The tensors of ``model.pt`` (:func:`load_tensors`)."""
     path = Path(directory) / WEIGHTS
+    return load_tensors(path, f"cannot read {str(path)!r}")
+
+
+def load_tensors(path: Path, failure: str) -> Any:
+    """``torch.load`` with ``weights_only=True``, the one way wmrobot reads a torch file: it
+    never runs code from the file. A file it refuses, or cannot read, is a one-line
+    :class:`CheckpointError` (``failure``: what could not be done, for the latter)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign files raise many types
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(refused_pickle(path, e) or f"{failure}: {first}") from None
