@@ -284,3 +284,13 @@ def test_a_checkpoint_holding_a_hostile_pickle_is_one_line_and_never_runs(
     assert f"{ckpt / 'model.pt'} holds objects a safe load refuses (it names io.open)" in err
     assert "re-create it" in err and "weights_only" not in err
     assert not marker.exists()
+
+
+def test_a_failed_run_removes_the_out_folder_it_made(tmp_path, capsys):
+    out = tmp_path / "new" / "run"  # plan's out= names its run directory
+    assert main(["plan", "checkpoint=/does/not/exist", f"out={out}"]) == 2
+    assert "/does/not/exist" in one_line(capsys, "plan")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # one that was there stays, as it was
+    assert main(["plan", "checkpoint=/does/not/exist", f"out={tmp_path / 'empty'}"]) == 2
+    assert list((tmp_path / "empty").iterdir()) == []

@@ -248,13 +248,15 @@ def _hydra_argv(argv: list[str]):
             os.environ["HYDRA_FULL_ERROR"] = saved_full
 
 
-def _check_out_first(config_name: str, args: list[str], resume_file: str | None) -> Path | None:
+def _check_out_first(
+    command: str, config_name: str, args: list[str], resume_file: str | None
+) -> Path | None:
     """:func:`check_out` on the ``out`` of a single run's config, before Hydra makes or writes
     any folder; what it returns (None as well for a sweep, whose jobs' folders are their own)."""
     if any(a in ("-m", "--multirun") for a in args):
         return None
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra", "+hydra"))]
-    cfg = compose(config_name, overrides)
+    cfg = compose(config_name, overrides, command)
     if not cfg.get("out"):
         return None
     return check_out(str(cfg.out), "out", resume_file, bool(cfg.get("resume", False)))
@@ -298,7 +300,7 @@ def run_app(
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base=None)(task)
     try:
         if out_folder:
-            made = _check_out_first(config_name, args, resume_file)
+            made = _check_out_first(command, config_name, args, resume_file)
         with _hydra_argv([f"wmrobot {command}", *args]):
             app()
     except SystemExit as e:
