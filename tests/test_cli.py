@@ -294,3 +294,13 @@ def test_a_failed_run_removes_the_out_folder_it_made(tmp_path, capsys):
     (tmp_path / "empty").mkdir()  # one that was there stays, as it was
     assert main(["plan", "checkpoint=/does/not/exist", f"out={tmp_path / 'empty'}"]) == 2
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_sweep_checks_out_job_by_job(maze_dataset, tmp_path, tree_of, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    before = tree_of(tmp_path)
+    args = ["train", "-m", f"dataset={maze_dataset}", f"out={tmp_path / 'full'}", "seed=0,1"]
+    assert main(args) == 2
+    assert "is not empty (it holds notes.txt)" in capsys.readouterr().err.splitlines()[-1]
+    assert tree_of(tmp_path) == before

@@ -248,15 +248,8 @@ def _hydra_argv(argv: list[str]):
             os.environ["HYDRA_FULL_ERROR"] = saved_full
 
 
-def _check_out_first(
-    command: str, config_name: str, args: list[str], resume_file: str | None
-) -> Path | None:
-    """:func:`check_out` on the ``out`` of a single run's config, before Hydra makes or writes
-    any folder; what it returns (None as well for a sweep, whose jobs' folders are their own)."""
-    if any(a in ("-m", "--multirun") for a in args):
-        return None
-    overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra", "+hydra"))]
-    cfg = compose(config_name, overrides, command)
+def _check_cfg_out(cfg: DictConfig, resume_file: str | None) -> Path | None:
+    """:func:`check_out` on ``cfg.out``, if it names one."""
     if not cfg.get("out"):
         return None
     return check_out(str(cfg.out), "out", resume_file, bool(cfg.get("resume", False)))
@@ -283,10 +276,16 @@ def run_app(
     from omegaconf.errors import OmegaConfBaseException
 
     made: Path | None = None
+    sweep = any(a in ("-m", "--multirun") for a in args)
 
     def task(cfg: DictConfig) -> None:
         path = run_dir()
         try:
+            # A sweep's out= is checked job by job (its values differ), where it is not the
+            # run directory Hydra made for the job, or the sweep's folder above it.
+            named = Path(str(cfg.get("out") or path)).resolve()
+            if out_folder and sweep and named not in (path.resolve(), *path.resolve().parents):
+                _check_cfg_out(cfg, resume_file)
             if (path / ".hydra").is_dir():  # the resolved config, at the top as well
                 (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             job(cfg, path)
@@ -299,8 +298,9 @@ def run_app(
         args = [*args, *QUIET_RANK]
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base=None)(task)
     try:
-        if out_folder:
-            made = _check_out_first(command, config_name, args, resume_file)
+        if out_folder and not sweep:  # before Hydra makes or writes any folder
+            overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra", "+hydra"))]
+            made = _check_cfg_out(compose(config_name, overrides, command), resume_file)
         with _hydra_argv([f"wmrobot {command}", *args]):
             app()
     except SystemExit as e:
