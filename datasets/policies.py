@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import colorednoise
 import gymnasium as gym
 import numpy as np
 
-from wmrobot.errors import EnvError
+from wmrobot.errors import EnvError, refused_pickle
 
 NAMES = ("random", "expert", "sb3")
 
@@ -34,7 +35,8 @@ class PolicySpec:
     ``name``: ``random`` (``beta`` = 0 uniform, > 0 colored noise with PSD ~ 1/f^beta),
     ``expert`` (the task's scripted expert, Gaussian action ``noise``) or ``sb3`` (the
     stable-baselines3 model saved at ``path``, ``deterministic`` or sampled actions). With
-    ``epsilon`` > 0 each step takes a random action (of exponent ``beta``) with that probability.
+    ``epsilon`` > 0 each step takes a random action (of exponent ``beta``) with that probability;
+    for ``random`` a no-op (it acts randomly at every step), accepted and not recorded.
     """
 
     name: str = "random"
@@ -233,10 +235,13 @@ def load_sb3(path: str, env: gym.Env) -> Any:
             replace[key] = _constant
         else:  # action noise and the like: used only for training
             replace[key] = None
-    try:
+    try:  # SB3 reads the weights with torch.load(weights_only=True)
         return algo.load(path, custom_objects=replace, device="cpu", print_system_info=False)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise EnvError(f"cannot load the SB3 model {path!r}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as e:
+        first = str(e).splitlines()[0]
+        raise EnvError(
+            refused_pickle(path, e) or f"cannot load the SB3 model {path!r}: {first}"
+        ) from None
 
 
 def _constant(_: float) -> float:

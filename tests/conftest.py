@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -135,3 +137,59 @@ def strip_checksums(path: Path) -> None:
 def without_checksums() -> Callable[[Path], None]:
     """``without_checksums(path)``: the dataset at ``path`` as written before checksums."""
     return strip_checksums
+
+
+class _RunsCode:
+    """A pickled object whose unpickling would create the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def hostile_pickle(tmp_path: Path) -> tuple[Callable[[Path], Path], Path]:
+    """(``write(path)``: a torch file at ``path`` whose pickle would create ``marker`` if
+    loaded unsafely, ``marker``): a test asserts that the marker never appears."""
+    marker = tmp_path / "code-ran"
+
+    def write(path: Path) -> Path:
+        torch.save({"weight": torch.zeros(2), "payload": _RunsCode(marker)}, path)
+        return path
+
+    return write, marker
+
+
+@pytest.fixture(params=["under a file", "read-only folder"])
+def unwritable(request: pytest.FixtureRequest, tmp_path: Path):
+    """A folder path that cannot be made: below a file (which stops root too), or in a
+    read-only folder (which root writes into anyway: skipped as root)."""
+    if request.param == "under a file":
+        (tmp_path / "a-file").write_text("not a folder")
+        yield tmp_path / "a-file" / "out"
+        return
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; 'under a file' covers root")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    yield locked / "out"
+    locked.chmod(0o755)
+
+
+@pytest.fixture
+def tree_of() -> Callable[[Path], dict[str, str]]:
+    """``tree_of(root)``: every path under ``root`` with a hash of its bytes ("dir" for a
+    folder), to check that a refused command left it as it was."""
+
+    def tree(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file()
+            else "dir"
+            for p in sorted(root.rglob("*"))
+        }
+
+    return tree

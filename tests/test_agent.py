@@ -99,3 +99,17 @@ def test_an_agent_saved_from_a_checkpoint_keeps_what_it_was_trained_on(tmp_path)
     _, meta = load_checkpoint(tmp_path / "agent")
     assert meta["env"] == trained["env"] and meta["dataset"] == trained["dataset"]
     assert meta["created"] == loaded.meta["created"]  # the training run's provenance, kept
+
+
+def test_save_writes_over_a_model_directory_never_over_other_files(tmp_path, tree_of):
+    agent = ActorAgent(model(), goal_observation)
+    agent.save(tmp_path / "agent")
+    agent.save(tmp_path / "agent")  # its own directory: saved again
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    before = tree_of(tmp_path)
+    with pytest.raises(CheckpointError, match=r"holds files that are not a model's \(notes.txt\)"):
+        agent.save(tmp_path / "mine")
+    with pytest.raises(CheckpointError, match="is a file"):
+        agent.save(tmp_path / "mine" / "notes.txt")
+    assert tree_of(tmp_path) == before

@@ -38,6 +38,14 @@ def maze(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
+def umaze(tmp_path_factory) -> str:
+    """A dataset of another layout of the same env: the same spaces, another task."""
+    path = tmp_path_factory.mktemp("umaze") / "umaze.zarr"
+    collect(str(path), "wmrobot/PointMaze-v0", {"layout": "umaze"}, episodes=2, progress=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def checkpoint(maze, tmp_path_factory):
     cfg = TrainConfig(
         steps=150,
@@ -188,13 +196,15 @@ def other_spaces_checkpoint(tmp_path):
         (["checkpoint={ckpt}", "dataset={maze}", "colour=red"], "unknown option 'colour'"),
         (["checkpoint={ckpt}"], "dataset is required"),
         (["checkpoint={other}", "dataset={maze}"], "but the model was trained on 6"),
+        # The same spaces, another task: what `plan` refuses too.
+        (["checkpoint={ckpt}", "dataset={umaze}"], "audit it on a dataset of its task"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
-    args, needle, maze, checkpoint, other_spaces_checkpoint, tmp_path, monkeypatch, capsys
+    args, needle, maze, umaze, checkpoint, other_spaces_checkpoint, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    paths = {"maze": maze, "ckpt": checkpoint, "other": other_spaces_checkpoint}
+    paths = {"maze": maze, "umaze": umaze, "ckpt": checkpoint, "other": other_spaces_checkpoint}
     assert main(["eval", "model", *(a.format(**paths) for a in args)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from wmrobot.cli import main
 from wmrobot.datasets import EpisodeStore
 from wmrobot.datasets.policies import PolicySpec
+from wmrobot.model import ModelConfig, WorldModel
+from wmrobot.train.resume import TRAIN_STATE
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -163,7 +167,7 @@ def test_data_validate_catches_corruption(corrupt, needle, small_dataset, tmp_pa
 
 def test_an_env_default_spelled_out_names_the_same_env():
     import wmrobot.envs  # noqa: F401  (registers the ids)
-    from wmrobot.cli import _full_kwargs
+    from wmrobot.cli_common import full_kwargs as _full_kwargs
 
     given = _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze"})
     spelled = _full_kwargs("wmrobot/PointMaze-v0", {"layout": "umaze", "frame_skip": 5})
@@ -228,3 +232,119 @@ def test_training_on_a_damaged_chunk_stops_with_one_line(small_dataset, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "chunk c/0/0 of data/obs/observation is damaged (checksum mismatch)" in err
+
+
+# ------------------------------------------------------------------------- out= and its folder
+def one_line(capsys: pytest.CaptureFixture, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"wmrobot {command}: error:"), err
+    return err
+
+
+def test_train_refuses_to_overwrite_a_checkpoint_without_resume(
+    maze_dataset, tmp_path, tree_of, capsys
+):
+    ckpt = tmp_path / "ckpt"  # what a finished `wmrobot train` leaves
+    ckpt.mkdir()
+    for name in ("model.pt", "meta.json", "metrics.csv", TRAIN_STATE):
+        (ckpt / name).write_text(name)
+    before = tree_of(tmp_path)
+    assert main(["train", f"dataset={maze_dataset}", f"out={ckpt}"]) == 2
+    err = one_line(capsys, "train")
+    assert f"out={ckpt} holds an earlier run" in err
+    assert "resume=true" in err and "another out=" in err
+    assert tree_of(tmp_path) == before
+    assert not Path("runs").exists()
+
+
+COMMANDS_WITH_AN_OUT_FOLDER = [
+    ["train", "dataset={data}", "resume=true"],  # resume continues only a run of its own
+    ["distill", "checkpoint={ckpt}"],
+    ["demo"],
+    ["plan", "checkpoint={ckpt}"],
+    ["eval", "model", "checkpoint={ckpt}", "dataset={data}"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS_WITH_AN_OUT_FOLDER, ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        ("{full}", "is not empty (it holds notes.txt)"),
+        ("{file}", "is a file; give a folder"),
+        ("{file}/sub", "cannot be made: {file} is a file"),
+    ],
+    ids=["non-empty folder", "a file", "under a file"],
+)
+def test_no_command_writes_into_a_folder_not_its_own(
+    args, out, needle, maze_dataset, tmp_path, tree_of, capsys
+):
+    """The one non-empty out= a command writes into is train's own run, resumed."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine too")
+    paths = {
+        "data": maze_dataset,
+        "ckpt": tmp_path / "no-checkpoint-needed",  # out= is checked before anything is read
+        "full": tmp_path / "full",
+        "file": tmp_path / "notes.txt",
+    }
+    before = tree_of(tmp_path)
+    command = " ".join(args[:2]) if args[0] == "eval" else args[0]
+    assert main([*(a.format(**paths) for a in args), "out=" + out.format(**paths)]) == 2
+    assert needle.format(**paths) in one_line(capsys, command)
+    assert tree_of(tmp_path) == before
+    assert not Path("runs").exists()
+
+
+def test_train_into_a_folder_it_cannot_make_is_one_line(
+    maze_dataset, unwritable, tmp_path, tree_of, capsys
+):
+    before = tree_of(tmp_path)
+    assert main(["train", f"dataset={maze_dataset}", f"out={unwritable}"]) == 2
+    assert f"out={unwritable} cannot be" in one_line(capsys, "train")
+    assert tree_of(tmp_path) == before
+    assert not Path("runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_training_on_cuda_without_cuda_is_one_line(maze_dataset, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert main(["train", f"dataset={maze_dataset}", f"out={out}", "model.train.device=cuda"]) == 2
+    err = one_line(capsys, "train")
+    assert "CUDA is not available here" in err and "model.train.device=cpu" in err
+    assert not out.exists() and not Path("runs").exists()
+
+
+def test_a_checkpoint_holding_a_hostile_pickle_is_one_line_and_never_runs(
+    hostile_pickle, tmp_path, capsys
+):
+    write, marker = hostile_pickle
+    ckpt = tmp_path / "ckpt"
+    WorldModel(4, 2, ModelConfig(8, 16, 1, 3, 0.9, 0.5, 1.0)).save(ckpt, {})
+    write(ckpt / "model.pt")
+    assert main(["plan", f"checkpoint={ckpt}"]) == 2
+    err = one_line(capsys, "plan")
+    assert f"{ckpt / 'model.pt'} holds objects a safe load refuses (it names io.open)" in err
+    assert "re-create it" in err and "weights_only" not in err
+    assert not marker.exists()
+
+
+def test_a_failed_run_removes_the_out_folder_it_made(tmp_path, capsys):
+    out = tmp_path / "new" / "run"  # plan's out= names its run directory
+    assert main(["plan", "checkpoint=/does/not/exist", f"out={out}"]) == 2
+    assert "/does/not/exist" in one_line(capsys, "plan")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # one that was there stays, as it was
+    assert main(["plan", "checkpoint=/does/not/exist", f"out={tmp_path / 'empty'}"]) == 2
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_sweep_checks_out_job_by_job(maze_dataset, tmp_path, tree_of, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    before = tree_of(tmp_path)
+    args = ["train", "-m", f"dataset={maze_dataset}", f"out={tmp_path / 'full'}", "seed=0,1"]
+    assert main(args) == 2
+    assert "is not empty (it holds notes.txt)" in capsys.readouterr().err.splitlines()[-1]
+    assert tree_of(tmp_path) == before

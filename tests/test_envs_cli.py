@@ -30,6 +30,24 @@ def test_show_writes_a_grid_whose_rows_differ(tmp_path, capsys):
     assert np.abs(grid[:half].astype(float).mean() - grid[half : 2 * half].mean()) > 0.5
 
 
+def test_show_prints_the_path_it_wrote(tmp_path, capsys):
+    """--out DIR writes <Name>.png in DIR; a name without a suffix is written as given."""
+    for out, written in [(tmp_path, tmp_path / "PointMaze.png"), (tmp_path / "grid", None)]:
+        assert main(["envs", "show", "pointmaze", "--out", str(out), "--size", "16"]) == 0
+        written = written or out
+        assert capsys.readouterr().out.split() == ["envs", "show:", "wrote", str(written)]
+        assert written.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PointMaze.png", "grid"]
+
+
+def test_show_into_a_folder_it_cannot_make_is_one_line(unwritable, tmp_path, tree_of, capsys):
+    before = tree_of(tmp_path)
+    assert main(["envs", "show", "pointmaze", "--out", str(unwritable / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out={unwritable} cannot be" in err and err.count("\n") == 1
+    assert tree_of(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from wmrobot.agent import Observer, PlanningAgent, observation_kwargs
-from wmrobot.cli import _task_kwargs, main
+from wmrobot.cli import main
+from wmrobot.cli_common import task_kwargs as _task_kwargs
 from wmrobot.envs import make_env
 from wmrobot.eval.rollout import evaluate
 from wmrobot.model import ModelConfig, WorldModel

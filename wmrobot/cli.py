@@ -15,7 +15,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from wmrobot import data_cli, envs_cli, eval_cli
-from wmrobot.cli_common import compose, error, group_options, run_app
+from wmrobot.cli_common import (
+    check_same_task,
+    compose,
+    error,
+    group_options,
+    run_app,
+)
 
 log = logging.getLogger("wmrobot")
 
@@ -77,7 +83,8 @@ OPTION_HELP = {
     "policy": "collection policy group",
     "policy.name": "random | expert (the task's scripted expert) | sb3 (a saved SB3 model)",
     "policy.beta": "noise exponent: 0 white (uniform), 1 pink, 2 red (smoother, faster motion)",
-    "policy.epsilon": "probability of a random action (of exponent beta) at each step",
+    "policy.epsilon": "probability of a random action (of exponent beta) at each step "
+    "(random, colored: no change)",
     "policy.noise": "Gaussian noise added to the expert's actions (std, action units)",
     "policy.path": "policy=sb3: the model saved by stable-baselines3 (.zip)",
     "policy.deterministic": "policy=sb3: act with the mean action (else sample)",
@@ -88,7 +95,8 @@ OPTION_HELP = {
     "pixels": "image size N: also store N x N camera frames (data/pixels, uint8)",
     "fast": "acceleration layer: mujoco.rollout, direct chunk writes (false: the plain path)",
     "flush_every": "episodes per commit (a crash loses at most this many); null: every ~2 s",
-    "out": "output path (default: inside runs/<command>/<timestamp>/)",
+    "out": "output path (default: inside runs/<command>/<timestamp>/); a folder must be new or "
+    "empty (train resume=true: its own run)",
     "dataset": "a Zarr dataset made by `wmrobot collect` (distill: null = the checkpoint's)",
     "threads": "torch CPU threads",
     "model": "model config group (state_mlp, pixels_cnn, reacher_state)",
@@ -307,72 +315,20 @@ def _report(results: list, run_dir: Path, c: Any, env_id: str, meta: dict, pairs
     print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c)))
 
 
-def _full_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the env's defaults filled in, so that spelling a default out (or not)
-    names the same env."""
-    import inspect
-
-    import gymnasium
-
-    try:
-        spec = gymnasium.spec(env_id)
-        creator = gymnasium.envs.registration.load_env_creator(spec.entry_point)
-        classes = creator.__mro__ if inspect.isclass(creator) else (creator,)
-        defaults: dict[str, Any] = {}
-        for cls in reversed(classes):  # a subclass's default wins over its base's
-            init = cls.__init__ if inspect.isclass(cls) else cls
-            if inspect.isclass(cls) and "__init__" not in vars(cls):
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.default is not inspect.Parameter.empty:
-                    defaults[p.name] = p.default
-    except Exception:  # an id gymnasium cannot resolve compares as given
-        return dict(kwargs)
-    return {**defaults, **spec.kwargs, **kwargs}
-
-
-# How an env is observed and rendered, not which task it is: a checkpoint trained on frames
-# (collected with pixels=N) plans on the same task as the env config without them.
-VIEW_KWARGS = ("render_mode", "width", "height", "obs_mode", "camera")
-
-
-def _task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    full = _full_kwargs(env_id, kwargs)
-    return {k: v for k, v in full.items() if k not in VIEW_KWARGS}
-
-
-def _trained_on(meta: dict[str, Any], checkpoint: str) -> tuple[str, dict[str, Any]]:
-    """The env id and kwargs a checkpoint's model was trained on, or one clear error."""
-    from wmrobot.errors import CheckpointError
-
-    if "env" not in meta:
-        raise CheckpointError(
-            f"checkpoint={checkpoint} records no env (a model saved without its training "
-            f"metadata): plan with a checkpoint written by `wmrobot train` or `wmrobot distill`"
-        )
-    return meta["env"]["id"], meta["env"]["kwargs"]
-
-
 def run_plan(cfg: DictConfig, run_dir: Path) -> None:
     """``wmrobot plan``: evaluate a checkpoint's agent on the env's evaluation set."""
     import torch
 
     from wmrobot.agent import observation_kwargs, require_actor
     from wmrobot.config import validate
-    from wmrobot.errors import ConfigError
     from wmrobot.train import load_checkpoint
 
     c = validate("plan", cfg)
     torch.set_num_threads(c.threads)
     model, meta = load_checkpoint(c.checkpoint)
-    env_id, env_kwargs = _trained_on(meta, c.checkpoint)
-    if env_id != c.env.id or _task_kwargs(env_id, env_kwargs) != _task_kwargs(
-        c.env.id, dict(c.env.kwargs)
-    ):
-        raise ConfigError(
-            f"the checkpoint was trained on {env_id} {env_kwargs}, not {c.env.id} "
-            f"{dict(c.env.kwargs)}: plan on the env it was trained on"
-        )
+    env_id, env_kwargs = check_same_task(
+        meta, c.checkpoint, c.env.id, dict(c.env.kwargs), "plan on the env it was trained on"
+    )
     if c.agent.mode != "2":  # refused before any evaluation runs
         require_actor(model, c.agent.mode, c.checkpoint)
     steps = meta["dataset"].get("transitions", 0)
@@ -407,7 +363,11 @@ def run_distill(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
     store = EpisodeStore.open(dataset)
     check_compatible(model, store)
-    env_id, env_kwargs = _trained_on(meta, c.checkpoint)
+    data_env = store.attrs["env"]
+    env_id, env_kwargs = check_same_task(
+        meta, c.checkpoint, data_env["id"], data_env.get("kwargs") or {},
+        f"distil it on a dataset of its task (dataset={dataset} is not one)",
+    )  # fmt: skip
     out = Path(c.out) if c.out else run_dir / "checkpoint"
     log.info(
         f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "
@@ -532,7 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             return error(command, str(e))
         return 0
-    return run_app(command, command, JOBS[command], rest)
+    # train alone continues a run of its own in a non-empty out= (resume=true); collect's out=
+    # is a dataset, which collect resumes itself.
+    resume_file = None
+    if command == "train":
+        from wmrobot.train.resume import TRAIN_STATE as resume_file
+    return run_app(command, command, JOBS[command], rest, command != "collect", resume_file)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from wmrobot.errors import ConfigError, WmrobotError
+from wmrobot.errors import CheckpointError, ConfigError, WmrobotError
 
 # `${or:${out},runs/plan/...}` in a command's yaml: out= names the run directory when given.
 OmegaConf.register_new_resolver("or", lambda value, default: default if value is None else value)
@@ -79,6 +79,112 @@ def compose(config_name: str, overrides: list[str], command: str | None = None) 
         raise ConfigError(hydra_message(e, command or config_name)) from None
 
 
+def check_out(
+    path: str | Path, key: str = "out", resume_file: str | None = None, resume: bool = False
+) -> Path | None:
+    """Refuse, in one line, a ``key=path`` a command may not write its output folder into;
+    return the topmost folder that making ``path`` will create (None: it exists).
+
+    Allowed: a new folder whose nearest existing parent is a writable folder, or an empty
+    folder. The one non-empty folder a command writes into is its own earlier run being
+    continued: ``resume`` asked and ``resume_file`` (train: ``train_state.pt``) there. Anything
+    else non-empty is refused, so that no output, ours or the user's, is ever overwritten."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is a file; give a folder that is new or empty")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held and not (resume and resume_file and (path / resume_file).is_file()):
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        if resume_file and (path / resume_file).is_file():
+            raise ConfigError(
+                f"{key}={path} holds an earlier run ({shown}); continue it with resume=true, "
+                f"or give another {key}="
+            )
+        cannot = f" and no {resume_file} to resume from" if resume_file and resume else ""
+        raise ConfigError(
+            f"{key}={path} is not empty (it holds {shown}){cannot}; give a new or empty folder, "
+            f"so that nothing there is overwritten"
+        )
+    return check_writable(path, key)
+
+
+def check_writable(folder: str | Path, key: str = "out") -> Path | None:
+    """Refuse, in one line, a ``folder`` that cannot be made or written into (its nearest
+    existing folder is a file, or read-only); return the topmost folder that making it will
+    create (None: it exists)."""
+    folder = Path(folder)
+    parent = next(p for p in (folder, *folder.parents) if p.exists())
+    if not parent.is_dir():
+        raise ConfigError(f"{key}={folder} cannot be made: {parent} is a file; give another {key}=")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={folder} cannot be written: {parent} is read-only here; give another {key}="
+        )
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
+def full_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the env's defaults filled in, so that spelling a default out (or not)
+    names the same env."""
+    import inspect
+
+    import gymnasium
+
+    try:
+        spec = gymnasium.spec(env_id)
+        creator = gymnasium.envs.registration.load_env_creator(spec.entry_point)
+        classes = creator.__mro__ if inspect.isclass(creator) else (creator,)
+        defaults: dict[str, Any] = {}
+        for cls in reversed(classes):  # a subclass's default wins over its base's
+            init = cls.__init__ if inspect.isclass(cls) else cls
+            if inspect.isclass(cls) and "__init__" not in vars(cls):
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.default is not inspect.Parameter.empty:
+                    defaults[p.name] = p.default
+    except Exception:  # an id gymnasium cannot resolve compares as given
+        return dict(kwargs)
+    return {**defaults, **spec.kwargs, **kwargs}
+
+
+# How an env is observed and rendered, not which task it is: a checkpoint trained on frames
+# (collected with pixels=N) plans on the same task as the env config without them.
+VIEW_KWARGS = ("render_mode", "width", "height", "obs_mode", "camera")
+
+
+def task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs that name the task: :func:`full_kwargs` less the ``VIEW_KWARGS``."""
+    full = full_kwargs(env_id, kwargs)
+    return {k: v for k, v in full.items() if k not in VIEW_KWARGS}
+
+
+def trained_on(meta: dict[str, Any], checkpoint: str) -> tuple[str, dict[str, Any]]:
+    """The env id and kwargs a checkpoint's model was trained on, or one clear error."""
+    if "env" not in meta:
+        raise CheckpointError(
+            f"checkpoint={checkpoint} records no env (a model saved without its training "
+            f"metadata): use a checkpoint written by `wmrobot train` or `wmrobot distill`"
+        )
+    return meta["env"]["id"], meta["env"]["kwargs"]
+
+
+def check_same_task(
+    meta: dict[str, Any], checkpoint: str, env_id: str, kwargs: dict[str, Any], fix: str
+) -> tuple[str, dict[str, Any]]:
+    """Refuse, in one line ending in ``fix``, to use a checkpoint on another task (``env_id``
+    and ``kwargs``: an env config's, a dataset's) than the one it was trained on; that one."""
+    trained_id, trained_kwargs = trained_on(meta, checkpoint)
+    if trained_id != env_id or task_kwargs(trained_id, trained_kwargs) != task_kwargs(
+        env_id, kwargs
+    ):
+        raise ConfigError(
+            f"the checkpoint was trained on {trained_id} {trained_kwargs}, not {env_id} "
+            f"{kwargs}: {fix}"
+        )
+    return trained_id, trained_kwargs
+
+
 def run_dir() -> Path:
     """The current Hydra job's output directory (``runs/<command>/<timestamp>/``)."""
     from hydra.core.hydra_config import HydraConfig
@@ -86,13 +192,25 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _discard_unused(path: Path, cfg: DictConfig) -> None:
+HYDRA_FILES = {".hydra", "run.log", "config.yaml"}  # what Hydra and run_app write first
+
+
+def _discard_unused(path: Path, cfg: DictConfig, made: Path | None) -> None:
     """Remove a run directory Hydra made for a run that stopped before producing anything,
-    and the folders above it that it leaves empty; never one the user named with out=."""
+    and the folders above it that it leaves empty. A run directory the user named with out=
+    goes from ``made`` (the topmost folder the run created) down; if it was there before (an
+    empty folder: :func:`check_out`), only Hydra's files in it go."""
     path, cwd, named = path.resolve(), Path.cwd().resolve(), cfg.get("out")
-    if named and Path(str(named)).resolve() == path or cwd not in path.parents:
+    if {p.name for p in path.iterdir()} - HYDRA_FILES:
         return
-    if {p.name for p in path.iterdir()} - {".hydra", "run.log", "config.yaml"}:
+    if named and Path(str(named)).resolve() == path:
+        if made is not None:
+            shutil.rmtree(made)
+            return
+        for name in HYDRA_FILES & {p.name for p in path.iterdir()}:
+            shutil.rmtree(path / name) if (path / name).is_dir() else (path / name).unlink()
+        return
+    if cwd not in path.parents:
         return
     shutil.rmtree(path)
     for parent in path.parents:  # a sweep's folder holds multirun.yaml and its jobs
@@ -130,43 +248,77 @@ def _hydra_argv(argv: list[str]):
             os.environ["HYDRA_FULL_ERROR"] = saved_full
 
 
+def _check_cfg_out(cfg: DictConfig, resume_file: str | None) -> Path | None:
+    """:func:`check_out` on ``cfg.out``, if it names one."""
+    if not cfg.get("out"):
+        return None
+    return check_out(str(cfg.out), "out", resume_file, bool(cfg.get("resume", False)))
+
+
 def run_app(
-    command: str, config_name: str, job: Callable[[DictConfig, Path], Any], args: list[str]
+    command: str,
+    config_name: str,
+    job: Callable[[DictConfig, Path], Any],
+    args: list[str],
+    out_folder: bool = True,
+    resume_file: str | None = None,
 ) -> int:
     """Run ``job(cfg, run_dir)`` as the Hydra app of ``configs/<config_name>.yaml``.
 
     ``args`` are Hydra's: overrides, ``-m`` (a sweep), ``--cfg job``, ... Bad input, ours
-    or Hydra's, prints one line ``wmrobot <command>: error: ...`` and returns 2.
+    or Hydra's, prints one line ``wmrobot <command>: error: ...`` and returns 2. With
+    ``out_folder``, ``out=`` names the folder the command writes (see :func:`check_out`;
+    ``resume_file`` marks an earlier run that ``resume=true`` continues); it is checked before
+    anything is written, and a run that fails removes the folders it made.
     """
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    made: Path | None = None
+    sweep = any(a in ("-m", "--multirun") for a in args)
+
     def task(cfg: DictConfig) -> None:
         path = run_dir()
         try:
+            # A sweep's out= is checked job by job (its values differ), where it is not the
+            # run directory Hydra made for the job, or the sweep's folder above it.
+            named = Path(str(cfg.get("out") or path)).resolve()
+            if out_folder and sweep and named not in (path.resolve(), *path.resolve().parents):
+                _check_cfg_out(cfg, resume_file)
             if (path / ".hydra").is_dir():  # the resolved config, at the top as well
                 (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             job(cfg, path)
-        except WmrobotError as e:
-            _discard_unused(path, cfg)
+        except (WmrobotError, OSError) as e:
+            _discard_unused(path, cfg, made)
             # Hydra reports a failed job over several lines; SystemExit passes through it.
-            raise SystemExit(error(command, str(e))) from None
+            raise SystemExit(error(command, _one_line(e))) from None
 
     if os.environ.get("RANK", "0") != "0":
         args = [*args, *QUIET_RANK]
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base=None)(task)
     try:
+        if out_folder and not sweep:  # before Hydra makes or writes any folder
+            overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra", "+hydra"))]
+            made = _check_cfg_out(compose(config_name, overrides, command), resume_file)
         with _hydra_argv([f"wmrobot {command}", *args]):
             app()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except (HydraException, OmegaConfBaseException) as e:
         return error(command, hydra_message(e, command))
-    except WmrobotError as e:
-        return error(command, str(e))
+    except (WmrobotError, OSError) as e:  # OSError: Hydra could not make the run directory
+        return error(command, _one_line(e))
     except KeyboardInterrupt:
         return error(command, "interrupted")
     finally:
         _end_run_logging()
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    """Our message, or for an OSError (a folder or file that cannot be made, read or written)
+    the file and the system's reason."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"cannot use {e.filename}: {e.strerror}; check the path and its permissions"
+    return str(e).splitlines()[0] if isinstance(e, OSError) else str(e)

@@ -10,8 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from wmrobot.cli_common import error
-from wmrobot.errors import WmrobotError
+from wmrobot.cli_common import check_writable, error
+from wmrobot.errors import EnvError, WmrobotError
 
 USAGE = """usage: wmrobot envs [list | show NAME [options] | evalsets [--score] [--write]]
 
@@ -20,7 +20,8 @@ USAGE = """usage: wmrobot envs [list | show NAME [options] | evalsets [--score] 
   show NAME          a PNG grid of the first frames of four seeded episodes (and the goal image)
                      under several factor settings; NAME is a task id or its short name
                      (PointMaze, TwoRoom, ...); KEY=VALUE are task arguments (layout=medium)
-      --out PNG      where to write it (default: NAME.png)   --size N  frame size (default 96)
+      --out FILE     where to write it (default: NAME.png; a folder: in it, NAME.png)
+      --size N       frame size (default 96)
   evalsets           the frozen evaluation sets (task, arguments, budget)
       --score        also measure the scripted expert's and uniform random actions' success
       --write        redraw the files from the tasks' samplers (after a deliberate change)
@@ -103,6 +104,19 @@ def list_tasks(console: Console) -> None:
     )
 
 
+def image_path(out: str | None, env_id: str) -> Path:
+    """Where ``show --out`` writes, checked before any frame is drawn: ``out`` itself, or in a
+    folder ``out`` (one that exists, or a name ending in "/"; here without one) ``<Name>.png``."""
+    name = f"{env_id.split('/')[1].rsplit('-', 1)[0]}.png"
+    path = Path(out or name)
+    if path.is_dir() or (out or "").endswith("/"):
+        path = path / name
+    if path.is_dir():
+        raise EnvError(f"--out {path} is a folder; give a file name")
+    check_writable(path.parent, "--out")
+    return path
+
+
 def show(env_id: str, out: Path, size: int, kwargs: dict[str, Any], seeds: int = 4) -> Path:
     """Write a grid: one row per factor setting, one column per seed, then the goal image."""
     import matplotlib
@@ -136,7 +150,10 @@ def show(env_id: str, out: Path, size: int, kwargs: dict[str, Any], seeds: int =
     fig.suptitle(f"{env_id} {kwargs or ''}".strip(), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    # The format from the name's suffix where matplotlib knows it, else PNG: the file is
+    # written at ``out`` exactly (matplotlib would add ".png" to a name without a suffix).
+    known = out.suffix[1:].lower() in fig.canvas.get_supported_filetypes()
+    fig.savefig(out, dpi=90, format=out.suffix[1:].lower() if known else "png")
     plt.close(fig)
     env.close()
     return out
@@ -199,8 +216,8 @@ def main(args: list[str]) -> int:
             size = options["--size"]
             if not size.isdigit():
                 return error("envs show", f"--size {size!r} must be a whole number of pixels")
-            out = Path(options["--out"] or f"{env_id.split('/')[1].rsplit('-', 1)[0]}.png")
-            path = show(env_id, out, int(size), kwargs)
+            path = image_path(options["--out"], env_id)
+            show(env_id, path, int(size), kwargs)
             console.print(f"envs show: wrote {path}")
         elif sub == "evalsets" and set(rest) <= {"--score", "--write"}:
             evalsets(console, "--score" in rest, "--write" in rest)

@@ -1,5 +1,7 @@
 """The one family of wmrobot errors: each message names the bad value and how to fix it."""
 
+import re
+
 
 class WmrobotError(Exception):
     """Base of every error wmrobot raises for a user mistake (the CLI prints it as one line)."""
@@ -36,3 +38,18 @@ def check_range(
         else:
             want = f"in [{low}, {high}]" if closed else f"in ({low}, {high})"
         raise ConfigError(f"{key}={value} is out of range: it must be {want}")
+
+
+def refused_pickle(path: object, e: BaseException) -> str | None:
+    """The one line for a file that a weights-only ``torch.load`` refused (its pickle names
+    objects beyond tensors and plain values), or None for another error. PyTorch's own text
+    suggests turning the protection off; this line never does."""
+    text = str(e)
+    if "Weights only load failed" not in text:
+        return None
+    named = re.search(r"GLOBAL ([\w.]+)", text)
+    reason = f"it names {named.group(1)}" if named else "objects beyond tensors and plain values"
+    return (
+        f"{path} holds objects a safe load refuses ({reason}); it was not written by wmrobot "
+        f"or is damaged: re-create it"
+    )

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from wmrobot.cli_common import error, run_app
+from wmrobot.cli_common import check_same_task, error, run_app
 
 USAGE = """usage: wmrobot eval model checkpoint=DIR dataset=PATH [key=value ...]
 
@@ -161,6 +161,12 @@ def audit_command(cfg: DictConfig, run_dir: Path) -> Path:
     torch.set_num_threads(options["threads"])
     model, meta = load_checkpoint(options["checkpoint"])
     store = EpisodeStore.open(options["dataset"])
+    env = store.attrs["env"]
+    if "env" in meta:  # a model saved bare records none: its spaces are still checked
+        check_same_task(
+            meta, options["checkpoint"], env["id"], env.get("kwargs") or {},
+            f"audit it on a dataset of its task (dataset={options['dataset']} is not one)",
+        )  # fmt: skip
     fingerprint = store.fingerprint()
     own = fingerprint == meta.get("dataset", {}).get("fingerprint")
     console.print(
@@ -196,7 +202,6 @@ def audit_command(cfg: DictConfig, run_dir: Path) -> Path:
         "git_revision": git_revision(),
     }
     (out / "audit.json").write_text(json.dumps(_finite(record), indent=2))
-    env = store.attrs["env"]
     title = f"{Path(options['checkpoint']).name} on {env['id']} {env.get('kwargs') or ''}"
     plot_report(report, out, title.strip())
     console.print(f"eval model: wrote audit.json, prediction_error.png, probe_r2.png to {out}/")

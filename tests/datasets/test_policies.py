@@ -171,3 +171,37 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(EnvError, match="not a saved stable-baselines3 model"):
         load_sb3(str(bad), gym.make(MAZE))
+
+
+def test_a_policy_file_with_hostile_weights_is_one_line_and_never_runs(
+    tmp_path, maze_sac, hostile_pickle
+):
+    """SB3 reads the weights with a weights-only load: its refusal is our one line."""
+    write, marker = hostile_pickle
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(maze_sac) as src, zipfile.ZipFile(hostile, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "policy.pth":
+                content = write(tmp_path / "policy.pth").read_bytes()
+            dst.writestr(item, content)
+    with pytest.raises(EnvError, match="holds objects a safe load refuses") as refused:
+        load_sb3(str(hostile), gym.make(MAZE))
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)
+    assert not marker.exists()
+
+
+def test_epsilon_is_taken_by_every_policy(tmp_path, capsys):
+    """A sweep over policies may share one policy.epsilon; for a random policy, a random action
+    in place of a random one changes nothing (the same dataset)."""
+    from wmrobot.cli import main
+
+    for policy in ("random", "colored"):
+        runs = [tmp_path / f"{policy}-{eps}.zarr" for eps in ("0", "0.3")]
+        for out, eps in zip(runs, ("0", "0.3"), strict=True):
+            args = [f"policy={policy}", f"policy.epsilon={eps}", "episodes=2", f"out={out}"]
+            assert main(["collect", *args]) == 0, capsys.readouterr().err
+        plain, mixed = (EpisodeStore.open(p) for p in runs)
+        for key in ("policy", "policy_params"):  # a resume with either is the same policy
+            assert plain.attrs["collector"][key] == mixed.attrs["collector"][key]
+        np.testing.assert_array_equal(plain.array("action")[:], mixed.array("action")[:])

@@ -205,16 +205,6 @@ def test_window_inputs_keep_the_state_and_stack_pixel_frames():
             assert torch.equal(pixels[:, t, j], batch["pixels"][:, t + j])
 
 
-class _RunsCode:
-    """Unpickling this would create the file ``path``."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_save_and_load_round_trip_with_config_and_provenance(tmp_path):
     model = tiny_model(critic=True, actor=True)
     model.obs_mean.fill_(0.5)
@@ -233,12 +223,12 @@ def test_save_and_load_round_trip_with_config_and_provenance(tmp_path):
     assert again["versions"] == {"torch": "0.0"} and again["created"] == "then"
 
 
-def test_load_never_runs_code_from_the_weights_file(tmp_path):
+def test_load_never_runs_code_from_the_weights_file(tmp_path, hostile_pickle):
     from wmrobot.errors import CheckpointError
 
+    write, marker = hostile_pickle
     directory = tiny_model().save(tmp_path / "model")
-    marker = tmp_path / "ran"
-    torch.save({"encoder.net.0.weight": _RunsCode(marker)}, directory / "model.pt")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    write(directory / "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt holds objects a safe load refuses"):
         WorldModel.load(directory)
     assert not marker.exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from wmrobot.datasets import EpisodeStore
+from wmrobot.datasets import EpisodeStore, collect
 from wmrobot.errors import CheckpointError, DatasetError
 from wmrobot.model import ModelConfig, WorldModel
 from wmrobot.train import LossWeights, TrainConfig, load_checkpoint, save_checkpoint, train
@@ -146,3 +146,37 @@ def test_training_needs_a_goal_conditioned_dataset(new_store, make_episode, tmp_
     new_store().append([make_episode(5, np.random.default_rng(0))])
     with pytest.raises(DatasetError, match="obs/observation"):
         train(str(tmp_path / "d.zarr"), tmp_path / "run", tiny_config(), tiny_train_config())
+
+
+def test_a_hostile_pickle_is_refused_in_one_line_and_never_runs(saved, hostile_pickle):
+    write, marker = hostile_pickle
+    _, directory = saved
+    path = write(directory / "model.pt")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(directory)
+    assert str(refused.value) == (
+        f"{path} holds objects a safe load refuses (it names io.open); it was not written by "
+        f"wmrobot or is damaged: re-create it"
+    )
+    assert not marker.exists()
+
+
+def test_a_model_directory_holds_only_what_its_writers_write():
+    """check_model_dir's list names every file that training and agents put beside a model."""
+    from wmrobot.agent import AGENT_FILE
+    from wmrobot.model.checkpoint import MODEL_DIR_FILES
+    from wmrobot.train.metrics import METRICS
+    from wmrobot.train.resume import TRAIN_STATE
+
+    assert {METRICS, TRAIN_STATE, AGENT_FILE, "tb"} <= MODEL_DIR_FILES
+
+
+def test_training_into_a_folder_of_other_files_is_refused_before_it_writes(tmp_path, tree_of):
+    dataset = tmp_path / "d.zarr"
+    collect(str(dataset), "wmrobot/PointMaze-v0", episodes=2, progress=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    before = tree_of(tmp_path / "mine")
+    with pytest.raises(CheckpointError, match="holds files that are not a model's"):
+        train(str(dataset), tmp_path / "mine", tiny_config(), tiny_train_config(), progress=False)
+    assert tree_of(tmp_path / "mine") == before

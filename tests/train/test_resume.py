@@ -16,7 +16,7 @@ from wmrobot.datasets import collect
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.errors import CheckpointError
 from wmrobot.train import train
-from wmrobot.train.resume import TRAIN_STATE
+from wmrobot.train.resume import TRAIN_STATE, load_train_state
 
 SCRIPT = """
 import sys, time
@@ -94,3 +94,12 @@ def test_resuming_with_another_config_is_refused(dataset, tmp_path):
     (tmp_path / TRAIN_STATE).write_bytes(b"truncated")
     with pytest.raises(CheckpointError, match="cannot resume"):
         train(dataset, tmp_path, model, cfg, progress=False, resume=True)
+
+
+def test_a_hostile_training_state_is_refused_and_never_runs(hostile_pickle, tmp_path):
+    write, marker = hostile_pickle
+    path = write(tmp_path / TRAIN_STATE)
+    with pytest.raises(CheckpointError, match="holds objects a safe load refuses") as refused:
+        load_train_state(path, {}, torch.nn.Linear(1, 1), [], None, torch.Generator())
+    assert "weights_only" not in str(refused.value)
+    assert not marker.exists()

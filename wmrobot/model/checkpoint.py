@@ -9,12 +9,31 @@ from typing import Any
 
 import torch
 
-from wmrobot.errors import CheckpointError
+from wmrobot.errors import CheckpointError, refused_pickle
 from wmrobot.files import write_atomically
 from wmrobot.provenance import git_revision, versions
 
 WEIGHTS = "model.pt"
 META = "meta.json"
+# Everything a model directory may hold: the model, training's log and state (train/metrics.py,
+# train/resume.py) and an agent's settings (agent.py).
+MODEL_DIR_FILES = {WEIGHTS, META, "metrics.csv", "tb", "train_state.pt", "agent.json"}
+
+
+def check_model_dir(directory: str | Path) -> None:
+    """Refuse, in one line, to write a model into ``directory`` when it is a file or holds
+    anything a model directory does not (``MODEL_DIR_FILES``, and the ``*.partial`` files of a
+    crash): a model is written over a model directory's files, never over anything else."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{str(directory)!r} is a file; save the model into a folder")
+    found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    other = [n for n in found if n not in MODEL_DIR_FILES and not n.endswith(".partial")]
+    if other:
+        raise CheckpointError(
+            f"{str(directory)!r} holds files that are not a model's ({', '.join(other[:3])}); "
+            f"save into a new or empty folder, or over a model directory"
+        )
 
 
 def write_model_dir(
@@ -25,6 +44,7 @@ def write_model_dir(
     Provenance (package versions, git revision, creation time) is added where ``meta`` has
     none, so a re-saved model keeps the provenance of the run that trained it."""
     directory = Path(directory)
+    check_model_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     provenance = {
         "versions": versions(),
@@ -52,9 +72,17 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.pt``, loaded with ``weights_only=True``: never runs its code."""
+    """The tensors of ``model.pt`` (:func:`load_tensors`)."""
     path = Path(directory) / WEIGHTS
+    return load_tensors(path, f"cannot read {str(path)!r}")
+
+
+def load_tensors(path: Path, failure: str) -> Any:
+    """``torch.load`` with ``weights_only=True``, the one way wmrobot reads a torch file: it
+    never runs code from the file. A file it refuses, or cannot read, is a one-line
+    :class:`CheckpointError` (``failure``: what could not be done, for the latter)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign files raise many types
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(refused_pickle(path, e) or f"{failure}: {first}") from None

@@ -9,6 +9,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from wmrobot.errors import ConfigError
+
 
 def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
     """(rank, world size); joins the process group when started by ``torchrun``, or a
@@ -28,7 +30,19 @@ def train_device(setting: str) -> torch.device:
     several processes on CUDA, each takes its own GPU (``LOCAL_RANK``)."""
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(setting)
+    try:
+        device = torch.device(setting)
+    except RuntimeError:
+        raise ConfigError(
+            f"model.train.device={setting!r} is not a device; use auto, cpu or cuda"
+        ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"model.train.device={setting!r}: wmrobot trains on auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"model.train.device={setting}: CUDA is not available here; use "
+            f"model.train.device=cpu, or auto (CUDA when there is one)"
+        )
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)

@@ -12,6 +12,7 @@ import torch
 from wmrobot.datasets import EpisodeStore
 from wmrobot.errors import CheckpointError
 from wmrobot.files import write_atomically
+from wmrobot.model.checkpoint import load_tensors
 
 TRAIN_STATE = "train_state.pt"
 # Settings that change how a run is watched or where it runs, not the numbers it computes.
@@ -60,10 +61,7 @@ def load_train_state(
     gen: torch.Generator,
 ) -> int:
     """Restore a state written by :func:`save_train_state`; return its step."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file raises many types
-        raise CheckpointError(f"cannot resume from {str(path)!r}: {e}") from None
+    state = load_tensors(path, f"cannot resume from {str(path)!r}")
     for key, value in identity.items():
         if state.get("identity", {}).get(key) != value:
             raise CheckpointError(

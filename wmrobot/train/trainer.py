@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from wmrobot.datasets import EpisodeStore
 from wmrobot.errors import ConfigError, DatasetError, check_range
+from wmrobot.model.checkpoint import check_model_dir
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.critic import CriticConfig, td_loss
@@ -197,6 +198,7 @@ def fit(
     device = train_device(cfg.device)
     rank, _ = init_distributed(device)
     out, main = Path(out), rank == 0
+    check_model_dir(out)  # before its logs go in: the checkpoint is written there at the end
     store = EpisodeStore.open(dataset)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(store, model_cfg).to(device)
