@@ -112,6 +112,18 @@ def _remote_attrs(url: str) -> dict[str, Any] | None:
         ) from None
 
 
+def _check_parent(path: str) -> None:
+    """Refuse, in one line, a local dataset path that cannot be made: one under a file, or in
+    a folder this process may not write."""
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DatasetError(f"cannot create {path!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise DatasetError(f"cannot create {path!r}: {str(parent)!r} is not writable")
+
+
 def _open_group(path: str, mode: str, **kwargs: Any) -> zarr.Group:
     import zarr
 
@@ -207,6 +219,7 @@ class EpisodeStore:
         # what a creation cut short left (one writer per dataset, unchecked: no lock there).
         writer = None
         if local:  # remains of creations that a crash cut short, not those under way
+            _check_parent(path)
             lock.remove_abandoned(Path(path).parent.glob(f"{Path(path).name}.creating-*"))
             build, writer = lock.make_locked_folder(f"{path}.creating-")
         else:
@@ -304,6 +317,9 @@ class EpisodeStore:
                 f"`wmrobot collect`"
             )
         writer = None
+        if mode == "a" and is_local(path) and not (Path(path) / lock.LOCK_FILE).exists():
+            # Never written by this wmrobot: a folder that is no dataset gets no lock file.
+            cls._opened(path, "r", check=False)
         if mode == "a" and is_local(path):
             # Taken before anything is read: what another writer leaves half-done is its own.
             writer = lock.acquire(path)
