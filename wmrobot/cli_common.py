@@ -277,6 +277,10 @@ def run_app(
 
     made: Path | None = None
     sweep = any(a in ("-m", "--multirun") for a in args)
+    try:
+        _check_args(args, command)
+    except ConfigError as e:
+        return error(command, str(e))
 
     def task(cfg: DictConfig) -> None:
         path = run_dir()
@@ -314,6 +318,34 @@ def run_app(
     finally:
         _end_run_logging()
     return 0
+
+
+# Hydra's command-line flags (``wmrobot <command> --help`` lists them); anything else that
+# starts with "-" would end in argparse's usage text over several lines.
+_HYDRA_FLAGS = {
+    *("-m", "--multirun", "-c", "--cfg", "-p", "--package", "--resolve", "-i", "--info"),
+    *("-h", "--help", "--hydra-help", "--version", "-r", "--run", "-cp", "--config-path"),
+    *("-cn", "--config-name", "-cd", "--config-dir", "-sc", "--shell-completion"),
+    "--experimental-rerun",
+}
+
+
+def _check_args(args: list[str], command: str) -> None:
+    """Refuse, in one line, an unknown flag and a config group set to null (which Hydra
+    meets with a ValueError and a traceback)."""
+    for arg in args:
+        if arg.startswith("-") and arg.split("=", 1)[0] not in _HYDRA_FLAGS:
+            raise ConfigError(
+                f"unknown option {arg!r}; give settings as key=value (see `wmrobot {command} "
+                f"--help`)"
+            )
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if eq and value == "null" and (Path(config_dir()) / group).is_dir():
+            raise ConfigError(
+                f"{group}=null: {group} needs a choice; available: "
+                f"{', '.join(group_options(group))}"
+            )
 
 
 def _one_line(e: Exception) -> str:
