@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import torch
 
+from wmrobot.errors import ConfigError
 from wmrobot.planners.config import PlannerConfig, as_config
 from wmrobot.planners.dynamics import Dynamics
 
@@ -55,6 +57,7 @@ class Planner:
 
     def __init__(self, dynamics: Dynamics, cfg: PlannerConfig, seed: int = 0) -> None:
         self.dynamics, self.cfg = dynamics, as_config(cfg)
+        _check_fits(self.cfg, len(dynamics.action_low), dynamics.latent_dim)
         self.rng = np.random.default_rng(seed)
         self.objective = Objective(dynamics, self.cfg)
         self.low = torch.as_tensor(dynamics.action_low, dtype=torch.float32)
@@ -95,3 +98,22 @@ class Planner:
                 self._warned = True
             cost = torch.where(finite, cost, torch.inf)
         return cost
+
+
+def _check_fits(cfg: PlannerConfig, action_dim: int, latent_dim: int) -> None:
+    """Refuse, in one line, a sampling population whose candidates alone (their actions and
+    latent rollouts, float32, for one decision of one episode) exceed this machine's memory:
+    allocating it would fail with a MemoryError deep in a rollout, or swap for ever."""
+    if cfg.name == "grad":  # one sequence per episode, refined by gradient steps
+        return
+    need = 4 * cfg.samples * cfg.horizon * (action_dim + latent_dim)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # a platform that does not say
+        return
+    if need > total:
+        raise ConfigError(
+            f"planner.samples={cfg.samples} with planner.horizon={cfg.horizon} needs about "
+            f"{need / 2**30:,.0f} GiB for one decision's candidates, more than this machine's "
+            f"{total / 2**30:,.0f} GiB of memory; use fewer samples or a shorter horizon"
+        )
