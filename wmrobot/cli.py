@@ -423,10 +423,21 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
 
     from wmrobot.bench import DISPLAY_NAMES, rl_result
     from wmrobot.config import validate
+    from wmrobot.envs import make_env
+    from wmrobot.errors import ConfigError
     from wmrobot.rl import run_seeds
+    from wmrobot.rl.sac import is_goal_env
     from wmrobot.train import load_checkpoint
 
     c, config_record = validate("demo", cfg), OmegaConf.to_container(cfg, resolve=True)
+    env = make_env(c.env.id, c.env.kwargs)
+    goals = is_goal_env(env)
+    env.close()
+    if not goals:  # known now, not after collecting: the model and planners reach goals
+        raise ConfigError(
+            f"env={c.env.id} has no goals; the demo plans to goals: choose a goal task "
+            f"(env=pointmaze, tworoom, reacher, push, ...; `wmrobot envs` lists them)"
+        )
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
     data, ckpt = str(run_dir / "dataset.zarr"), run_dir / "checkpoint"
