@@ -113,8 +113,20 @@ def image_path(out: str | None, env_id: str) -> Path:
         path = path / name
     if path.is_dir():
         raise EnvError(f"--out {path} is a folder; give a file name")
+    kind = path.suffix[1:].lower()
+    if kind and kind not in _image_types():
+        raise EnvError(
+            f"--out {path}: matplotlib writes no {kind!r} images; end the name with one of "
+            f"{', '.join('.' + k for k in _image_types())}"
+        )
     check_writable(path.parent, "--out")
     return path
+
+
+def _image_types() -> list[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def show(env_id: str, out: Path, size: int, kwargs: dict[str, Any], seeds: int = 4) -> Path:
@@ -150,10 +162,9 @@ def show(env_id: str, out: Path, size: int, kwargs: dict[str, Any], seeds: int =
     fig.suptitle(f"{env_id} {kwargs or ''}".strip(), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    # The format from the name's suffix where matplotlib knows it, else PNG: the file is
-    # written at ``out`` exactly (matplotlib would add ".png" to a name without a suffix).
-    known = out.suffix[1:].lower() in fig.canvas.get_supported_filetypes()
-    fig.savefig(out, dpi=90, format=out.suffix[1:].lower() if known else "png")
+    # The format from the name's suffix (:func:`image_path` checked it), PNG for a name
+    # without one: the file is written at ``out`` exactly (matplotlib would add ".png").
+    fig.savefig(out, dpi=90, format=out.suffix[1:].lower() or "png")
     plt.close(fig)
     env.close()
     return out
