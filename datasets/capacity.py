@@ -12,6 +12,7 @@ import numpy as np
 
 from wmrobot.datasets.store import _array_specs, episode_row_shapes, is_local, normalise_path
 from wmrobot.errors import DatasetError
+from wmrobot.files import human_bytes
 
 # A collection is refused when its estimate exceeds this share of the free space: the estimate
 # comes from one episode, later ones compress differently, and the rest of the system (logs,
@@ -64,19 +65,19 @@ def check_space(
         transitions = len(first["action"]) - 1
         count, unit = steps, "steps"
         estimate = steps * per_episode / max(transitions, 1)
-        basis = f"{_size(per_episode)} compressed for {transitions} steps"
+        basis = f"{human_bytes(per_episode)} compressed for {transitions} steps"
     else:
         assert episodes is not None
         count, unit = episodes, "episodes"
         estimate = episodes * per_episode
-        basis = f"{_size(per_episode)} compressed"
+        basis = f"{human_bytes(per_episode)} compressed"
     where = _existing_ancestor(Path(normalise_path(path)))
     free = shutil.disk_usage(where).free
     if estimate > FREE_SHARE * free:
         more = "more " if resuming else ""
         raise DatasetError(
-            f"collecting {count:,} {more}{unit} would take about {_size(estimate)} (from the "
-            f"first episode: {basis}), but {where} has {_size(free)} free; collect fewer "
+            f"collecting {count:,} {more}{unit} would take about {human_bytes(estimate)} (from the "
+            f"first episode: {basis}), but {where} has {human_bytes(free)} free; collect fewer "
             f"episodes or steps, or into a larger disk"
         )
 
@@ -87,12 +88,3 @@ def _existing_ancestor(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
-
-
-def _size(n: float) -> str:
-    """A byte count in binary units: ``3.2 KiB``, ``71 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            break
-        n /= 1024
-    return f"{n:.1f} {unit}" if unit != "B" and n < 10 else f"{n:.0f} {unit}"

@@ -23,3 +23,12 @@ def test_a_write_cut_short_leaves_the_old_contents(tmp_path, sync):
     write_atomically(path, lambda f: f.write(b"new"), sync=sync)
     assert path.read_bytes() == b"new"
     assert not (tmp_path / "f.bin.partial").exists()
+
+
+def test_human_bytes_picks_the_unit_and_the_digits():
+    from wmrobot.files import human_bytes
+
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(3.2 * 1024) == "3.2 KiB"
+    assert human_bytes(71 * 2**30) == "71 GiB"
+    assert human_bytes(2**60) == "1024 PiB"  # no unit past PiB

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from wmrobot.cli_common import error
 from wmrobot.errors import DatasetError, WmrobotError
+from wmrobot.files import human_bytes
 
 USAGE = """usage: wmrobot data <info|validate|repair|replay|merge|convert> ...
 
@@ -44,12 +45,7 @@ def _size(path: str) -> str:
     path = normalise_path(path)
     if not is_local(path):
         return "remote"
-    size = float(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+    return human_bytes(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
 
 
 def info(path: str, console: Console) -> None:

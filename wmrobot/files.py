@@ -21,3 +21,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], sync: bool
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def human_bytes(n: float) -> str:
+    """A byte count in binary units: ``512 B``, ``3.2 KiB``, ``71 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            break
+        n /= 1024
+    return f"{n:.1f} {unit}" if unit != "B" and n < 10 else f"{n:.0f} {unit}"
