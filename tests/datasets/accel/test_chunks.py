@@ -111,7 +111,7 @@ def test_an_array_shrunk_is_what_zarr_leaves(tmp_path, dtype, shape, chunk):
     # last one whole, then writes the document: the same files, and the same after growing.
     root = zarr.open_group(tmp_path / "g.zarr", mode="w")
     kw = dict(shape=(4 * chunk, *shape), chunks=(chunk, *shape), dtype=dtype, fill_value=0)
-    theirs = root.create_array("theirs", compressors=_blosc(), **kw)
+    theirs = root.create_array("theirs", compressors=_codecs(), **kw)
     ours = LocalArray.create(tmp_path / "g.zarr" / "ours", **kw)
     folders = {"theirs": tmp_path / "g.zarr" / "theirs", "ours": tmp_path / "g.zarr" / "ours"}
     values = (np.random.default_rng(0).random((4 * chunk, *shape)) * 100).astype(dtype)
