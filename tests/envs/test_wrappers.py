@@ -41,16 +41,3 @@ def test_state_mode_is_the_env_unchanged():
 def test_bad_modes_are_refused_in_one_line(kwargs, message):
     with pytest.raises(EnvError, match=message):
         make_env("HalfCheetah-v5", kwargs)
-
-
-def test_mujoco_warnings_go_to_logging_not_a_file(tmp_path, monkeypatch, caplog):
-    """Gymnasium's HalfCheetah compiles with an attribute MuJoCo deprecates: the warning is
-    logged once, not printed and appended to MUJOCO_LOG.TXT in the working directory."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("wmrobot.envs.make._MUJOCO_SEEN", set())  # as in a fresh process
-    with caplog.at_level("WARNING", logger="mujoco"):
-        for _ in range(2):
-            make_env("HalfCheetah-v5").close()
-    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
-    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
-    assert "settotalmass" in caplog.records[0].getMessage()
