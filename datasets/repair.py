@@ -277,15 +277,10 @@ def _roll_back(store: EpisodeStore, d: Diagnosis, result: Repair) -> None:
     moments, stats = _prefix_stats(store, d)
     # The one commit: readers see the old dataset until this write, the repaired one after.
     store.update_attrs(n_rows=d.kept_rows, n_episodes=d.keep, _moments=moments, stats=stats)
-    store.shrink()  # as every writer leaves a dataset: plain zarr readers see what is kept
-    # Damaged chunks left past the commit go (copied above): a write that fills part of one
-    # would read it back and fail.
-    for name, indices in d.damaged.items():
-        for index in indices:
-            try:
-                store.read_chunk(name, index)
-            except DamagedChunk as e:
-                (Path(store.path) / name / e.key).unlink(missing_ok=True)
+    # As every writer leaves a dataset: plain zarr readers see what is kept. The chunks wholly
+    # past the kept rows go, so do the damaged ones (copied above, and past the kept rows of
+    # their array), which an append that fills part of one would read back and fail on.
+    store.shrink()
 
 
 def _check_root(path: str) -> None:
