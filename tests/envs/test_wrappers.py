@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
 from wmrobot.envs import make_env
 from wmrobot.errors import EnvError
+
+_CHECK = """
+from gymnasium.utils.env_checker import check_env
+from wmrobot.envs import make_env
+check_env(make_env({env_id!r}, {kwargs!r}), skip_render_check=True)
+"""
 
 
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Reacher-v5"])
 @pytest.mark.parametrize("obs_mode", ["pixels", "state+pixels"])
 def test_pixel_modes_are_dicts_of_frames_that_pass_the_checker(env_id, obs_mode):
     kwargs = {"obs_mode": obs_mode, "width": 40, "height": 32}
-    check_env(make_env(env_id, kwargs), skip_render_check=True)
+    # The checker runs in a process of its own: after a few hundred other tests in this one,
+    # two renders of one state have been seen to differ (not understood yet; a fresh process,
+    # as a user's, renders them alike every time).
+    checked = subprocess.run(
+        [sys.executable, "-c", _CHECK.format(env_id=env_id, kwargs=kwargs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
     env = make_env(env_id, kwargs)
     obs, _ = env.reset(seed=0)
     assert obs["pixels"].shape == (32, 40, 3) and obs["pixels"].dtype == np.uint8
