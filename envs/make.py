@@ -18,7 +18,16 @@ def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) ->
         raise EnvError(f"unknown env id {env_id!r}; wmrobot's are {ours}, or any gymnasium id")
     try:
         if "obs_mode" in kwargs and not is_ours(env_id):
-            return make_with_obs_mode(env_id, kwargs)
-        return gym.make(env_id, **kwargs)
+            env = make_with_obs_mode(env_id, kwargs)
+        else:
+            env = gym.make(env_id, **kwargs)
     except TypeError as e:
         raise EnvError(f"bad arguments {kwargs} for env {env_id!r}: {e}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        # The policies, models and planners all act in a continuous action box.
+        env.close()
+        raise EnvError(
+            f"env {env_id!r} has {env.action_space} actions; wmrobot takes Box (continuous) "
+            f"actions only: choose a continuous-control env (e.g. Pendulum-v1 for CartPole-v1)"
+        )
+    return env

@@ -148,6 +148,8 @@ CASES = [
     case("collect-sb3-not-a-model", "collect policy=sb3 policy.path={notes}", "notes.txt"),
     case("collect-layout-unknown", "collect episodes=1 env.kwargs.layout=spiral", "spiral"),
     case("collect-env-id-unknown", "collect episodes=1 env.id=NoSuch-v9", "NoSuch-v9"),
+    case("collect-env-discrete-actions", "collect episodes=1 env=halfcheetah env.id=CartPole-v1",
+         "Discrete(2)"),
     case("collect-env-kwarg-unknown", "collect episodes=1 +env.kwargs.bogus=1", "bogus"),
     case("collect-env-kwarg-type", "collect episodes=1 env.kwargs.gear=abc", "abc"),
     case("collect-into-other-env", "collect episodes=4 out={b}", "Reacher"),

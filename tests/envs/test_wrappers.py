@@ -58,3 +58,8 @@ def test_state_mode_is_the_env_unchanged():
 def test_bad_modes_are_refused_in_one_line(kwargs, message):
     with pytest.raises(EnvError, match=message):
         make_env("HalfCheetah-v5", kwargs)
+
+
+def test_an_env_without_box_actions_is_one_clear_error():
+    with pytest.raises(EnvError, match=r"'CartPole-v1' has Discrete\(2\) actions; .* Box"):
+        make_env("CartPole-v1")
