@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wmrobot.datasets.store import _array_specs, episode_row_shapes, is_local, normalise_path
+from wmrobot.datasets.store import (
+    BLOSC_CLEVEL,
+    BLOSC_CNAME,
+    _array_specs,
+    episode_row_shapes,
+    is_local,
+    normalise_path,
+)
 from wmrobot.errors import DatasetError
-from wmrobot.files import human_bytes
+from wmrobot.files import existing_ancestor, human_bytes
 
 # A collection is refused when its estimate exceeds this share of the free space: the estimate
 # comes from one episode, later ones compress differently, and the rest of the system (logs,
@@ -36,10 +42,9 @@ def episode_bytes(episode: Mapping[str, Any]) -> int:
         if group == "meta":  # a few numbers per episode, in chunks of a thousand episodes
             total += itemsize * int(np.prod(spec.shape[1:]))
             continue
-        # The codec zarr writes with (store.py, EpisodeStore._build): LZ4 at level 5.
         blosc = numcodecs.Blosc(
-            cname="lz4",
-            clevel=5,
+            cname=BLOSC_CNAME,
+            clevel=BLOSC_CLEVEL,
             shuffle=getattr(numcodecs.Blosc, spec.shuffle.upper()),
             typesize=itemsize,
         )
@@ -71,7 +76,7 @@ def check_space(
         count, unit = episodes, "episodes"
         estimate = episodes * per_episode
         basis = f"{human_bytes(per_episode)} compressed"
-    where = _existing_ancestor(Path(normalise_path(path)))
+    where = existing_ancestor(normalise_path(path))
     free = shutil.disk_usage(where).free
     if estimate > FREE_SHARE * free:
         more = "more " if resuming else ""
@@ -80,11 +85,3 @@ def check_space(
             f"first episode: {basis}), but {where} has {human_bytes(free)} free; collect fewer "
             f"episodes or steps, or into a larger disk"
         )
-
-
-def _existing_ancestor(path: Path) -> Path:
-    """``path`` if it exists, else its nearest ancestor that does (where it will be made)."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path

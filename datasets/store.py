@@ -25,6 +25,7 @@ from wmrobot.datasets.stats import (
     stats_from_moments,
 )
 from wmrobot.errors import DatasetError
+from wmrobot.files import existing_ancestor
 
 if TYPE_CHECKING:  # zarr itself loads on first use: collector workers never need it
     import zarr
@@ -39,6 +40,7 @@ ROW_CHUNK_MAX = 65536
 ROW_CHUNK_BYTES = 2**19
 PIXEL_CHUNK = 16  # frames per chunk for images: random access reads a few frames, not thousands
 EPISODE_CHUNK = 1024  # episodes per chunk for per-episode arrays
+BLOSC_CNAME, BLOSC_CLEVEL = "lz4", 5  # every array's compressor (see _array_specs)
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +114,19 @@ def _remote_attrs(url: str) -> dict[str, Any] | None:
         ) from None
 
 
+def _is_ours(path: str) -> bool:
+    """Whether the local ``path`` holds a wmrobot dataset's root document (a cheap look before
+    the writer lock makes ``writer.lock`` in it)."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_bytes())["attributes"]["format"] == FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _check_parent(path: str) -> None:
     """Refuse, in one line, a local dataset path that cannot be made: one under a file, or in
     a folder this process may not write."""
-    parent = Path(path).parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = existing_ancestor(Path(path).parent)
     if not parent.is_dir():
         raise DatasetError(f"cannot create {path!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
@@ -287,7 +296,9 @@ class EpisodeStore:
                 fill_value=a.fill_value,
                 # zarr's CRC32C of each encoded chunk: a damaged chunk fails to read
                 compressors=[
-                    zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=a.shuffle),
+                    zarr.codecs.BloscCodec(
+                        cname=BLOSC_CNAME, clevel=BLOSC_CLEVEL, shuffle=a.shuffle
+                    ),
                     zarr.codecs.Crc32cCodec(),
                 ],
             )
@@ -317,10 +328,15 @@ class EpisodeStore:
                 f"`wmrobot collect`"
             )
         writer = None
-        if mode == "a" and is_local(path) and not (Path(path) / lock.LOCK_FILE).exists():
-            # Never written by this wmrobot: a folder that is no dataset gets no lock file.
-            cls._opened(path, "r", check=False)
-        if mode == "a" and is_local(path):
+        local = is_local(path)
+        if (
+            mode == "a"
+            and local
+            and not (Path(path) / lock.LOCK_FILE).exists()
+            and not _is_ours(path)
+        ):
+            cls._opened(path, "r", check=False)  # says what it is instead; no lock file left
+        if mode == "a" and local:
             # Taken before anything is read: what another writer leaves half-done is its own.
             writer = lock.acquire(path)
         elif mode == "a":
@@ -774,10 +790,12 @@ def row_problem(key: str, values: np.ndarray, lo: int, ends: np.ndarray) -> tupl
     if values.dtype.kind not in "fb" or n == 0:
         return None
     flat = values.reshape(n, -1)
-    final = _marked(np.asarray(ends, dtype=np.int64) - 1 - lo, n)  # each episode's last row
+    ends = np.asarray(ends, dtype=np.int64)  # sorted: keep those whose last rows fall in here
+    ends = ends[np.searchsorted(ends, lo + 1) : np.searchsorted(ends, lo + n + 2)]
+    final = _marked(ends - 1 - lo, n)  # each episode's last row
     broken = []
     if key in ("terminated", "truncated"):
-        last_step = _marked(np.asarray(ends, dtype=np.int64) - 2 - lo, n)
+        last_step = _marked(ends - 2 - lo, n)
         broken.append((flat.any(1) & ~last_step, f"data/{key} is set before an episode's end"))
     if key == "action":
         has_action = final & ~np.isnan(flat).all(1)

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from wmrobot.errors import CheckpointError, ConfigError, WmrobotError
+from wmrobot.files import existing_ancestor
 
 # `${or:${out},runs/plan/...}` in a command's yaml: out= names the run directory when given.
 OmegaConf.register_new_resolver("or", lambda value, default: default if value is None else value)
@@ -113,7 +114,7 @@ def check_writable(folder: str | Path, key: str = "out") -> Path | None:
     existing folder is a file, or read-only); return the topmost folder that making it will
     create (None: it exists)."""
     folder = Path(folder)
-    parent = next(p for p in (folder, *folder.parents) if p.exists())
+    parent = existing_ancestor(folder)
     if not parent.is_dir():
         raise ConfigError(f"{key}={folder} cannot be made: {parent} is a file; give another {key}=")
     if not os.access(parent, os.W_OK | os.X_OK):

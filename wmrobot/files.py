@@ -23,6 +23,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], sync: bool
     os.replace(tmp, path)
 
 
+def existing_ancestor(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else its nearest ancestor that does (where making it starts)."""
+    path = Path(path).absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def human_bytes(n: float) -> str:
     """A byte count in binary units: ``512 B``, ``3.2 KiB``, ``71 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):

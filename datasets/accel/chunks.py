@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wmrobot.datasets.store import DamagedChunk
+from wmrobot.datasets.store import BLOSC_CLEVEL, BLOSC_CNAME, DamagedChunk
 from wmrobot.files import write_atomically
 
 ZARR_JSON = "zarr.json"
@@ -77,8 +77,8 @@ def array_document(
     chunks: tuple[int, ...],
     dtype: Any,
     fill_value: Any,
-    cname: str = "lz4",
-    clevel: int = 5,
+    cname: str = BLOSC_CNAME,
+    clevel: int = BLOSC_CLEVEL,
     shuffle: str = "shuffle",
     checksum: bool = True,
 ) -> dict[str, Any]:
