@@ -348,3 +348,14 @@ def test_a_sweep_checks_out_job_by_job(maze_dataset, tmp_path, tree_of, capsys):
     assert main(args) == 2
     assert "is not empty (it holds notes.txt)" in capsys.readouterr().err.splitlines()[-1]
     assert tree_of(tmp_path) == before
+
+
+def test_a_read_only_folder_for_out_is_one_line_even_as_root(tmp_path, monkeypatch):
+    # The read-only case of the `unwritable` fixture skips as root (root writes anyway); the
+    # check itself asks os.access, so it is tested here with os.access saying no.
+    from wmrobot import cli_common
+    from wmrobot.errors import ConfigError
+
+    monkeypatch.setattr(cli_common.os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError, match=rf"out={tmp_path}/out cannot be written: .* read-only"):
+        cli_common.check_writable(tmp_path / "out")

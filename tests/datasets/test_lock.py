@@ -221,7 +221,10 @@ def _collect_to(path: Path, episodes: int, barrier: Any, results: Any) -> None:
 
 def test_two_collections_resuming_one_dataset_at_once(maze_dataset, tmp_path):
     """Released from one barrier onto one dataset: one writes, the other is told who does;
-    the dataset stays valid (two writers once left episode_ends decreasing)."""
+    the dataset stays valid (two writers once left episode_ends decreasing). A run that starts
+    after the other finished finds nothing to do (no race: both say ok), as
+    benchmarks/two_writers.py counts apart; about one round in ten goes so."""
+    raced = 0
     for round in range(3):
         path = tmp_path / f"race{round}.zarr"
         shutil.copytree(maze_dataset, path)
@@ -234,13 +237,16 @@ def test_two_collections_resuming_one_dataset_at_once(maze_dataset, tmp_path):
         for p in procs:
             p.join(30)
         winners = [pid for pid, said in outcomes.items() if said == "ok"]
-        assert len(winners) == 1, outcomes
-        [told] = [said for said in outcomes.values() if said != "ok"]
-        assert f"is being written by pid {winners[0]} {HOLDER}" in told
+        assert len(winners) in (1, 2), outcomes
+        if len(winners) == 1:
+            raced += 1
+            [told] = [said for said in outcomes.values() if said != "ok"]
+            assert f"is being written by pid {winners[0]} {HOLDER}" in told
         store = EpisodeStore.open(path)
         store.check_contents()
         assert store.n_episodes == 150
         assert np.all(np.diff(store.episode_ends) > 0)
+    assert raced >= 1  # the lock was contended at least once
 
 
 def test_a_collection_that_wrote_from_a_process_leaves_the_dataset_free(maze_dataset, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -57,16 +56,6 @@ def _flip(file: Path, rng: np.random.Generator, count: int) -> None:
     for at in rng.choice(len(data), size=min(count, len(data)), replace=False):
         data[at] ^= int(rng.integers(1, 256))
     file.write_bytes(bytes(data))
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """Every path under ``folder`` (its parent's too: a copy beside it counts) with a hash."""
-    return {
-        str(p.relative_to(folder.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
-        if p.is_file()
-        else "dir"
-        for p in sorted(folder.parent.rglob("*"))
-    }
 
 
 def _one_line(capsys) -> str:
@@ -190,36 +179,36 @@ def test_derived_entries_that_disagree_are_recomputed(good, tmp_path, capsys):
     _assert_prefix(EpisodeStore.open(copy), EpisodeStore.open(good), 30)
 
 
-def test_a_healthy_dataset_needs_no_repair_and_is_left_as_it_was(good, tmp_path, capsys):
+def test_a_healthy_dataset_needs_no_repair_and_is_left_as_it_was(good, tmp_path, capsys, tree_of):
     copy = _copy(good, tmp_path)
-    before = _tree(copy)
+    before = tree_of(copy.parent)
     for args in (["repair", str(copy)], ["repair", str(copy), "--dry-run"]):
         assert main(args) == 0
         assert "nothing needs repair" in capsys.readouterr().out
-    assert _tree(copy) == before
+    assert tree_of(copy.parent) == before
     assert main(["validate", str(copy), "--deep"]) == 0
     out = capsys.readouterr().out
     assert "deep" in out and "carry none" not in out
 
 
-def test_a_dry_run_says_what_it_would_do_and_changes_nothing(good, tmp_path, capsys):
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(good, tmp_path, capsys, tree_of):
     copy = _copy(good, tmp_path)
     _flip(copy / "data" / "action" / "c" / "4" / "0", np.random.default_rng(2), 3)
-    before = _tree(copy)
+    before = tree_of(copy.parent)
     assert main(["repair", str(copy), "--dry-run"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     keep = _expected_keep(EpisodeStore.open(good), "data/action", 4)
     assert f"would keep {keep} episodes" in out and "nothing changed" in out
-    assert _tree(copy) == before
+    assert tree_of(copy.parent) == before
 
 
-def test_a_damaged_root_document_is_refused_in_one_line(good, tmp_path, capsys):
+def test_a_damaged_root_document_is_refused_in_one_line(good, tmp_path, capsys, tree_of):
     copy = _copy(good, tmp_path)
     root = copy / "zarr.json"
     root.write_bytes(root.read_bytes()[:-40])  # cut short: no longer JSON
-    before = _tree(copy)
+    before = tree_of(copy.parent)
     assert main(["repair", str(copy)]) == 2
-    assert "root zarr.json" in _one_line(capsys) and _tree(copy) == before
+    assert "root zarr.json" in _one_line(capsys) and tree_of(copy.parent) == before
 
 
 def test_a_damaged_spine_keeps_the_episodes_it_still_bounds(good, tmp_path):
@@ -271,13 +260,13 @@ def test_a_row_that_breaks_a_rule_drops_its_episode_and_those_after(good, tmp_pa
     _assert_prefix(EpisodeStore.open(copy), original, 12)
 
 
-def test_a_damaged_array_document_is_refused_in_one_line(good, tmp_path, capsys):
+def test_a_damaged_array_document_is_refused_in_one_line(good, tmp_path, capsys, tree_of):
     copy = _copy(good, tmp_path)
     document = copy / "meta" / "seed" / "zarr.json"
     _flip(document, np.random.default_rng(5), 4)
     document.write_bytes(b"\xff" + document.read_bytes())  # whatever was flipped: not UTF-8
-    before = _tree(copy)
+    before = tree_of(copy.parent)
     for args in (["validate", str(copy), "--deep"], ["repair", str(copy)]):
         assert main(args) == 2
         assert "meta/seed/zarr.json is damaged" in _one_line(capsys)
-    assert _tree(copy) == before
+    assert tree_of(copy.parent) == before
