@@ -18,12 +18,19 @@ from wmrobot.model.world_model import WorldModel
 from wmrobot.planners import PlannerConfig, RecedingHorizon, as_config, make_planner
 from wmrobot.train.checkpoint import load_checkpoint
 
-Obs = dict[str, np.ndarray]
+Obs = dict[str, np.ndarray] | np.ndarray
+# A Dict observation's key whose rank tells one observation from a batch, and that rank.
+_SINGLE_RANK = {"desired_goal": 1, "observation": 1, "pixels": 3}
 
 
 def _batched(obs: Obs) -> tuple[Obs, bool]:
-    """A batch of observations (B, ...) from one or many; every goal env has desired_goal."""
-    single = np.asarray(obs["desired_goal"]).ndim == 1
+    """A batch of observations (B, ...) from one or many: a Box observation (an array) or a
+    Dict one (goal tasks, gym Dict envs, pixels)."""
+    if not isinstance(obs, dict):
+        obs = np.asarray(obs)
+        return (obs[None], True) if obs.ndim == 1 else (obs, False)
+    key = next(k for k in _SINGLE_RANK if k in obs)
+    single = np.asarray(obs[key]).ndim == _SINGLE_RANK[key]
     return ({k: np.asarray(v)[None] for k, v in obs.items()} if single else obs), single
 
 
@@ -344,6 +351,6 @@ class RandomAgent:
         self, obs: Obs, state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, None]:
         obs, single = _batched(obs)
-        n = len(obs["desired_goal"])
+        n = len(next(iter(obs.values())) if isinstance(obs, dict) else obs)
         action = self.rng.uniform(self.low, self.high, size=(n, len(self.low))).astype(np.float32)
         return (action[0] if single else action), None

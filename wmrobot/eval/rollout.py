@@ -29,8 +29,11 @@ class EpisodeRecord:
         return asdict(self)
 
 
-def _stack(obs_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+def _stack(obs_list: list[Any]) -> Any:
+    """A batch of observations: one array per key of Dict observations, one array of Box ones."""
+    if isinstance(obs_list[0], dict):
+        return {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
+    return np.stack(obs_list)
 
 
 def evaluate(
