@@ -283,6 +283,18 @@ def _roll_back(store: EpisodeStore, d: Diagnosis, result: Repair) -> None:
     store.shrink()
 
 
+def roll_back(store: EpisodeStore, keep: int) -> None:
+    """Roll ``store`` (open for appending) back to its first ``keep`` committed episodes in
+    one commit, statistics recomputed, then shrink it: for a resumed writer that redoes what
+    came after (``wmrobot learn``). A no-op when it holds no more than that."""
+    if store.n_episodes <= keep:
+        return
+    d = Diagnosis(store.n_episodes, store.episode_ends, [Problem(keep, "rolled back")])
+    moments, stats = _prefix_stats(store, d)
+    store.update_attrs(n_rows=d.kept_rows, n_episodes=d.keep, _moments=moments, stats=stats)
+    store.shrink()
+
+
 def _check_root(path: str) -> None:
     """Refuse, in one line, a dataset whose root ``zarr.json`` (its commit) cannot be read."""
     root = Path(path) / "zarr.json"

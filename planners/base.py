@@ -16,14 +16,23 @@ from wmrobot.planners.dynamics import Dynamics
 class Objective:
     """J of candidate action sequences: z0 (B, D), goal_z (B, D), actions (B, N, H, A) -> (B, N).
 
-    J = [sum_h w_h cost(z_h, g) + value_weight * value(z_H, g) + smooth_weight *
+    Goal tasks: J = [sum_h w_h cost(z_h, g) + value_weight * value(z_H, g) + smooth_weight *
     sum_{h>=2} ||a_h - a_{h-1}||^2] / sum_h w_h, with w_h = 1 before the last step and
     ``terminal_weight`` at it. The value term counts only when the model has a critic
     (``has_value``) and ``value_weight > 0``; the smoothness term only when its weight is > 0.
+
+    Reward tasks (``dynamics.task == "reward"``): J = -G, the predicted discounted return
+    G = sum_{h<H} gamma^h C_h r(z_h, a_h) + gamma^H C_H V(z_H), with z_0 the start, C_0 = 1,
+    C_{h+1} = C_h c(z_{h+1}) the probability the episode is still going, and V the model's
+    return-to-go (``state_value``); ``goal_z`` is not used.
     """
 
     def __init__(self, dynamics: Dynamics, cfg: PlannerConfig) -> None:
         self.dynamics = dynamics
+        self.reward_task = getattr(dynamics, "task", "goal") == "reward"
+        if self.reward_task:
+            gamma = float(dynamics.gamma)
+            self.discounts = gamma ** torch.arange(cfg.horizon + 1, dtype=torch.float32)
         weights = torch.ones(cfg.horizon, device=torch.as_tensor(dynamics.action_low).device)
         weights[-1] = cfg.terminal_weight
         self.norm = float(weights.sum())
@@ -33,6 +42,8 @@ class Objective:
         self.smooth_weight = cfg.smooth_weight / self.norm
 
     def __call__(self, z0: torch.Tensor, goal_z: torch.Tensor, actions: torch.Tensor):
+        if self.reward_task:
+            return -self.predicted_return(z0, actions)
         b, n = actions.shape[:2]
         goal = goal_z.repeat_interleave(n, 0)  # (B*N, D)
         z = self.dynamics.rollout(z0.repeat_interleave(n, 0), actions.flatten(0, 1))
@@ -43,6 +54,21 @@ class Objective:
             diff = actions.flatten(0, 1).diff(dim=1)
             j = j + self.smooth_weight * diff.pow(2).sum((-2, -1))
         return j.view(b, n)
+
+    def predicted_return(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """G of candidate sequences (see the class): z0 (B, D), actions (B, N, H, A) -> (B, N)."""
+        b, n, h = actions.shape[:3]
+        flat = actions.flatten(0, 1)
+        start = z0.repeat_interleave(n, 0)
+        z = self.dynamics.rollout(start, flat)  # (B*N, H, D): z_1 .. z_H
+        before = torch.cat([start[:, None], z[:, :-1]], dim=1)  # z_0 .. z_{H-1}
+        rewards = self.dynamics.reward(before, flat)  # (B*N, H)
+        alive = torch.cumprod(self.dynamics.cont(z), dim=1)  # C_1 .. C_H
+        alive_before = torch.cat([torch.ones_like(alive[:, :1]), alive[:, :-1]], dim=1)
+        d = self.discounts.to(z.device)
+        g = (d[:h] * alive_before * rewards).sum(-1)
+        g = g + d[h] * alive[:, -1] * self.dynamics.state_value(z[:, -1])
+        return g.view(b, n)
 
 
 class Planner:

@@ -26,7 +26,9 @@ class PlannerConfig:
     CEM plan first if ``refine_with_cem``.
     Objective: costs over the horizon, the last weighted ``terminal_weight``, plus
     ``value_weight`` x the critic's cost-to-go (if the model has one) plus ``smooth_weight`` x
-    the squared action differences. The controller replans every ``replan_every`` steps.
+    the squared action differences; on a reward task, minus the predicted return. The
+    controller replans every ``replan_every`` steps. On a reward task the sampling planners
+    also score ``policy_samples`` sequences of the model's policy prior at every iteration.
     """
 
     horizon: int
@@ -50,6 +52,7 @@ class PlannerConfig:
     grad_steps: int = 20
     refine_with_cem: bool = False
     replan_every: int = 1
+    policy_samples: int = 24
 
     def __post_init__(self) -> None:
         self.check()
@@ -69,6 +72,8 @@ class PlannerConfig:
         for key in ("min_std", "terminal_weight", "value_weight", "smooth_weight", "beta"):
             if not getattr(self, key) >= 0:
                 _bad(key, getattr(self, key), "it must be >= 0")
+        if self.policy_samples < 0:
+            _bad("policy_samples", self.policy_samples, "it must be >= 0")
         if self.elites > self.samples:
             raise ConfigError(
                 f"planner.elites={self.elites} exceeds planner.samples={self.samples}: "

@@ -34,11 +34,14 @@ class SamplingPlanner(Planner):
         sizes = self.populations()
         noise = draw_noise(self.rng, len(sizes), batch, max(sizes), cfg.horizon, a_dim, cfg.beta)
         noise = torch.from_numpy(noise).to(low.device)
+        prior = self.policy_candidates(z0)
         self.begin(mean, init_mean is not None)
         for i, n in enumerate(sizes):
             candidates = (mean[:, None] + std[:, None] * noise[i, :, :n]).clamp(low, high)
             candidates[:, 0] = mean.clamp(low, high)
             candidates = self.extra(candidates, i)
+            if prior is not None:
+                candidates = torch.cat([candidates, prior], dim=1)
             cost = self.finite_costs(self.objective(z0, goal_z, candidates))  # (B, N)
             order = cost.argsort(dim=1, stable=True)[:, : cfg.elites]  # (B, K)
             elite_cost = cost.gather(1, order)
@@ -49,6 +52,21 @@ class SamplingPlanner(Planner):
             std = torch.where(live, new_std, std)
             self.observe(elites, elite_cost)
         return self.result(mean).clamp(low, high)
+
+    def policy_candidates(self, z0: torch.Tensor) -> torch.Tensor | None:
+        """``policy_samples`` sequences (B, P, H, A) of the model's policy prior, sampled and
+        rolled out through the model (TD-MPC2): scored at every iteration beside the
+        Gaussian's samples, so a good policy seeds the elites. None for a goal task."""
+        dyn, p = self.dynamics, self.cfg.policy_samples
+        if p == 0 or getattr(dyn, "task", "goal") != "reward":
+            return None
+        gen = torch.Generator(device=z0.device).manual_seed(int(self.rng.integers(2**62)))
+        z, actions = z0.repeat_interleave(p, 0), []
+        for _ in range(self.cfg.horizon):
+            a = dyn.policy_action(z, gen)
+            actions.append(a)
+            z = dyn.predict(z, a)
+        return torch.stack(actions, dim=1).view(z0.shape[0], p, self.cfg.horizon, -1)
 
     def refit(
         self, mean: torch.Tensor, std: torch.Tensor, elites: torch.Tensor, elite_cost: torch.Tensor

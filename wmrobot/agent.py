@@ -96,32 +96,51 @@ class Observer:
             self.stack = self.stack[torch.as_tensor(indices, dtype=torch.long)]
 
     def __call__(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents of the observations and of their goals: (B, D), (B, D)."""
+        """Latents of the observations and of their goals: (B, D), (B, D); a reward task has
+        no goal (zeros)."""
+        reward_task = self.model.task == "reward"
         inputs: dict[str, torch.Tensor] = {}
         goal: dict[str, torch.Tensor] = {}
         if "state" in self.names:
-            inputs["state"] = torch.as_tensor(obs["observation"], dtype=torch.float32)
-            if self.goal_observation is None:
-                raise ConfigError("this task has no goal_observation(desired_goal) for a goal")
-            goal_state = self.goal_observation(obs["desired_goal"])
-            goal["state"] = torch.as_tensor(goal_state, dtype=torch.float32)
+            inputs["state"] = torch.as_tensor(
+                state_of(obs, self.model.state_key), dtype=torch.float32
+            )
+            if not reward_task:
+                if self.goal_observation is None:
+                    raise ConfigError("this task has no goal_observation(desired_goal) for a goal")
+                goal_state = self.goal_observation(obs["desired_goal"])
+                goal["state"] = torch.as_tensor(goal_state, dtype=torch.float32)
         if "pixels" in self.names:
-            if "pixels" not in obs or "goal_pixels" not in obs:
+            if "pixels" not in obs or ("goal_pixels" not in obs and not reward_task):
                 raise ConfigError(
                     "this model reads pixels: make the env with obs_mode='state+pixels' "
                     "(wmrobot plan does so for pixel checkpoints)"
                 )
             frame = torch.as_tensor(np.asarray(obs["pixels"]))
-            goal_frame = torch.as_tensor(np.asarray(obs["goal_pixels"]))
             if self.frames > 1:
                 if self.stack is None or len(self.stack) != len(frame):
                     self.stack = frame[:, None].repeat(1, self.frames, 1, 1, 1)
                 else:
                     self.stack = torch.cat([self.stack[:, 1:], frame[:, None]], dim=1)
                 frame = self.stack
-                goal_frame = goal_frame[:, None].repeat(1, self.frames, 1, 1, 1)
-            inputs["pixels"], goal["pixels"] = frame, goal_frame
-        return self.model.encode(inputs), self.model.encode(goal)
+            inputs["pixels"] = frame
+            if not reward_task:
+                goal_frame = torch.as_tensor(np.asarray(obs["goal_pixels"]))
+                if self.frames > 1:
+                    goal_frame = goal_frame[:, None].repeat(1, self.frames, 1, 1, 1)
+                goal["pixels"] = goal_frame
+        z = self.model.encode(inputs)
+        return z, (torch.zeros_like(z) if reward_task else self.model.encode(goal))
+
+
+def state_of(obs: Obs, key: str) -> np.ndarray:
+    """The state vector the dataset stores as ``key`` (``obs`` or ``obs/<name>``), read from
+    an env observation: a Box one, a Dict one's ``<name>``, or the ``state`` of a gym env
+    made with ``obs_mode="state+pixels"``."""
+    if not isinstance(obs, dict):
+        return np.asarray(obs)
+    name = key.split("/", 1)[1] if "/" in key else "state"
+    return np.asarray(obs[name])
 
 
 def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[str, Any]:

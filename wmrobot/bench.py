@@ -38,6 +38,15 @@ class MethodResult:
     latency_ms: float
     episodes: list[dict[str, Any]]
     spread_over: str = "seeds"  # what the seeds vary: planner sampling, RL training, ...
+    returns: list[float] | None = None  # mean episode return per seed
+
+    @property
+    def return_mean(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    @property
+    def return_std(self) -> float:
+        return statistics.stdev(self.returns) if self.returns and len(self.returns) > 1 else 0.0
 
     @property
     def success_mean(self) -> float:
@@ -56,6 +65,8 @@ class MethodResult:
             "seeds": len(self.success),
             "spread_over": self.spread_over,
             "steps_to_success": round(self.steps_to_success, 2),
+            "return_mean": round(self.return_mean, 3),
+            "return_std": round(self.return_std, 3),
             "latency_ms": round(self.latency_ms, 3),
         }
 
@@ -70,6 +81,7 @@ def summarise(
     """Fold per-seed episode records into a :class:`MethodResult`."""
     success = [float(np.mean([r["success"] for r in recs])) for recs in per_seed.values()]
     steps = [r["steps"] for recs in per_seed.values() for r in recs if r["success"]]
+    returns = [float(np.mean([r["ret"] for r in recs])) for recs in per_seed.values()]
     episodes = [{"method": method, "seed": s, **r} for s, recs in per_seed.items() for r in recs]
     return MethodResult(
         method=method,
@@ -79,6 +91,7 @@ def summarise(
         latency_ms=latency_ms,
         episodes=episodes,
         spread_over=spread_over,
+        returns=returns,
     )
 
 
@@ -96,21 +109,24 @@ def evaluate_planner(
     env_steps: int,
     name: str | None = None,
     hybrid: bool = False,
+    episode_seeds: list[int] | None = None,
 ) -> MethodResult:
     """Receding-horizon planning through ``model`` (the planner ``planner.name``), one run of
     the whole set per planner seed; the row is named ``Mode-2 <PLANNER>`` (``hybrid``: the
-    planner seeded by the actor, ``Hybrid <PLANNER>``) unless ``name``."""
+    planner seeded by the actor, ``Hybrid <PLANNER>``) unless ``name``. Episode i resets the
+    env with ``episode_seeds[i]`` (default i)."""
     display = DISPLAY_NAMES.get(planner.name, planner.name)
     name = name or (f"Hybrid {display} (actor-seeded)" if hybrid else f"Mode-2 {display}")
     env = make_env(env_id, env_kwargs)
-    goal_obs = env.unwrapped.goal_observation
+    goal_obs = getattr(env.unwrapped, "goal_observation", None)  # None: a reward task
     # Gradient descent from the warm start draws nothing: one seed is the whole result.
     deterministic = planner.name == "grad" and not planner.refine_with_cem
     per_seed = {}
     for seed in seeds[:1] if deterministic else seeds:
         torch.manual_seed(seed)
         agent = PlanningAgent(model, planner, goal_obs, seed=seed, hybrid=hybrid)
-        per_seed[seed] = [r.as_dict() for r in evaluate(agent, env_id, env_kwargs, pairs, budget)]
+        records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
+        per_seed[seed] = [r.as_dict() for r in records]
     obs, _ = env.reset(seed=0, options=pairs[0])
     agent = PlanningAgent(model, planner, goal_obs, seed=0, hybrid=hybrid)
     latency = decision_latency_ms(agent, obs)
@@ -145,16 +161,17 @@ def evaluate_random(
     pairs: list[dict[str, Any]],
     budget: int,
     seeds: list[int],
+    episode_seeds: list[int] | None = None,
 ) -> MethodResult:
+    """Uniform random actions, one run of the set per seed (episode i reset with
+    ``episode_seeds[i]``, default i)."""
     env = make_env(env_id, env_kwargs)
     low, high = env.action_space.low, env.action_space.high
-    per_seed = {
-        s: [
-            r.as_dict()
-            for r in evaluate(RandomAgent(low, high, s), env_id, env_kwargs, pairs, budget)
-        ]
-        for s in seeds
-    }
+    per_seed = {}
+    for s in seeds:
+        agent = RandomAgent(low, high, s)
+        records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
+        per_seed[s] = [r.as_dict() for r in records]
     obs, _ = env.reset(seed=0, options=pairs[0])
     latency = decision_latency_ms(RandomAgent(low, high, 0), obs)
     env.close()
@@ -175,11 +192,13 @@ def write_report(
     out: str | Path,
     title: str,
     provenance: dict[str, Any] | None = None,
+    score: str = "success",
 ) -> Table:
     """Write results.csv/json/md, episodes.csv and results.png into ``out``; return the table.
 
     ``provenance`` (config, versions, dataset fingerprint, evaluation set) goes into
-    results.json so that every number can be traced to what produced it.
+    results.json so that every number can be traced to what produced it. ``score``: the
+    column the table and plot show, "success" (goal tasks) or "return" (reward tasks).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,47 +224,55 @@ def write_report(
     )
 
     table = Table(title=title)
-    columns = ("method", "env steps", "success (mean ± std)", "seeds (varying)")
-    for col in (*columns, "steps to goal", "latency"):
+    reward = score == "return"
+    middle = ("return (mean ± std)",) if reward else ("success (mean ± std)",)
+    last = () if reward else ("steps to goal",)
+    columns = ("method", "env steps", *middle, "seeds (varying)", *last)
+    for col in (*columns, "latency"):
         table.add_column(col, justify="left" if col == "method" else "right")
     lines = [
         f"# {title}",
         "",
-        "| method | env steps | success (mean ± std) | seeds (varying) | steps to goal "
-        "| latency (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(columns) + " | latency (ms) |",
+        "|---|" + "---:|" * len(columns),
     ]
     for r in results:
-        success = f"{100 * r.success_mean:.1f}% ± {100 * r.success_std:.1f}"
-        steps = "-" if np.isnan(r.steps_to_success) else f"{r.steps_to_success:.1f}"
+        if reward:
+            value = (f"{r.return_mean:.1f} ± {r.return_std:.1f}",)
+        else:
+            steps = "-" if np.isnan(r.steps_to_success) else f"{r.steps_to_success:.1f}"
+            value = (f"{100 * r.success_mean:.1f}% ± {100 * r.success_std:.1f}",)
         seeds = f"{len(r.success)} ({r.spread_over})"
-        cells = (r.method, f"{r.env_steps:,}", success, seeds, steps)
+        cells = (r.method, f"{r.env_steps:,}", *value, seeds, *(() if reward else (steps,)))
         table.add_row(*cells, f"{r.latency_ms:.2f} ms")
         lines.append("| " + " | ".join(cells) + f" | {r.latency_ms:.2f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    _plot(results, out / "results.png", title)
+    _plot(results, out / "results.png", title, score)
     return table
 
 
-def _plot(results: list[MethodResult], path: Path, title: str) -> None:
+def _plot(results: list[MethodResult], path: Path, title: str, score: str = "success") -> None:
     names = [r.method for r in results]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     x = np.arange(len(results))
-    ax1.bar(
-        x,
-        [100 * r.success_mean for r in results],
-        yerr=[100 * r.success_std for r in results],
-        capsize=6,
-        color="#4C72B0",
-    )
-    for i, r in enumerate(results):
-        ax1.scatter([i] * len(r.success), [100 * s for s in r.success], color="k", s=12, zorder=3)
+    if score == "return":
+        means, stds = [r.return_mean for r in results], [r.return_std for r in results]
+        dots = [r.returns or [] for r in results]
+        label, limits = "episode return", None
+    else:
+        means = [100 * r.success_mean for r in results]
+        stds = [100 * r.success_std for r in results]
+        dots = [[100 * s for s in r.success] for r in results]
+        label, limits = "success rate (%)", (0, 105)
+    ax1.bar(x, means, yerr=stds, capsize=6, color="#4C72B0")
+    for i, d in enumerate(dots):
+        ax1.scatter([i] * len(d), d, color="k", s=12, zorder=3)
     ax1.set(
         xticks=x,
         xticklabels=names,
-        ylabel="success rate (%)",
-        ylim=(0, 105),
-        title="success (bars: mean ± std; dots: seeds)",
+        ylabel=label,
+        ylim=limits,
+        title=f"{score} (bars: mean ± std; dots: seeds)",
     )
     ax2.bar(x, [r.latency_ms for r in results], color="#DD8452")
     ax2.set(

@@ -65,6 +65,11 @@ DESCRIPTIONS = {
     "actions on dataset states, then DAgger rounds (the actor acts from random starts, the\n"
     "planner labels what it visits). Writes a new checkpoint with the actor.\n"
     "example: wmrobot distill checkpoint=runs/train/<ts>/checkpoint actor.rounds=4",
+    "learn": "The online loop on a reward task: random seed episodes, then act with the\n"
+    "planner (plus exploration noise), append every episode to out/dataset.zarr, update the\n"
+    "world model, evaluate on fixed seeds; writes curve.csv/png and checkpoint/.\n"
+    "kill it at any moment: resume=true continues from the last committed episode.\n"
+    "example: wmrobot learn env=gym env.id=InvertedPendulum-v5 learn.steps=10000 out=runs/ip",
     "demo": "Run the whole path on defaults: collect, train, plan, and SAC+HER trained online\n"
     "with as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
     "example: wmrobot demo episodes=50 rl_seeds=[0]",
@@ -273,17 +278,29 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
 
 
 def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
-    """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo)."""
+    """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo).
+    A reward task's set is ``env.eval.pairs`` episodes reset with seeds from ``env.eval.seed``
+    (the env draws its start; nothing else to pin)."""
     from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
 
-    pairs, budget = _evaluation_set(c.env), c.env.eval.budget
-    log.info(
-        f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget"
-    )
+    budget, episode_seeds = c.env.eval.budget, None
+    if getattr(model, "task", "goal") == "reward":
+        pairs = [{}] * c.env.eval.pairs
+        episode_seeds = [c.env.eval.seed + i for i in range(len(pairs))]
+        log.info(
+            f"evaluate: {len(pairs)} episodes (env seeds {episode_seeds[0]}..) x planner seeds "
+            f"{list(c.seeds)}, {budget}-step budget"
+        )
+    else:
+        pairs = _evaluation_set(c.env)
+        budget = c.env.eval.budget  # a frozen set may have set it
+        log.info(
+            f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget"
+        )
     start = time.perf_counter()
     results = []
     if c.baseline:
-        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds))
+        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds, episode_seeds))
     mode = getattr(getattr(c, "agent", None), "mode", "2")
     if mode == "1":
         results.append(evaluate_actor(model, env_id, env_kwargs, pairs, budget, env_steps))
@@ -299,6 +316,7 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
                 c.seeds,
                 env_steps=env_steps,
                 hybrid=mode == "hybrid",
+                episode_seeds=episode_seeds,
             )
         )
     if c.video:
@@ -311,8 +329,11 @@ def _report(results: list, run_dir: Path, c: Any, env_id: str, meta: dict, pairs
     from wmrobot.bench import print_table, write_report
 
     # The env's full kwargs are in results.json (provenance); the title stays on one line.
-    title = f"{env_id}: {len(pairs)} start/goal pairs, {c.env.eval.budget}-step budget"
-    print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c)))
+    reward = meta.get("task") == "reward"
+    what = "episodes" if reward else "start/goal pairs"
+    title = f"{env_id}: {len(pairs)} {what}, {c.env.eval.budget}-step budget"
+    score = "return" if reward else "success"
+    print_table(write_report(results, run_dir, title, _provenance(meta, pairs, c), score))
 
 
 def run_plan(cfg: DictConfig, run_dir: Path) -> None:
@@ -406,7 +427,7 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mod
     from wmrobot.eval import record_video
 
     goal_env = make_env(env_id, env_kwargs)
-    goal_obs = goal_env.unwrapped.goal_observation
+    goal_obs = getattr(goal_env.unwrapped, "goal_observation", None)  # None: a reward task
     if mode == "1":
         agent, path = ActorAgent(model, goal_obs), run_dir / "actor_episode.gif"
     else:
@@ -415,6 +436,27 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mod
     ok = record_video(agent, env_id, env_kwargs, pairs[0], budget, str(path))
     goal_env.close()
     log.info(f"video: {path} ({'success' if ok else 'failure'})")
+
+
+def run_learn(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot learn``: the online loop into the run directory (``out``)."""
+    import torch
+
+    from wmrobot.config import validate
+    from wmrobot.learn import learn
+
+    c, config_record = validate("learn", cfg), OmegaConf.to_container(cfg, resolve=True)
+    torch.set_num_threads(c.threads)
+    learner = learn(
+        run_dir, c.env.id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
+        c.planner, c.learn, c.seed, c.resume, config_record=config_record,
+    )  # fmt: skip
+    last = learner.p.curve[-1]
+    log.info(
+        f"learn: {last['env_steps']:,} env steps, return {last['return_mean']:.1f} ± "
+        f"{last['return_std']:.1f} on {c.learn.eval_episodes} fixed episodes; "
+        f"curve in {run_dir}/curve.csv, model in {run_dir}/checkpoint"
+    )
 
 
 def run_demo(cfg: DictConfig, run_dir: Path) -> None:
@@ -466,6 +508,7 @@ JOBS: dict[str, Callable[[DictConfig, Path], None]] = {
     "train": run_train,
     "plan": run_plan,
     "distill": run_distill,
+    "learn": run_learn,
     "demo": run_demo,
 }
 # Commands with positional arguments of their own (eval model is a Hydra app inside).
@@ -508,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     resume_file = None
     if command == "train":
         from wmrobot.train.resume import TRAIN_STATE as resume_file
+    if command == "learn":
+        from wmrobot.learn import RUN as resume_file
     return run_app(command, command, JOBS[command], rest, command != "collect", resume_file)
 
 

@@ -13,6 +13,7 @@ from wmrobot.agent import MODES
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.distill import DistillConfig
 from wmrobot.errors import ConfigError, EnvError, check_range
+from wmrobot.learn import LearnConfig
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
 from wmrobot.rl.sac import RLConfig
@@ -195,6 +196,21 @@ class EvalModelCommand:
         _check_run(self)
 
 
+@dataclass
+class LearnCommand:
+    env: EnvConfig
+    model: ModelSection
+    planner: PlannerConfig
+    learn: LearnConfig
+    seed: int
+    threads: int
+    out: Optional[str]  # noqa: UP045
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _check_run(self)
+
+
 SCHEMAS = {
     "collect": CollectCommand,
     "train": TrainCommand,
@@ -202,6 +218,7 @@ SCHEMAS = {
     "demo": DemoCommand,
     "distill": DistillCommand,
     "eval_model": EvalModelCommand,
+    "learn": LearnCommand,
 }
 
 

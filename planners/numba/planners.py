@@ -224,6 +224,8 @@ def make_numba_planner(dynamics: Dynamics, cfg: PlannerConfig, seed: int = 0) ->
     """The planner ``cfg.name`` on the Numba backend; :class:`ConfigError` if it cannot run
     there (the gradient planner, a model that is not an exportable MLP world model)."""
     cfg = as_config(cfg)
+    if getattr(dynamics, "task", "goal") == "reward":
+        raise ConfigError("a reward-task model plans on torch for now: use planner.backend=torch")
     if cfg.name not in NUMBA_PLANNERS:
         raise ConfigError(
             f"planner.name={cfg.name} has no numba backend (it needs gradients through the "

@@ -20,7 +20,9 @@ from wmrobot.model.export import ExportedModel, export_model
 from wmrobot.model.heads import Actor, Critic
 from wmrobot.model.layers import COST_EPS, mlp
 from wmrobot.model.predictors import make_predictor
+from wmrobot.model.reward import SCALAR_LOSSES, GaussianPolicy, QEnsemble, Scalar
 
+TASKS = ("goal", "reward")
 ENCODERS = ("mlp", "cnn", "fusion")
 PREDICTORS = ("mlp", "gru", "transformer")
 # Encoder input name -> the dataset key it reads (and the env observation key it comes from).
@@ -38,6 +40,11 @@ class ModelConfig:
     on a cosine schedule (I-JEPA; null keeps it constant); 0 makes the target a
     stop-gradient copy of the online encoder.
     ``critic``: also learn a goal-conditioned cost-to-go for planners' terminal cost.
+    ``task``: "goal" (cost head, goal-conditioned critic) or "reward" (reward head r(z, a),
+    continuation head c(z) when ``continuation``, an ensemble of ``q_heads`` action-value
+    heads with target networks, and a Gaussian policy prior; ``head_hidden`` wide,
+    ``head_depth`` deep, discount ``gamma``). ``reward_loss`` picks how rewards and values
+    are learnt (:mod:`wmrobot.model.reward`); ``reward_scale`` is the regression's unit.
     """
 
     latent_dim: int
@@ -60,8 +67,31 @@ class ModelConfig:
     actor: bool = False
     actor_hidden: int = 256
     actor_depth: int = 2
+    task: str = "goal"
+    reward_loss: str = "twohot"
+    bins: int = 101
+    reward_scale: float = 1.0
+    q_heads: int = 2
+    head_hidden: int = 256
+    head_depth: int = 2
+    gamma: float = 0.99
+    continuation: Optional[bool] = None  # noqa: UP045 (None: whether the data terminates)
 
     def __post_init__(self) -> None:
+        if self.task not in (*TASKS, "auto"):
+            raise ConfigError(
+                f"model.task={self.task!r} is unknown; choose from {(*TASKS, 'auto')}"
+            )
+        if self.reward_loss not in SCALAR_LOSSES:
+            raise ConfigError(
+                f"model.reward_loss={self.reward_loss!r} is unknown; choose from {SCALAR_LOSSES}"
+            )
+        check_range("model.bins", self.bins, 3)
+        check_range("model.q_heads", self.q_heads, 1)
+        check_range("model.head_hidden", self.head_hidden, 1)
+        check_range("model.head_depth", self.head_depth, 0)
+        check_range("model.gamma", self.gamma, 0, 1)
+        check_range("model.reward_scale", self.reward_scale, 0, closed=False)
         for key in ("latent_dim", "hidden", "goal_dim", "history", "frame_stack", "width"):
             check_range(f"model.{key}", getattr(self, key), 1)
         for key in ("critic_hidden", "critic_embed", "actor_hidden"):
@@ -103,6 +133,7 @@ class WorldModel(nn.Module):
         action_low: torch.Tensor | None = None,
         action_high: torch.Tensor | None = None,
         image_shape: tuple[int, int, int] | None = None,
+        state_key: str = INPUT_KEYS["state"],
     ) -> None:
         super().__init__()
         # What the checkpoint it was loaded from recorded (dataset, env, provenance); saved again
@@ -123,7 +154,9 @@ class WorldModel(nn.Module):
                 f"model.encoder={cfg.encoder} reads pixels, but the dataset has none; collect "
                 f"with pixels=64 or use model.encoder=mlp"
             )
-        self.input_keys = {name: INPUT_KEYS[name] for name in names}
+        # A goal task's state is obs/observation; a gym env's Box observation is stored as obs.
+        self.state_key = state_key
+        self.input_keys = {n: state_key if n == "state" else INPUT_KEYS[n] for n in names}
         self.register_buffer("obs_mean", torch.zeros(obs_dim) if obs_mean is None else obs_mean)
         self.register_buffer("obs_std", torch.ones(obs_dim) if obs_std is None else obs_std)
         self.register_buffer(
@@ -146,16 +179,37 @@ class WorldModel(nn.Module):
         self.predictor = make_predictor(
             cfg.predictor, cfg.latent_dim, action_dim, cfg.hidden, cfg.depth, cfg.history
         )
+        self.task = cfg.task
+        self.cost_head = None
+        self.critic = self.critic_target = self.actor = None
+        self.reward_head = self.continuation = self.q = self.q_target = self.policy = None
+        if cfg.task not in TASKS:
+            raise ConfigError(f"model.task={cfg.task!r}: build the model for a dataset")
+        if cfg.task == "reward":
+            self._reward_heads(cfg, action_dim)
+            return
         self.cost_head = mlp(cfg.latent_dim, cfg.hidden, cfg.goal_dim, 1)
-        self.critic = self.critic_target = None
         if cfg.critic:  # the target network of its TD updates travels with it
             self.critic = Critic(
                 cfg.latent_dim, cfg.critic_hidden, cfg.critic_depth, cfg.critic_embed
             )
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor = None
         if cfg.actor:  # trained by `wmrobot distill` (wmrobot.distill)
             self.actor = Actor(cfg.latent_dim, action_dim, cfg.actor_hidden, cfg.actor_depth)
+
+    def _reward_heads(self, cfg: ModelConfig, action_dim: int) -> None:
+        d, h, depth = cfg.latent_dim, cfg.head_hidden, cfg.head_depth
+        self.scalar = Scalar(cfg.reward_loss, cfg.bins, scale=cfg.reward_scale)
+        # Values are sums of ~1 / (1 - gamma) rewards: regression measures them in that unit.
+        self.value_scalar = Scalar(
+            cfg.reward_loss, cfg.bins, scale=cfg.reward_scale / max(1 - cfg.gamma, 1e-3)
+        )
+        self.reward_head = mlp(d + action_dim, h, self.scalar.outputs, depth)
+        if cfg.continuation:
+            self.continuation = mlp(d, h, 1, depth)
+        self.q = QEnsemble(d, action_dim, h, depth, cfg.q_heads, self.value_scalar.outputs)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.policy = GaussianPolicy(d, action_dim, h, depth)
 
     @property
     def frames(self) -> int:
@@ -177,13 +231,18 @@ class WorldModel(nn.Module):
 
     @property
     def has_value(self) -> bool:
-        return self.critic is not None
+        return self.critic is not None or self.q is not None
+
+    @property
+    def gamma(self) -> float:
+        return self.cfg.gamma
 
     def config_dict(self) -> dict:
         return {
             "obs_dim": self.obs_dim,
             "action_dim": self.action_dim,
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            "state_key": self.state_key,
             **asdict(self.cfg),
         }
 
@@ -201,7 +260,11 @@ class WorldModel(nn.Module):
             spec = dict(read_meta(directory)["model"])
             obs_dim, action_dim = spec.pop("obs_dim"), spec.pop("action_dim")
             image_shape = spec.pop("image_shape", None)
-            model = cls(obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape)
+            state_key = spec.pop("state_key", INPUT_KEYS["state"])
+            model = cls(
+                obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape,
+                state_key=state_key,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{str(Path(directory) / META)!r} is malformed: {e}") from None
         try:
@@ -271,7 +334,10 @@ class WorldModel(nn.Module):
         return self.cfg.latent_weight * distance + self.cfg.cost_weight * self.task_cost(z, goal_z)
 
     def value(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
-        """The critic's cost-to-go from ``z`` to ``goal_z``: (..., D), (..., D) -> (...)."""
+        """The critic's cost-to-go from ``z`` to ``goal_z``: (..., D), (..., D) -> (...); on a
+        reward task, minus the return-to-go :meth:`state_value` (``goal_z`` unused)."""
+        if self.q is not None:
+            return -self.state_value(z)
         if self.critic is None:
             raise RuntimeError("this model has no critic; train it with model.critic=true")
         z, goal_z = torch.broadcast_tensors(z, goal_z)
@@ -283,6 +349,32 @@ class WorldModel(nn.Module):
             raise RuntimeError("this model has no actor head; make one with `wmrobot distill`")
         mid, half = self.action_scale()
         return mid + self.actor(z, goal_z) * half  # the actor's tanh in [-1, 1]
+
+    # -------------------------------------------------------------------------- reward tasks
+    def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Predicted reward of taking ``a`` at ``z``: (..., D), (..., A) -> (...)."""
+        return self.scalar.value(self.reward_head(torch.cat([z, a], dim=-1)))
+
+    def cont(self, z: torch.Tensor) -> torch.Tensor:
+        """Probability that the episode goes on at ``z`` (1 for envs that never terminate)."""
+        if self.continuation is None:
+            return torch.ones(z.shape[:-1], dtype=z.dtype, device=z.device)
+        return torch.sigmoid(self.continuation(z)[..., 0])
+
+    def q_values(self, z: torch.Tensor, a: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Each Q head's value of ``a`` at ``z``: (..., D), (..., A) -> (n, ...)."""
+        return self.value_scalar.value((self.q_target if target else self.q)(z, a))
+
+    def policy_action(self, z: torch.Tensor, generator: torch.Generator | None = None):
+        """The policy prior's action inside the bounds: sampled, or its mode when
+        ``generator`` is None: (..., D) -> (..., A)."""
+        u = self.policy.mode(z) if generator is None else self.policy.sample(z, generator)[0]
+        mid, half = self.action_scale()
+        return mid + u * half
+
+    def state_value(self, z: torch.Tensor) -> torch.Tensor:
+        """V(z) = mean over the Q heads of Q(z, pi(z)), pi's mode: (..., D) -> (...)."""
+        return self.q_values(z, self.policy_action(z)).mean(0)
 
     def export(self) -> ExportedModel:
         """This model as plain arrays, for compiled consumers (:mod:`wmrobot.model.export`)."""

@@ -3,6 +3,7 @@ hindsight transitions for the critic."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +27,46 @@ def observation_keys(store: EpisodeStore) -> tuple[str, str]:
     )
 
 
+def is_goal_dataset(store: EpisodeStore) -> bool:
+    """Whether ``store`` is of a goal-conditioned task (it records achieved goals)."""
+    return {"obs/observation", "obs/achieved_goal"} <= set(store.keys)
+
+
+def state_key(store: EpisodeStore) -> str:
+    """The dataset key of the state vector: a goal task's or Dict env's ``obs/observation``,
+    or a Box observation's ``obs``."""
+    for key in ("obs/observation", "obs", "obs/state"):
+        if key in store.keys:
+            return key
+    raise DatasetError(
+        f"{store.path!r} has keys {sorted(store.keys)}; training needs a state observation "
+        f"(obs, or obs/observation of a Dict observation)"
+    )
+
+
+def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with ``task="auto"`` made "goal" or "reward" by the dataset, and, for a reward
+    task, ``continuation`` made true when any episode terminated."""
+    task = cfg.task
+    if task == "auto":
+        task = "goal" if is_goal_dataset(store) else "reward"
+    if task == "goal":
+        observation_keys(store)  # the one-line refusal of a dataset without goals
+        return dataclasses.replace(cfg, task="goal")
+    from wmrobot.train.reward import check_reward_dataset
+
+    check_reward_dataset(store)
+    cont = cfg.continuation
+    if cont is None:
+        cont = bool(np.asarray(store.array("terminated")[: store.n_rows]).any())
+    return dataclasses.replace(cfg, task="reward", continuation=cont)
+
+
 def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
-    """A fresh model for ``store``'s spaces, normalised by its observation statistics."""
-    obs_key, _ = observation_keys(store)
+    """A fresh model for ``store``'s spaces, normalised by its observation statistics
+    (``cfg.task`` "auto" resolved by :func:`resolve_task`)."""
+    cfg = resolve_task(store, cfg)
+    obs_key = state_key(store)
     stats = store.attrs["stats"][obs_key]
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
@@ -45,12 +83,18 @@ def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
         action_low=torch.tensor(spaces["action_low"], dtype=torch.float32),
         action_high=torch.tensor(spaces["action_high"], dtype=torch.float32),
         image_shape=image_shape,
+        state_key=obs_key,
     )
 
 
 def check_compatible(model: WorldModel, store: EpisodeStore) -> None:
     """Refuse, in one line, a dataset whose spaces are not the ones ``model`` was built for."""
-    obs_key, _ = observation_keys(store)
+    obs_key = model.state_key
+    if obs_key not in store.keys:
+        raise DatasetError(
+            f"{store.path!r} has no {obs_key!r}, the observation the model was trained on; "
+            f"use a dataset of the model's task"
+        )
     obs_dim = store.array(obs_key).shape[1]
     action_dim = store.array("action").shape[1]
     image = tuple(store.array("pixels").shape[1:]) if "pixels" in store.keys else None

@@ -37,9 +37,11 @@ def save_train_state(
     optimizers: list[torch.optim.Optimizer],
     sched: torch.optim.lr_scheduler.LRScheduler,
     gen: torch.Generator,
+    extra: Any = None,
 ) -> None:
     """Everything a resumed run needs to continue bit for bit, written atomically (plain
-    tensors and numbers only, so it loads with ``weights_only=True``)."""
+    tensors and numbers only, so it loads with ``weights_only=True``); ``extra.state_dict()``
+    too, when given (running statistics of an update)."""
     state = {
         "identity": identity,
         "step": step,
@@ -48,6 +50,7 @@ def save_train_state(
         "scheduler": sched.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "extra": extra.state_dict() if extra is not None else {},
     }
     write_atomically(path, lambda f: torch.save(state, f))
 
@@ -59,6 +62,7 @@ def load_train_state(
     optimizers: list[torch.optim.Optimizer],
     sched: torch.optim.lr_scheduler.LRScheduler,
     gen: torch.Generator,
+    extra: Any = None,
 ) -> int:
     """Restore a state written by :func:`save_train_state`; return its step."""
     state = load_tensors(path, f"cannot resume from {str(path)!r}")
@@ -74,4 +78,6 @@ def load_train_state(
     sched.load_state_dict(state["scheduler"])
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    if extra is not None:
+        extra.load_state_dict(state.get("extra", {}))
     return int(state["step"])

@@ -19,16 +19,18 @@ from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.critic import CriticConfig, td_loss
 from wmrobot.train.critic import update_target as critic_update
-from wmrobot.train.data import (
-    Batches,
-    build_model,
-    non_finite_key,
-    observation_keys,
-)
+from wmrobot.train.data import Batches, build_model, non_finite_key
 from wmrobot.train.distributed import data_parallel, init_distributed, ranks_agree, train_device
 from wmrobot.train.losses import ANTICOLLAPSE, LossWeights, jepa_loss
 from wmrobot.train.metrics import CollapseWatch, DataWait, MetricsLog
 from wmrobot.train.resume import TRAIN_STATE, load_train_state, run_identity, save_train_state
+from wmrobot.train.reward import (
+    RewardBatches,
+    RewardLossConfig,
+    ValueScale,
+    policy_loss,
+    reward_loss,
+)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the encoder and predictor (pays off on GPU)
     critic: CriticConfig = field(default_factory=CriticConfig)  # when model.critic is on
+    reward: RewardLossConfig = field(default_factory=RewardLossConfig)  # reward tasks
 
     def __post_init__(self) -> None:
         for key in ("steps", "horizon", "log_every", "checkpoint_every"):
@@ -113,7 +116,19 @@ class Objective(nn.Module):
 
 
 def optimizers(model: WorldModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """AdamW on the encoder, predictor and cost head; Adam on the critic (its own lr)."""
+    """AdamW on the encoder, predictor and cost head; Adam on the critic (its own lr). On a
+    reward task: AdamW on the encoder, predictor, reward, continuation and Q heads; Adam on
+    the policy prior (its own lr)."""
+    if model.task == "reward":
+        parts = [model.encoder, model.predictor, model.reward_head, model.q]
+        parts += [model.continuation] if model.continuation is not None else []
+        return [
+            torch.optim.AdamW(
+                [p for m in parts for p in m.parameters()], lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+            ),
+            torch.optim.Adam(model.policy.parameters(), lr=cfg.reward.policy_lr),
+        ]  # fmt: skip
     parts = (model.encoder, model.predictor, model.cost_head)
     out = [
         torch.optim.AdamW(
@@ -137,12 +152,43 @@ def descend(loss: torch.Tensor, opts: list[torch.optim.Optimizer], clip: float) 
 
 
 def follow_targets(model: WorldModel, momentum: float | None, tau: float) -> None:
-    """Move the target encoder (EMA with ``momentum``; None leaves it) and the critic's target
-    network (Polyak step ``tau``) towards their online networks."""
+    """Move the target encoder (EMA with ``momentum``; None leaves it) and the critic's or Q
+    heads' target networks (Polyak step ``tau``) towards their online networks."""
     if momentum is not None:
         model.update_target(momentum)
     if model.critic is not None:
         critic_update(model.critic, model.critic_target, tau)
+    if model.q is not None:
+        critic_update(model.q, model.q_target, tau)
+
+
+class RewardUpdate:
+    """One training step of a reward-task model on a :class:`RewardBatches` batch: the world
+    model's loss (:func:`reward_loss`) and one step of its optimiser, then the policy prior's
+    loss on the detached imagined latents and one step of its own. ``check(loss, batch)`` runs
+    before any weight moves (the non-finite guard). Returns (parts, latents)."""
+
+    def __init__(self, model: WorldModel, cfg: TrainConfig, opts: list, gen: torch.Generator):
+        self.model, self.cfg, self.opts, self.gen = model, cfg, opts, gen
+        self.scale = ValueScale()
+
+    def __call__(self, batch: dict[str, Any], check: Any) -> tuple[dict[str, float], Any]:
+        cfg, model = self.cfg, self.model
+        loss, parts, zs = reward_loss(
+            model, batch["inputs"], batch["actions"], batch["rewards"], batch["terminated"],
+            cfg.reward, cfg.anticollapse, self.gen,
+        )  # fmt: skip
+        check(parts["loss"], batch)
+        descend(loss, self.opts[:1], cfg.grad_clip)
+        ploss, pparts = policy_loss(model, zs, cfg.reward, self.scale, self.gen)
+        descend(ploss, self.opts[1:], cfg.grad_clip)
+        return {**parts, **pparts}, zs
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scale.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scale.load_state_dict(state)
 
 
 def batch_generator(seed: int, rank: int, first: int = 0) -> torch.Generator:
@@ -206,16 +252,22 @@ def fit(
         model.encoder.compile()
         model.predictor.compile()
     critic = cfg.critic if model.critic is not None else None
-    batches = Batches(store, model, cfg.horizon, cfg.batch_size, critic, device)
     opts = optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opts[0], lambda s: lr_factor(s, cfg.warmup, cfg.steps)
     )
     gen, first, identity = batch_generator(cfg.seed, rank), 0, run_identity(store, model_cfg, cfg)
+    if model.task == "reward":
+        batches = RewardBatches(store, model, cfg.horizon, cfg.batch_size, device)
+        update = RewardUpdate(model, cfg, opts, gen)
+    else:
+        batches = Batches(store, model, cfg.horizon, cfg.batch_size, critic, device)
+        update = GoalUpdate(data_parallel(Objective(model, cfg), device), opts, cfg.grad_clip)
     if resume and (out / TRAIN_STATE).exists():
-        first = load_train_state(out / TRAIN_STATE, identity, model, opts, sched, gen) + 1
+        first = load_train_state(out / TRAIN_STATE, identity, model, opts, sched, gen, update)
+        first += 1
         gen = batch_generator(cfg.seed, rank, first) if rank else gen
-    objective = data_parallel(Objective(model, cfg), device)
+        update.gen = gen
     if main:
         out.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(out, first, cfg.tensorboard) if main else None
@@ -227,11 +279,13 @@ def fit(
             tick = time.perf_counter()
             batch = batches.sample(gen)
             drawn = time.perf_counter()
-            loss, parts, z = objective(batch)
-            if not math.isfinite(parts["loss"]):
-                raise non_finite_error(parts["loss"], step, batch["windows"], batches, dataset,
-                                       cfg.lr, out / TRAIN_STATE)  # fmt: skip
-            descend(loss, opts, cfg.grad_clip)
+
+            def check(loss: float, windows: dict, step: int = step) -> None:
+                if not math.isfinite(loss):
+                    raise non_finite_error(loss, step, windows, batches, dataset, cfg.lr,
+                                           out / TRAIN_STATE)  # fmt: skip
+
+            parts, z = update(batch, check)
             sched.step()
             follow_targets(model, model.momentum(step, cfg.steps), cfg.critic.target_tau)
             wait.add(drawn - tick, time.perf_counter() - tick)
@@ -240,16 +294,39 @@ def fit(
                 log.write({**row, "lr": sched.get_last_lr()[0], "data_wait": wait.take()})
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", rank=row["effective_rank"])
             if main and (step + 1) % cfg.checkpoint_every == 0 and step < cfg.steps - 1:
-                save_train_state(out / TRAIN_STATE, identity, step, model, opts, sched, gen)
+                save_train_state(out / TRAIN_STATE, identity, step, model, opts, sched, gen,
+                                 update)  # fmt: skip
         bar.close()
         if critic is not None and critic.finetune > 0 and first < cfg.steps:
             finetune_critic(model, batches, opts[-1], cfg, gen, log)
         if main:
-            save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, opts, sched, gen)
+            save_train_state(out / TRAIN_STATE, identity, cfg.steps - 1, model, opts, sched, gen,
+                             update)  # fmt: skip
     finally:
         if log:
             log.close()
     return model
+
+
+class GoalUpdate:
+    """One training step of a goal-task model: the :class:`Objective` (under DDP when
+    distributed), ``check(loss, windows)`` before any weight moves, one step of every
+    optimiser. Returns (parts, latents)."""
+
+    def __init__(self, objective: nn.Module, opts: list, clip: float) -> None:
+        self.objective, self.opts, self.clip, self.gen = objective, opts, clip, None
+
+    def __call__(self, batch: dict[str, Any], check: Any) -> tuple[dict[str, float], Any]:
+        loss, parts, z = self.objective(batch)
+        check(parts["loss"], batch["windows"])
+        descend(loss, self.opts, self.clip)
+        return parts, z
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def finetune_critic(
@@ -298,7 +375,8 @@ def train(
             "transitions": store.n_transitions,
         },
         "env": store.attrs["env"],
-        "obs_key": observation_keys(store)[0],
+        "obs_key": model.state_key,
+        "task": model.task,
         "input_keys": dict(model.input_keys),
         "steps": cfg.steps,
         "seed": cfg.seed,

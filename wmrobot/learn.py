@@ -1,0 +1,443 @@
+"""``wmrobot learn``: the online model-based loop. Seed the dataset with random actions, then
+act with the planner (plus exploration noise), keep every episode in the same Zarr dataset,
+update the world model as the data grows, and evaluate on fixed seeds along the way.
+
+Everything a run needs to continue is in ``out/``: the dataset (``dataset.zarr``), the
+resumable state (``learn_state.pt``, written at episode ends), the learning curve
+(``curve.csv``, ``curve.png``), the training log (``metrics.csv``) and the model
+(``checkpoint/``). A run killed at any moment and resumed (``resume=True``) rolls the dataset
+back to the episodes of its last state and redoes the rest: it ends with the same episodes and
+the same curve as a run that never stopped (same seed, CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmrobot.agent import PlanningAgent
+from wmrobot.datasets import EpisodeStore
+from wmrobot.datasets.collector import collect
+from wmrobot.datasets.episodes import episode_seed, run_episode
+from wmrobot.datasets.repair import roll_back
+from wmrobot.envs import make_env
+from wmrobot.errors import CheckpointError, ConfigError, DatasetError, check_range
+from wmrobot.eval.rollout import evaluate
+from wmrobot.files import write_atomically
+from wmrobot.model.checkpoint import load_tensors
+from wmrobot.model.world_model import ModelConfig, WorldModel
+from wmrobot.planners import PlannerConfig, as_config
+from wmrobot.provenance import versions
+from wmrobot.train.checkpoint import save_checkpoint
+from wmrobot.train.data import build_model
+from wmrobot.train.metrics import MetricsLog
+from wmrobot.train.reward import RewardBatches
+from wmrobot.train.trainer import (
+    RewardUpdate,
+    TrainConfig,
+    batch_generator,
+    follow_targets,
+    optimizers,
+    rounded,
+)
+
+DATASET, STATE, CURVE, CHECKPOINT = "dataset.zarr", "learn_state.pt", "curve.csv", "checkpoint"
+RUN = "learn.json"  # the run's identity, written first: what resume=true continues
+CURVE_COLUMNS = ("env_steps", "return_mean", "return_std", "success_mean", "updates", "wall_s")
+
+
+@dataclass
+class LearnConfig:
+    """The online loop's schedule (``learn.*``).
+
+    ``steps``: the env-step budget, the random seed data included. ``seed_steps``: random
+    actions first (whole episodes, so a little more), then ``pretrain`` updates (default: one
+    per seed step). Then every ``update_every`` env steps, ``updates`` gradient steps on the
+    episodes finished so far (TD-MPC2 adds an episode to its buffer when it ends, too).
+    ``noise``: the std of the Gaussian added to each planned action, as a fraction of the
+    action range's half-width. Every ``eval_every`` env steps (and at the end), the planner
+    acts without noise in ``eval_episodes`` episodes reset with seeds ``eval_seed`` + i.
+    ``checkpoint_every``: env steps between resumable states (written at the next episode
+    end).
+    """
+
+    steps: int
+    seed_steps: int = 1000
+    pretrain: int | None = None
+    update_every: int = 1
+    updates: int = 1
+    noise: float = 0.1
+    eval_every: int = 1000
+    eval_episodes: int = 10
+    eval_seed: int = 10_000
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "seed_steps", "update_every", "eval_every", "eval_episodes"):
+            check_range(f"learn.{key}", getattr(self, key), 1)
+        for key in ("updates", "eval_seed", "checkpoint_every", "pretrain", "noise"):
+            check_range(f"learn.{key}", getattr(self, key), 0)
+        if self.seed_steps >= self.steps:
+            raise ConfigError(
+                f"learn.seed_steps={self.seed_steps} leaves no step of learn.steps={self.steps} "
+                f"to the planner; lower seed_steps or raise steps"
+            )
+
+
+@dataclass
+class Progress:
+    """Where a run stands: counted env steps (seed data included), episodes in the dataset,
+    gradient steps, the next evaluation, seconds spent, the curve so far."""
+
+    env_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    next_eval: int = 0
+    seconds: float = 0.0
+    curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+class Learner:
+    """The loop's state and its steps; :func:`learn` drives it."""
+
+    def __init__(
+        self,
+        out: Path,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        planner: PlannerConfig,
+        cfg: LearnConfig,
+        seed: int,
+        progress: bool = True,
+    ) -> None:
+        self.out, self.env_id, self.env_kwargs = out, env_id, dict(env_kwargs)
+        self.model_cfg, self.train_cfg, self.cfg, self.seed = model_cfg, train_cfg, cfg, seed
+        self.planner_cfg = dataclasses.replace(as_config(planner), backend="torch")
+        self.show = progress
+        self.p = Progress()
+        self.identity = json.dumps(
+            {
+                "env": [env_id, self.env_kwargs],
+                "model": dataclasses.asdict(model_cfg),
+                "train": dataclasses.asdict(train_cfg),
+                "planner": dataclasses.asdict(self.planner_cfg),
+                "learn": dataclasses.asdict(cfg),
+                "seed": seed,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    # ------------------------------------------------------------------------------- set-up
+    def seed_data(self) -> None:
+        """The random seed episodes (the collector's own path: resumable, crash-safe)."""
+        path = str(self.out / DATASET)
+        collect(path, self.env_id, self.env_kwargs, "random", steps=self.cfg.seed_steps,
+                seed=self.seed, progress=self.show, fast=False)  # fmt: skip
+
+    def build(self) -> None:
+        """The model, its optimisers and the planning agent, from the seed data."""
+        self.store = EpisodeStore.open(str(self.out / DATASET), mode="a")
+        torch.manual_seed(self.seed)
+        self.model = build_model(self.store, self.model_cfg)
+        if self.model.task != "reward":
+            raise ConfigError(
+                f"{self.env_id} is a goal task; `wmrobot learn` runs reward tasks (model.task="
+                f"reward): plan goal tasks with `wmrobot plan`"
+            )
+        self.opts = optimizers(self.model, self.train_cfg)
+        self.gen = batch_generator(self.seed, 0)
+        self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
+        self.rng = np.random.default_rng([self.seed, 1])  # exploration noise
+        self.agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+        self.batches: RewardBatches | None = None
+        self.log = None
+
+    # ------------------------------------------------------------------------- state on disk
+    def save(self) -> None:
+        """The whole state, atomically: after it, a resumed run redoes nothing before it."""
+        planner = self.agent.controller.planner
+        state = {
+            "identity": self.identity,
+            "progress": json.dumps(dataclasses.asdict(self.p)),
+            "model": self.model.state_dict(),
+            "optimizer": [o.state_dict() for o in self.opts],
+            "update": self.update.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "noise_rng": json.dumps(self.rng.bit_generator.state),
+            "planner_rng": json.dumps(planner.rng.bit_generator.state),
+        }
+        write_atomically(self.out / STATE, lambda f: torch.save(state, f))
+
+    def load(self) -> None:
+        path = self.out / STATE
+        state = load_tensors(path, f"cannot resume from {str(path)!r}")
+        if state.get("identity") != self.identity:
+            raise CheckpointError(
+                f"{str(path)!r} was written for another env, model, planner or learn config "
+                f"than this run's; resume with the same config, or learn into a new out="
+            )
+        self.p = Progress(**json.loads(state["progress"]))
+        self.model.load_state_dict(state["model"])
+        for o, saved in zip(self.opts, state["optimizer"], strict=True):
+            o.load_state_dict(saved)
+        self.update.load_state_dict(state["update"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(state["noise_rng"])
+        planner = self.agent.controller.planner
+        planner.rng.bit_generator.state = json.loads(state["planner_rng"])
+
+    # --------------------------------------------------------------------------------- steps
+    def train(self, n: int) -> None:
+        """``n`` gradient steps on the episodes committed so far."""
+        if n == 0:
+            return
+        if self.batches is None:  # new episodes since the last sampler
+            cfg = self.train_cfg
+            self.batches = RewardBatches(self.store, self.model, cfg.horizon, cfg.batch_size)
+        self.model.train()
+        for _ in range(n):
+            parts, _ = self.update(self.batches.sample(self.gen), _finite)
+            follow_targets(self.model, self.model.cfg.ema, self.train_cfg.reward.tau)
+            if self.p.updates % self.train_cfg.log_every == 0:
+                self.log.write({"step": self.p.updates, **rounded(parts)})
+            self.p.updates += 1
+        self.model.eval()
+
+    def act(self, obs: Any) -> np.ndarray:
+        """The planner's action plus exploration noise, inside the bounds."""
+        action, _ = self.agent.predict(obs)
+        mid, half = (t.numpy() for t in self.model.action_scale())
+        noisy = action + self.cfg.noise * half * self.rng.standard_normal(action.shape)
+        return np.clip(noisy, mid - half, mid + half).astype(np.float32)
+
+    def after_step(self) -> None:
+        """Counted after every env step: updates and evaluations fall due."""
+        self.p.env_steps += 1
+        self.bar.update(1)
+        if self.p.env_steps % self.cfg.update_every == 0:
+            self.train(self.cfg.updates)
+        if self.p.env_steps >= self.p.next_eval:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """The planner without noise on the fixed evaluation episodes; one curve row."""
+        cfg = self.cfg
+        agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+        seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+        records = evaluate(agent, self.env_id, self.env_kwargs, [{}] * len(seeds),
+                           self.budget, seeds)  # fmt: skip
+        returns = np.array([r.ret for r in records])
+        row = {
+            "env_steps": self.p.env_steps,
+            "return_mean": round(float(returns.mean()), 3),
+            "return_std": round(float(returns.std()), 3),
+            "success_mean": round(float(np.mean([r.success for r in records])), 4),
+            "updates": self.p.updates,
+            "wall_s": round(self.p.seconds + time.perf_counter() - self.started, 1),
+        }
+        self.p.curve.append(row)
+        write_curve(self.out, self.p.curve, self.env_id)
+        self.bar.set_postfix(ret=f"{row['return_mean']:.1f}")
+        self.p.next_eval = (self.p.env_steps // cfg.eval_every + 1) * cfg.eval_every
+        self.p.next_eval = min(self.p.next_eval, cfg.steps)
+
+    def episode(self) -> None:
+        """One planner episode (cut at the budget), committed to the dataset."""
+        left = self.cfg.steps - self.p.env_steps
+        env = make_env(self.env_id, self.env_kwargs, max_episode_steps=min(self.budget, left))
+        self.agent.reset()
+        try:
+            rows = run_episode(
+                _Counted(env, self.after_step),
+                _Acting(self.act),
+                episode_seed(self.seed, self.store.n_episodes),
+            )
+        finally:
+            env.close()
+        self.store.append([rows])
+        self.batches = None
+        self.p.episodes = self.store.n_episodes
+
+    # ----------------------------------------------------------------------------------- run
+    def run(self, resume: bool) -> WorldModel:
+        cfg, out = self.cfg, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / RUN).exists():
+            if not resume:
+                raise ConfigError(
+                    f"{str(out)!r} holds a learn run; resume it with resume=true or learn into "
+                    f"a new out="
+                )
+            if (out / RUN).read_text() != self.identity:
+                raise CheckpointError(
+                    f"{str(out / RUN)!r} is a run of another env, model, planner or learn "
+                    f"config; resume with the same config, or learn into a new out="
+                )
+        else:
+            write_atomically(out / RUN, lambda f: f.write(self.identity.encode()))
+        fresh = not (out / STATE).exists()
+        self.seed_data()
+        self.build()
+        probe = make_env(self.env_id, self.env_kwargs)
+        self.budget = probe.spec.max_episode_steps if probe.spec else None
+        self.budget = self.budget or 1000
+        probe.close()
+        try:
+            if fresh:
+                roll_back(self.store, self.store.n_episodes)  # nothing to drop: seed data
+                self.p.episodes = self.store.n_episodes
+                self.p.env_steps = self.store.n_transitions
+                self.p.next_eval = min(
+                    (self.p.env_steps // cfg.eval_every + 1) * cfg.eval_every, cfg.steps
+                )
+            else:
+                self.load()
+                roll_back(self.store, self.p.episodes)  # episodes after the state: redone
+            self.log = MetricsLog(out, self.p.updates, self.train_cfg.tensorboard)
+            self.started = time.perf_counter()
+            self.bar = tqdm(total=cfg.steps, initial=self.p.env_steps, desc="learn",
+                            unit="step", disable=None if self.show else True)  # fmt: skip
+            if fresh:
+                self.train(cfg.seed_steps if cfg.pretrain is None else cfg.pretrain)
+                self.save()
+            saved_at = self.p.env_steps
+            while self.p.env_steps < cfg.steps:
+                self.episode()
+                if self.p.env_steps - saved_at >= cfg.checkpoint_every:
+                    self.p.seconds += time.perf_counter() - self.started
+                    self.started = time.perf_counter()
+                    self.save()
+                    saved_at = self.p.env_steps
+            if not self.p.curve or self.p.curve[-1]["env_steps"] < self.p.env_steps:
+                self.evaluate()
+            self.p.seconds += time.perf_counter() - self.started
+            self.started = time.perf_counter()
+            self.save()
+            self.bar.close()
+        finally:
+            if self.log is not None:
+                self.log.close()
+            self.store.shrink()
+            self.store.close()
+        return self.model
+
+    def write_model(self, config_record: dict[str, Any] | None) -> Path:
+        """The final model as a checkpoint ``wmrobot plan`` takes."""
+        store = EpisodeStore.open(str(self.out / DATASET))
+        meta = {
+            "dataset": {
+                "path": str(self.out / DATASET),
+                "fingerprint": store.fingerprint(),
+                "episodes": store.n_episodes,
+                "transitions": store.n_transitions,
+            },
+            "env": store.attrs["env"],
+            "obs_key": self.model.state_key,
+            "input_keys": dict(self.model.input_keys),
+            "task": self.model.task,
+            "steps": self.p.updates,
+            "seed": self.seed,
+            "learn": {"env_steps": self.p.env_steps, "curve": self.p.curve},
+            "versions": versions(),
+            "config": config_record or {},
+        }
+        return save_checkpoint(self.model, self.out / CHECKPOINT, meta)
+
+
+def _finite(loss: float, batch: Any) -> None:
+    if not math.isfinite(loss):
+        raise DatasetError(
+            f"the world model's loss became {loss}; lower model.train.lr or check the env's "
+            f"observations and rewards for NaN/Inf"
+        )
+
+
+class _Counted(gym.Wrapper):
+    """Calls ``hook()`` after every step of the env."""
+
+    def __init__(self, env: gym.Env, hook: Any) -> None:
+        super().__init__(env)
+        self.hook = hook
+
+    def step(self, action: Any):
+        out = self.env.step(action)
+        self.hook()
+        return out
+
+
+class _Acting:
+    """The collector's policy protocol around a function of the observation."""
+
+    def __init__(self, act: Any) -> None:
+        self.act = act
+
+    def reset(self, rng: np.random.Generator) -> None:
+        pass
+
+
+def write_curve(out: Path, rows: list[dict[str, float]], title: str) -> None:
+    """``curve.csv`` and ``curve.png``: evaluation return (mean ± std over the fixed episodes)
+    against env steps."""
+
+    def write(f: Any) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(CURVE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.write(text.getvalue().encode())
+
+    write_atomically(out / CURVE, write, sync=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.array([r["env_steps"] for r in rows])
+    y = np.array([r["return_mean"] for r in rows])
+    s = np.array([r["return_std"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, y, marker="o", color="#4C72B0")
+    ax.fill_between(x, y - s, y + s, alpha=0.25, color="#4C72B0")
+    ax.set(xlabel="env steps (seed data included)", ylabel="evaluation return", title=title)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+    plt.close(fig)
+
+
+def learn(
+    out: str | Path,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    planner: PlannerConfig,
+    cfg: LearnConfig,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    config_record: dict[str, Any] | None = None,
+) -> Learner:
+    """Run (or resume) the online loop into ``out`` (see the module's docstring); returns the
+    learner, whose ``p.curve`` is the learning curve."""
+    learner = Learner(Path(out), env_id, env_kwargs, model_cfg, train_cfg, planner, cfg, seed,
+                      progress)  # fmt: skip
+    learner.run(resume)
+    learner.write_model(config_record)
+    return learner

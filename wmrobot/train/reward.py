@@ -1,0 +1,185 @@
+"""Training a reward-task world model: the JEPA latent prediction plus reward, continuation and
+TD value losses along imagined windows, and the policy prior's update (TD-MPC2's recipe, with
+the EMA target encoder of the goal models)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from wmrobot.datasets import EpisodeStore, WindowSampler
+from wmrobot.errors import DatasetError, check_range
+from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
+from wmrobot.model.world_model import WorldModel
+
+REWARD_KEYS = ("reward", "terminated")
+
+
+@dataclass
+class RewardLossConfig:
+    """Weights and rates of the reward-task losses (``model.train.reward``).
+
+    Each step t of a window counts ``rho``^t. ``tau``: the Polyak step of the Q target
+    networks; ``entropy``: the policy's entropy bonus per action dimension, its Q term divided
+    by a running scale of the values (the 5-95 % range), so one setting fits every env.
+    """
+
+    prediction: float = 20.0
+    reward: float = 0.1
+    value: float = 0.1
+    continuation: float = 1.0
+    rho: float = 0.5
+    tau: float = 0.01
+    entropy: float = 1e-4
+    policy_lr: float = 3e-4
+
+    def __post_init__(self) -> None:
+        for key in ("prediction", "reward", "value", "continuation", "entropy"):
+            check_range(f"model.train.reward.{key}", getattr(self, key), 0)
+        check_range("model.train.reward.rho", self.rho, 0, 1, closed=False)
+        check_range("model.train.reward.tau", self.tau, 0, 1, closed=False)
+        check_range("model.train.reward.policy_lr", self.policy_lr, 0, closed=False)
+
+
+def check_reward_dataset(store: EpisodeStore) -> None:
+    """Refuse, in one line, a dataset without the rewards a reward task learns from."""
+    missing = [k for k in REWARD_KEYS if k not in store.keys]
+    if missing:
+        raise DatasetError(f"{store.path!r} has no {missing[0]!r} column; collect it again")
+
+
+def reward_loss(
+    model: WorldModel,
+    inputs: dict[str, torch.Tensor],
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    cfg: RewardLossConfig,
+    anticollapse: str = "none",
+    gen: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """The world-model loss on windows: inputs (B, K+1, ...), actions (B, K, A), rewards and
+    terminated (B, K); returns (loss, parts, imagined latents (B, K+1, D) detached, for the
+    policy update).
+
+    The encoder's first latent is rolled out through the actions (autoregressive); step t's
+    imagined latent is pulled to the EMA target encoding of row t+1 (JEPA), and predicts the
+    reward of step t, the continuation after it, and Q(z_t, a_t) against the TD target
+    r_t + gamma (1 - terminated_t) min_i Q'_i(z'_{t+1}, a'), with z' the target encoding and
+    a' sampled from the policy.
+    """
+    k = actions.shape[1]
+    z0 = model.encode({n: v[:, 0] for n, v in inputs.items()})
+    with torch.no_grad():
+        targets = model.encode_target({n: v[:, 1:] for n, v in inputs.items()})  # (B, K, D)
+    imagined = model.rollout(z0, actions)  # (B, K, D)
+    zs = torch.cat([z0[:, None], imagined], dim=1)  # (B, K+1, D)
+    weights = cfg.rho ** torch.arange(k, dtype=z0.dtype, device=z0.device)
+    weights = weights / weights.sum()
+
+    def weighted(per_step: torch.Tensor) -> torch.Tensor:  # (B, K) -> ()
+        return (per_step.mean(0) * weights).sum()
+
+    prediction = weighted((imagined - targets).pow(2).mean(-1))
+    za = torch.cat([zs[:, :-1], actions], dim=-1)
+    reward = weighted(model.scalar.loss(model.reward_head(za), rewards))
+    with torch.no_grad():
+        following, _ = model.policy.sample(targets, gen)
+        mid, half = model.action_scale()
+        q_next = model.q_values(targets, mid + following * half, target=True).min(0).values
+        td = rewards + model.gamma * (1 - terminated.float()) * q_next
+    q_out = model.q(zs[:, :-1], actions)  # (n, B, K, outputs)
+    value = weighted(model.value_scalar.loss(q_out, td[None].expand(len(q_out), -1, -1)).mean(0))
+    total = cfg.prediction * prediction + cfg.reward * reward + cfg.value * value
+    parts = {"prediction": prediction.item(), "reward": reward.item(), "value": value.item()}
+    if model.continuation is not None:
+        logit = model.continuation(imagined)[..., 0]
+        cont = weighted(
+            F.binary_cross_entropy_with_logits(logit, 1 - terminated.float(), reduction="none")
+        )
+        total = total + cfg.continuation * cont
+        parts["continuation"] = cont.item()
+    flat = zs.reshape(-1, zs.shape[-1])
+    if anticollapse == "vicreg":
+        total = total + variance_loss(flat) + 0.04 * covariance_loss(flat)
+    elif anticollapse == "sigreg":
+        total = total + sigreg_loss(flat, directions=32)
+    parts["loss"] = total.item()
+    parts["z_std"] = flat.detach().std(dim=0).mean().item()
+    return total, parts, zs.detach()
+
+
+class ValueScale:
+    """A running scale of the Q values (the 5-95 % range, smoothed), at least 1: the policy's
+    loss divides by it, so its entropy bonus weighs the same for small and large rewards."""
+
+    def __init__(self, rate: float = 0.01) -> None:
+        self.rate, self.value = rate, torch.ones(())
+
+    def update(self, q: torch.Tensor) -> torch.Tensor:
+        lo, hi = torch.quantile(q.detach().float().flatten(), torch.tensor([0.05, 0.95]))
+        self.value = torch.lerp(self.value, (hi - lo).clamp_min(1.0), self.rate)
+        return self.value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = state["value"]
+
+
+def policy_loss(
+    model: WorldModel,
+    zs: torch.Tensor,
+    cfg: RewardLossConfig,
+    scale: ValueScale,
+    gen: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy prior's loss on detached latents (B, K+1, D): maximise the mean Q of its
+    sampled action (reparameterised) plus the entropy bonus; Q's gradient reaches only it."""
+    u, entropy = model.policy.sample(zs, gen)
+    mid, half = model.action_scale()
+    q = model.value_scalar.value(model.q(zs, mid + u * half)).mean(0)  # (B, K+1)
+    s = scale.update(q)
+    weights = cfg.rho ** torch.arange(zs.shape[1], dtype=zs.dtype, device=zs.device)
+    per_step = (-(q / s) - cfg.entropy * entropy).mean(0)
+    loss = (per_step * weights / weights.sum()).sum()
+    return loss, {"policy": loss.item(), "entropy": entropy.mean().item(), "q": q.mean().item()}
+
+
+class RewardBatches:
+    """Windows of ``horizon`` steps for :func:`reward_loss`, drawn with the caller's generator:
+    ``{"inputs": {name: (B, K+1, ...)}, "actions": (B, K, A), "rewards", "terminated": (B, K)}``.
+    """
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        model: WorldModel,
+        horizon: int,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        check_reward_dataset(store)
+        self.input_keys, self.stack = dict(model.input_keys), model.frames
+        self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
+        keys = [*self.input_keys.values(), "action", *REWARD_KEYS]
+        self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1, cache=True)
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:
+        s = self.stack
+        batch = self.sampler.sample(self.batch_size, gen)
+        out = {
+            "inputs": self.model.window_inputs(batch),
+            "actions": batch["action"][:, s - 1 :],
+            "rewards": batch["reward"][:, s - 1 :].float(),
+            "terminated": batch["terminated"][:, s - 1 :],
+        }
+        return {
+            k: ({n: t.to(self.device) for n, t in v.items()} if isinstance(v, dict) else
+                v.to(self.device))
+            for k, v in out.items()
+        }  # fmt: skip
