@@ -153,12 +153,7 @@ class Learner:
         """The model, its optimisers and the planning agent, from the seed data."""
         self.store = EpisodeStore.open(str(self.out / DATASET), mode="a")
         torch.manual_seed(self.seed)
-        self.model = build_model(self.store, self.model_cfg)
-        if self.model.task != "reward":
-            raise ConfigError(
-                f"{self.env_id} is a goal task; `wmrobot learn` runs reward tasks (model.task="
-                f"reward): plan goal tasks with `wmrobot plan`"
-            )
+        self.model = build_model(self.store, dataclasses.replace(self.model_cfg, task="reward"))
         self.opts = optimizers(self.model, self.train_cfg)
         self.gen = batch_generator(self.seed, 0)
         self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
@@ -278,6 +273,17 @@ class Learner:
     # ----------------------------------------------------------------------------------- run
     def run(self, resume: bool) -> WorldModel:
         cfg, out = self.cfg, self.out
+        probe = make_env(self.env_id, self.env_kwargs)  # a bad env: refused before any write
+        self.budget = (probe.spec.max_episode_steps if probe.spec else None) or 1000
+        goal_task = isinstance(probe.observation_space, gym.spaces.Dict) and (
+            "desired_goal" in probe.observation_space.spaces
+        )
+        probe.close()
+        if goal_task or self.model_cfg.task == "goal":
+            raise ConfigError(
+                f"env.id={self.env_id} is a goal task; `wmrobot learn` runs reward tasks for "
+                f"now: collect, train and plan goal tasks (wmrobot demo)"
+            )
         out.mkdir(parents=True, exist_ok=True)
         if (out / RUN).exists():
             if not resume:
@@ -295,10 +301,6 @@ class Learner:
         fresh = not (out / STATE).exists()
         self.seed_data()
         self.build()
-        probe = make_env(self.env_id, self.env_kwargs)
-        self.budget = probe.spec.max_episode_steps if probe.spec else None
-        self.budget = self.budget or 1000
-        probe.close()
         try:
             if fresh:
                 roll_back(self.store, self.store.n_episodes)  # nothing to drop: seed data

@@ -116,8 +116,10 @@ def test_config_dict_rebuilds_the_model():
     model = tiny_model()
     spec = model.config_dict()
     obs_dim, action_dim = spec.pop("obs_dim"), spec.pop("action_dim")
-    image_shape = spec.pop("image_shape")
-    again = WorldModel(obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape)
+    image_shape, state_key = spec.pop("image_shape"), spec.pop("state_key")
+    again = WorldModel(
+        obs_dim, action_dim, ModelConfig(**spec), image_shape=image_shape, state_key=state_key
+    )
     again.load_state_dict(model.state_dict())
     obs = torch.randn(3, OBS)
     torch.testing.assert_close(again.encode(obs), model.encode(obs))

@@ -1,0 +1,102 @@
+"""`wmrobot learn`: the online loop, killed with SIGKILL and resumed, ends where an
+uninterrupted run ends; its bad inputs get one line."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wmrobot.datasets import EpisodeStore
+
+# A tiny run: 400 env steps of InvertedPendulum in 50-step episodes, a small model and planner.
+TINY = [
+    "learn.steps=400",
+    "learn.seed_steps=100",
+    "learn.pretrain=20",
+    "learn.eval_every=200",
+    "learn.eval_episodes=2",
+    "learn.checkpoint_every=50",
+    "+env.kwargs.max_episode_steps=50",
+    "model.latent_dim=8",
+    "model.hidden=32",
+    "model.head_hidden=32",
+    "model.bins=21",
+    "model.train.batch_size=32",
+    "model.train.log_every=10",
+    "model.train.tensorboard=false",
+    "planner.samples=16",
+    "planner.iterations=2",
+    "planner.elites=4",
+    "planner.policy_samples=4",
+]
+
+
+def wmrobot(*args: str) -> list[str]:
+    return [sys.executable, "-m", "wmrobot.cli", "learn", *TINY, *args]
+
+
+def rows(path: Path, drop: str) -> list[dict[str, str]]:
+    """A CSV's rows without the wall-clock column ``drop``."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k != drop} for r in csv.DictReader(f)]
+
+
+def test_learn_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(wmrobot(f"out={whole}"), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(wmrobot(f"out={cut}"), env=env, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, preexec_fn=_default_sigint)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (cut / "curve.csv").exists():  # the first evaluation, half way
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended early"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "checkpoint").exists()  # it was cut short
+    done = subprocess.run(wmrobot(f"out={cut}", "resume=true"), env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+    a, b = (
+        EpisodeStore.open(str(whole / "dataset.zarr")),
+        EpisodeStore.open(str(cut / "dataset.zarr")),
+    )
+    assert a.n_episodes == b.n_episodes and a.n_transitions == b.n_transitions == 400
+    for key in a.keys:
+        np.testing.assert_array_equal(a.load([key])[key], b.load([key])[key], err_msg=key)
+    for key in ("episode_ends", "seed", "return"):
+        np.testing.assert_array_equal(a.meta(key), b.meta(key))
+    assert rows(whole / "curve.csv", "wall_s") == rows(cut / "curve.csv", "wall_s")
+    assert len(rows(whole / "curve.csv", "wall_s")) == 2
+    assert rows(whole / "metrics.csv", "seconds") == rows(cut / "metrics.csv", "seconds")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["learn.seed_steps=500", "learn.steps=400"], "learn.seed_steps=500 leaves no step"),
+        (["learn.noise=-1"], "learn.noise"),
+        (["env.id=CartPole-v1"], "Discrete(2) actions"),
+        (["model.task=bogus"], "model.task='bogus' is unknown"),
+        (["planner.policy_samples=-1"], "planner.policy_samples=-1"),
+        (["env=pointmaze"], "is a goal task"),
+    ],
+)
+def test_learn_bad_input_is_one_line(tmp_path, args, message):
+    out = tmp_path / "run"
+    done = subprocess.run(wmrobot(f"out={out}", *args), capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not out.exists()  # nothing half-written
