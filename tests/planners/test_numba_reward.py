@@ -3,7 +3,10 @@ sequences, and plans that find the best sequence of a model whose reward is set 
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from wmrobot.planners.numba import NUMBA_PLANNERS, choose_backend, make_numba_pl
 from wmrobot.planners.numba.scoring import coefficients, pack_model, policy_rollout, score
 
 SAMPLING = ["mppi", "cem", "icem"]
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "planner_latency.py"
 
 
 def reward_model(kind: str = "twohot", continuation: bool = True, **changes) -> WorldModel:
@@ -173,3 +177,21 @@ def test_auto_measures_a_reward_model(monkeypatch):
     monkeypatch.setitem(TORCH_PLANNERS, "mppi", Slow)
     assert choose_backend(reward_model(), planner_config("mppi", horizon=3)) == "numba"
     assert type(make_numba_planner(reward_model(), planner_config("cem"))) is NUMBA_PLANNERS["cem"]
+
+
+def test_the_latency_benchmark_quick_run_on_a_reward_task(capsys):
+    spec = importlib.util.spec_from_file_location("planner_latency", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        rows = bench.main(["--task", "reward", "--quick", "--hidden", "32"])
+    finally:
+        torch.set_num_threads(threads)
+    assert list(rows) == [("InvertedPendulum-v5", 1)]
+    (row,) = rows.values()
+    assert row["numba"] > 0 and row["torch"] > 0
+    out = capsys.readouterr().out
+    cfg = bench.learn_planner_config()  # configs/learn.yaml's planner
+    assert f"horizon {cfg.horizon}, {cfg.samples} samples" in out and cfg.policy_samples > 0
+    assert re.search(r"B=1: torch/numba \d+\.\d\d-\d+\.\d\d", out)
