@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,36 @@ def test_policy_sequences_seed_the_elites(samples):
     plan = make_numba_planner(model, cfg, seed=0).plan(z0, z0)
     near_best = torch.allclose(plan, torch.tensor([0.2, 0.1]).expand_as(plan), atol=0.01)
     assert near_best == (samples > 0)
+
+
+def test_two_threads_give_the_one_thread_plan():
+    model = reward_model()
+    z0, _ = random_problem(model, 3, 1, 1)
+    cfg = planner_config("icem", horizon=4, samples=48, elites=6, policy_samples=8)
+    threads = torch.get_num_threads()
+    plans = []
+    for n in (1, 2):
+        torch.set_num_threads(n)  # the Numba planner follows torch's thread count
+        try:
+            plans.append(make_numba_planner(model, cfg, seed=0).plan(z0, z0))
+        finally:
+            torch.set_num_threads(threads)
+    torch.testing.assert_close(plans[1], plans[0], rtol=0, atol=1e-5)
+
+
+def test_a_nan_model_keeps_the_warm_start_and_warns_once():
+    model = reward_model()
+    with torch.no_grad():
+        model.predictor.net[-1].bias.fill_(torch.nan)  # every rollout, the policy's too, is NaN
+    planner = make_numba_planner(model, planner_config("mppi", horizon=4, policy_samples=8))
+    z0, _ = random_problem(model, 2, 1, 1)
+    warm = torch.full((2, 4, 2), 0.25)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = planner.plan(z0, z0, warm)
+        planner.plan(z0, z0, warm)
+    torch.testing.assert_close(first, warm)
+    assert len([w for w in caught if "NaN/Inf" in str(w.message)]) == 1
 
 
 class Unlike(WorldModel):
