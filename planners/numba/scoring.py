@@ -1,5 +1,6 @@
-"""The Numba backend's scoring: a model's export packed for the kernels, and the planners'
-objective J of blocks of candidate action sequences (rollout, cost, value, smoothness)."""
+"""The Numba backend's scoring: a model's export packed for the kernels, the planners' objective
+J of blocks of candidate action sequences (rollout, then the goal cost, value and smoothness,
+or minus the predicted return), and the policy prior's sequences of a reward task."""
 
 from __future__ import annotations
 
