@@ -16,6 +16,15 @@ the weights. Run:
 The Numba JIT compile (or load from Numba's on-disk cache) is timed once and printed first. A
 cell stops after ``--budget`` seconds (3 decisions at least), as torch on 2 threads can take
 seconds per decision on a busy 2-core machine.
+
+``--task reward`` times instead the planner of ``wmrobot learn`` (the planner block of
+``configs/learn.yaml``: MPPI, H=3, 256 samples, 4 iterations, 32 elites, 24 policy-prior
+sequences) on ``configs/model/reward_mlp.yaml`` at the sizes of the issue's reward envs
+(InvertedPendulum-v5 with a continuation head, as it terminates; Reacher-v5; HalfCheetah-v5),
+on one thread as learn runs, for B=1 (the online loop's one env) and B=10 (its evaluation's
+episodes in lock-step); ``--hidden`` overrides the model's and heads' widths:
+
+    python benchmarks/planner_latency.py --task reward [--quick] [--hidden 256]
 """
 
 from __future__ import annotations
@@ -38,20 +47,40 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # TD-MPC2's planning budget (Hansen et al. 2024: 512 samples, 6 iterations, 64 elites).
 BUDGETS = {"default": {}, "tdmpc2": {"samples": 512, "iterations": 6, "elites": 64}}
 OBS_DIM, ACTION_DIM = 4, 2  # PointMaze-v0
+# The reward envs of issue 22: observation and action sizes, and whether episodes terminate.
+REWARD_ENVS = {
+    "InvertedPendulum-v5": (4, 1, True),
+    "Reacher-v5": (10, 2, False),
+    "HalfCheetah-v5": (17, 6, False),
+}
+BATCHES = (1, 10)  # the online loop's one env; its evaluation's 10 episodes in lock-step
 
 
-def world_model(seed: int) -> WorldModel:
-    """The default state model (configs/model/state_mlp.yaml) at PointMaze's sizes."""
-    values = yaml.safe_load((CONFIGS / "model" / "state_mlp.yaml").read_text())
+def world_model(
+    seed: int, config: str = "state_mlp", obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM,
+    **changes,
+) -> WorldModel:  # fmt: skip
+    """The model of configs/model/<config>.yaml (the default state model) at an env's sizes
+    (PointMaze's), ``changes`` replacing its fields."""
+    values = yaml.safe_load((CONFIGS / "model" / f"{config}.yaml").read_text())
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{k: v for k, v in values.items() if k in names})
-    return WorldModel(OBS_DIM, ACTION_DIM, cfg).eval()
+    cfg = ModelConfig(**{**{k: v for k, v in values.items() if k in names}, **changes})
+    return WorldModel(obs_dim, action_dim, cfg).eval()
 
 
 def planner_config(name: str, budget: str) -> PlannerConfig:
     values = yaml.safe_load((CONFIGS / "planner" / f"{name}.yaml").read_text())
     return as_config({**values, **BUDGETS[budget]})
+
+
+def learn_planner_config() -> PlannerConfig:
+    """The planner of ``wmrobot learn``: configs/learn.yaml's planner block over the defaults
+    of the planner it names."""
+    learn = yaml.safe_load((CONFIGS / "learn.yaml").read_text())
+    (name,) = (d["planner"] for d in learn["defaults"] if isinstance(d, dict) and "planner" in d)
+    values = yaml.safe_load((CONFIGS / "planner" / f"{name}.yaml").read_text())
+    return as_config({**values, **learn["planner"]})
 
 
 def time_pair(
@@ -85,7 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=15, help="decisions per cell and backend")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=8.0, help="seconds per cell at most")
+    parser.add_argument("--task", choices=["goal", "reward"], default="goal")
+    parser.add_argument("--hidden", type=int, help="reward task: model and head widths")
     args = parser.parse_args(argv)
+    if args.task == "reward":
+        return reward_latency(args)
     names = ["mppi"] if args.quick else ["mppi", "cem", "icem"]
     budgets = ["default"] if args.quick else list(BUDGETS)
     threads = [1] if args.quick else [1, 2]
@@ -143,6 +176,53 @@ def main(argv: list[str] | None = None) -> dict:
         f"{max(one_core):.1f} ms, fastest decision {best:.1f} ms (10 ms goal on one core, "
         f"every planner's median: {_met(max(one_core) <= 10)})"
     )
+    print(f"load average (1, 5, 15 min) at the end: {_load()}")
+    return rows
+
+
+def reward_latency(args: argparse.Namespace) -> dict:
+    """``--task reward``: torch and Numba decisions of learn's planner on the reward model at
+    each env's sizes, B=1 and B=10, one thread; returns {(env, B): {backend: median s}}."""
+    cfg = learn_planner_config()
+    envs = list(REWARD_ENVS)[:1] if args.quick else list(REWARD_ENVS)
+    batches = BATCHES[:1] if args.quick else BATCHES
+    repeats = 3 if args.quick else args.repeats
+    widths = {} if args.hidden is None else {"hidden": args.hidden, "head_hidden": args.hidden}
+    print(f"load average (1, 5, 15 min) at the start: {_load()}")
+    torch.set_num_threads(1)  # configs/learn.yaml: threads: 1 (the Numba planner follows)
+    print(
+        f"{cfg.name}: horizon {cfg.horizon}, {cfg.samples} samples, {cfg.iterations} iterations, "
+        f"{cfg.elites} elites, {cfg.policy_samples} policy samples; reward_mlp, hidden and "
+        f"head_hidden {args.hidden or 'as configured'}; 1 thread"
+    )
+    print("decision latency, ms: median (p25-p75) of n decisions")
+    print(f"{'env':20} {'A':>2} {'B':>3} {'n':>3} {'torch':>24} {'numba':>24} {'torch/numba':>11}")
+    rows = {}
+    for env in envs:
+        obs_dim, action_dim, terminates = REWARD_ENVS[env]
+        model = world_model(
+            args.seed, "reward_mlp", obs_dim, action_dim, continuation=terminates, **widths
+        )
+        for batch in batches:
+            gen = torch.Generator().manual_seed(args.seed)
+            z0 = torch.randn(batch, model.latent_dim, generator=gen)
+            start = time.perf_counter()
+            fast = make_numba_planner(model, cfg, args.seed)
+            fast.plan(z0, torch.zeros_like(z0))
+            setup = time.perf_counter() - start
+            planners = {"torch": TORCH_PLANNERS[cfg.name](model, cfg, args.seed), "numba": fast}
+            reps = repeats if batch == 1 else max(3, repeats // 2)
+            t = time_pair(planners, z0, torch.zeros_like(z0), reps, args.budget)
+            rows[env, batch] = {k: float(np.median(v)) for k, v in t.items()}
+            ratio = rows[env, batch]["torch"] / rows[env, batch]["numba"]
+            print(
+                f"{env:20} {action_dim:>2} {batch:>3} {len(t['numba']):>3} "
+                f"{fmt(t['torch']):>24} {fmt(t['numba']):>24} {ratio:>11.2f}   (numba export, "
+                f"JIT or cache load, first decision: {setup:.1f} s)"
+            )
+    for batch in batches:
+        ratios = [row["torch"] / row["numba"] for (_, b), row in rows.items() if b == batch]
+        print(f"B={batch}: torch/numba {min(ratios):.2f}-{max(ratios):.2f} (> 1: numba faster)")
     print(f"load average (1, 5, 15 min) at the end: {_load()}")
     return rows
 

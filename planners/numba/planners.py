@@ -2,7 +2,9 @@
 (sampling, scoring, elite refit), on the packed export of the model.
 
 Both backends consume the same :func:`~wmrobot.planners.noise.draw_noise` array and the same
-planner classes' bookkeeping, so one seed gives one plan on both (up to float32 rounding). The
+planner classes' bookkeeping, so one seed gives one plan on both (up to float32 rounding). A
+reward task's policy-prior sequences are the exception: torch samples them with a torch
+generator, Numba with the planner's NumPy rng (``planner.policy_samples=0`` has none). The
 blocks of candidates are spread over Numba's threads (as many as torch's:
 ``torch.set_num_threads``) by a ``prange``, or scored in the calling thread on one.
 :func:`choose_backend` times both on the model at hand and picks the faster (``backend=auto``).
@@ -32,8 +34,10 @@ from wmrobot.planners.numba.scoring import (
     coefficients,
     goal_embeddings,
     pack_model,
+    policy_rollout,
     score_block,
     score_candidates,
+    step_weights,
 )
 from wmrobot.planners.registry import TORCH_PLANNERS
 
@@ -54,8 +58,8 @@ _PRANGE_ONLY = {
 @njit(cache=True, fastmath=FASTMATH, parallel=_PRANGE_ONLY)
 def _decide(
     ops, dims, offsets, eps, params, layers, coef, has_value, z0, goal, cost_emb,
-    value_emb, mean, noise, sizes, carried, n_carried, low, high, kind, elites, n_keep,
-    init_std, min_std, max_std, temperature, alpha, step_w, serial,
+    value_emb, points, bounds, prior_eps, mean, noise, sizes, carried, n_carried, low, high,
+    kind, elites, n_keep, init_std, min_std, max_std, temperature, alpha, step_w, serial,
 ):  # fmt: skip
     """One decision of MPPI / CEM / iCEM (``kind``) for B problems; mirrors
     :meth:`wmrobot.planners.sampling.SamplingPlanner.plan` and the planners' hooks.
@@ -63,14 +67,20 @@ def _decide(
     mean (B, H, A) the clipped initial mean; noise (I, B, N, H, A); sizes (I,) the samples
     of each iteration; carried (B, C, H, A) of which the first ``n_carried`` join every
     iteration's candidates (iCEM's elites from the last decision, then from the last
-    iteration); ``serial``: score the blocks on this thread (one thread), not by prange.
+    iteration); prior_eps (B, P, H, A) the noise of P policy-prior sequences (a reward task's,
+    :func:`~wmrobot.planners.numba.scoring.policy_rollout`), scored at every iteration after
+    those; ``serial``: score the blocks on this thread (one thread), not by prange.
     Returns (plan (B, H, A), the last iteration's ``n_keep`` best elites, whether any cost
     was non-finite).
     """
     batch, horizon, a_dim = mean.shape
     mean, std = mean.copy(), np.full(mean.shape, init_std, np.float32)
     best, best_cost = mean.copy(), np.full(batch, np.inf, np.float32)
-    pool = noise.shape[2] + max(carried.shape[1], n_keep)
+    n_prior = prior_eps.shape[1]
+    prior = np.empty(prior_eps.shape, np.float32)
+    net = (ops, dims, offsets, eps, params)
+    policy_rollout(net, layers, coef, bounds, z0, prior_eps, prior)
+    pool = noise.shape[2] + max(carried.shape[1], n_keep) + n_prior
     cand = np.empty((batch, pool, horizon, a_dim), np.float32)
     cost = np.empty((batch, pool), np.float32)
     keep = np.empty((batch, n_keep, horizon, a_dim), np.float32)
@@ -89,20 +99,24 @@ def _decide(
                     cand[b, s, t, j] = min(max(x, low[j]), high[j])
         total = n + n_carried
         cand[:, n:total] = carry[:, :n_carried]
+        cand[:, total : total + n_prior] = prior
+        total += n_prior
         if serial:
-            net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
-            args = (net, layers, coef, has_value, z0, goal, embs, cand, total, step_w, cost)
-            bad |= score_candidates(*args)
+            embs = (cost_emb, value_emb)
+            bad |= score_candidates(
+                net, layers, coef, has_value, z0, goal, embs, points, bounds, cand, total,
+                step_w, cost,
+            )  # fmt: skip
         else:
             blocks = (batch * total + BLOCK - 1) // BLOCK
             scored = np.zeros(blocks, np.bool_)
             for block in prange(blocks):
                 # a prange body cannot capture tuples, so they are built inside; prange counts
                 # in uint64, and the cast keeps one compiled score_block
-                net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
+                block_net, embs = (ops, dims, offsets, eps, params), (cost_emb, value_emb)
                 scored[block] = score_block(
-                    np.int64(block) * BLOCK, total, net, layers, coef, has_value, z0, goal, embs,
-                    cand, step_w, cost,
+                    np.int64(block) * BLOCK, total, block_net, layers, coef, has_value, z0, goal,
+                    embs, points, bounds, cand, step_w, cost,
                 )  # fmt: skip
             bad |= scored.any()
         for b in range(batch):
@@ -138,7 +152,7 @@ class _NumbaSampling:
         super().__init__(dynamics, cfg, seed)
         self.packed = pack_model(dynamics)
         objective = self.objective
-        self.step_weights = objective.step_weights.numpy().astype(np.float32)
+        self.step_weights = step_weights(self.packed, objective)
         self.coef = coefficients(self.packed, objective.value_weight, objective.smooth_weight)
         self._low = self.low.numpy().astype(np.float32)
         self._high = self.high.numpy().astype(np.float32)
@@ -155,6 +169,9 @@ class _NumbaSampling:
         memory = getattr(self, "memory", None)
         reuse = init_mean is not None and memory is not None and memory.shape[0] == batch
         carried = memory.numpy() if reuse and n_keep else np.zeros((batch, 0, cfg.horizon, a_dim))
+        # the policy prior's noise, from the planner's rng as the Gaussian's (torch draws its own)
+        n_prior = cfg.policy_samples if self.packed.reward else 0
+        prior_eps = self.rng.standard_normal((batch, n_prior, cfg.horizon, a_dim), np.float32)
         threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
         model, goal = self.packed, _as_f32(goal_z)
@@ -166,6 +183,9 @@ class _NumbaSampling:
             _as_f32(z0),
             goal,
             *goal_embeddings(model, goal),
+            model.points,
+            model.bounds,
+            prior_eps,
             _as_f32(mean),
             noise,
             np.asarray(sizes, np.int64),
@@ -224,8 +244,6 @@ def make_numba_planner(dynamics: Dynamics, cfg: PlannerConfig, seed: int = 0) ->
     """The planner ``cfg.name`` on the Numba backend; :class:`ConfigError` if it cannot run
     there (the gradient planner, a model that is not an exportable MLP world model)."""
     cfg = as_config(cfg)
-    if getattr(dynamics, "task", "goal") == "reward":
-        raise ConfigError("a reward-task model plans on torch for now: use planner.backend=torch")
     if cfg.name not in NUMBA_PLANNERS:
         raise ConfigError(
             f"planner.name={cfg.name} has no numba backend (it needs gradients through the "

@@ -98,3 +98,35 @@ def test_a_layer_of_another_kind_is_named_and_refused():
     with pytest.raises(ConfigError, match="the actor has Tanh: use planner.backend=torch"):
         pack_mlp(layers, 3, "actor")
     assert export_mlp(nn.GRU(3, 4)) is None
+
+
+def test_a_reward_models_export_carries_its_heads_and_scalars():
+    wm = model(
+        task="reward", continuation=True, reward_loss="regression", reward_scale=2.0, q_heads=3,
+        head_hidden=24, gamma=0.9,
+    )  # fmt: skip
+    exported = wm.export()
+    assert (exported.task, exported.scalar_kind) == ("reward", "regression")
+    assert exported.cost_head is None and exported.critic is None
+    assert len(exported.q_heads) == 3
+    kinds = ["linear", "layernorm", "relu"] * 2 + ["linear"]
+    for part in (exported.reward_head, exported.continuation, exported.policy, *exported.q_heads):
+        assert [layer.kind for layer in part] == kinds
+    assert exported.reward_head[0].weight.shape == (24, 16 + 2)  # over [z, a]
+    assert exported.q_heads[2][-1].weight.shape == (1, 24)  # one regression output
+    assert exported.policy[-1].weight.shape == (2 * 2, 24)  # mean and raw log std
+    assert exported.continuation[-1].weight.shape == (1, 24)
+    np.testing.assert_array_equal(exported.points, wm.scalar.points.numpy())
+    assert exported.reward_scale == 2.0 and exported.value_scale == pytest.approx(20.0)
+    assert exported.gamma == pytest.approx(0.9)
+    assert exported.log_std_min < exported.log_std_max
+    twohot = model(task="reward", bins=11).export()
+    assert twohot.scalar_kind == "twohot" and twohot.points.shape == (11,)
+    assert twohot.continuation is None  # none asked for
+
+
+def test_a_goal_models_export_has_no_reward_heads():
+    exported = model(critic=True).export()
+    assert exported.task == "goal" and exported.scalar_kind is None
+    assert exported.reward_head is None and exported.continuation is None
+    assert exported.q_heads == () and exported.policy is None

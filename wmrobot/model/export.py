@@ -15,6 +15,7 @@ from torch import nn
 
 from wmrobot.datasets.stats import STD_FLOOR
 from wmrobot.model.layers import COST_EPS, VALUE_EPS
+from wmrobot.model.reward import LOG_STD_MAX, LOG_STD_MIN
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,19 @@ class ExportedModel:
       floored); ``encoder`` None for pixel encoders.
     - act(z, g) = mid + half * tanh(actor([z, g])), (mid, half) of [action_low, action_high];
       ``actor`` None without an actor head.
+
+    Reward tasks (``task`` "reward"; for "goal" the heads are None, ``q_heads`` empty):
+
+    - reward(z, a) = scalar(reward_head([z, a]), reward_scale); cont(z) =
+      sigmoid(continuation(z)[0]), 1 where ``continuation`` is None.
+    - V(z) = mean_i scalar(q_heads[i]([z, u]), value_scale) with u = mid + half * tanh(m) and
+      (m, s) = split of policy(z) in two halves of A (the mean and the raw log std).
+    - the policy prior's sample: mid + half * tanh(m + eps * exp(log_std)), eps ~ N(0, 1), with
+      log_std = log_std_min + (log_std_max - log_std_min) * (tanh(s) + 1) / 2.
+    - scalar(out, scale): ``scalar_kind`` "regression": out[0] * scale; "twohot":
+      symexp(sum(softmax(out) * points)), symexp(x) = sign(x) * (exp(|x|) - 1), ``points``
+      (bins,) the bins of both scalars in symlog space.
+    - the planners' discount ``gamma``.
     """
 
     latent_dim: int
@@ -64,6 +78,18 @@ class ExportedModel:
     obs_mean: np.ndarray
     obs_std: np.ndarray
     actor: tuple[Layer, ...] | None
+    task: str
+    reward_head: tuple[Layer, ...] | None
+    continuation: tuple[Layer, ...] | None
+    q_heads: tuple[tuple[Layer, ...], ...]
+    policy: tuple[Layer, ...] | None
+    scalar_kind: str | None
+    points: np.ndarray
+    reward_scale: float
+    value_scale: float
+    gamma: float
+    log_std_min: float
+    log_std_max: float
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -97,6 +123,7 @@ def export_model(model: nn.Module) -> ExportedModel:
     cfg = model.cfg
     predictor = getattr(model.predictor, "net", None) if cfg.predictor == "mlp" else None
     critic, actor = model.critic, model.actor
+    reward = model.task == "reward"
     return ExportedModel(
         latent_dim=model.latent_dim,
         action_dim=model.action_dim,
@@ -114,4 +141,16 @@ def export_model(model: nn.Module) -> ExportedModel:
         obs_mean=_array(model.obs_mean),
         obs_std=_array(model.obs_std.clamp_min(STD_FLOOR)),
         actor=export_mlp(actor.net) if actor is not None else None,
+        task=model.task,
+        reward_head=export_mlp(model.reward_head),
+        continuation=export_mlp(model.continuation),
+        q_heads=tuple(export_mlp(head) for head in model.q.heads) if reward else (),
+        policy=export_mlp(model.policy.net) if reward else None,
+        scalar_kind=model.scalar.kind if reward else None,
+        points=_array(model.scalar.points) if reward else np.zeros(0, np.float32),
+        reward_scale=float(model.scalar.scale) if reward else 1.0,
+        value_scale=float(model.value_scalar.scale) if reward else 1.0,
+        gamma=float(model.gamma),
+        log_std_min=LOG_STD_MIN,
+        log_std_max=LOG_STD_MAX,
     )
