@@ -223,7 +223,12 @@ def env_table(env_id: str, methods: dict[str, dict[int, np.ndarray]]) -> str:
     head += ["wall s (to last row)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, runs in sorted(methods.items()):
-        cells = [method, " ".join(str(s) for s in sorted(runs))]
+        # A run stopped short of the budget (unfinished) shows where it stops.
+        seeds = [
+            f"{s} (to {int(runs[s][-1, 0]):,})" if runs[s][-1, 0] < horizon else str(s)
+            for s in sorted(runs)
+        ]
+        cells = [method, " ".join(seeds)]
         for c in checkpoints:
             cells.append(_mean_std([v for r in runs.values() if (v := value_at(r, c)) is not None]))
         for t in thresholds:

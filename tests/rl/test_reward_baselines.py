@@ -63,6 +63,7 @@ def test_the_report_table_from_planted_curves(tmp_path):
     plant(tmp_path, env, "sac", 1, [(0, -280), (25_000, 2100), (50_000, 3500)])
     plant(tmp_path, env, "sac", 2, [(0, -290), (50_000, 1500)])
     plant(tmp_path, env, "wmrobot", 0, [(0, -300), (10_000, 4200), (50_000, 5000)])
+    plant(tmp_path, env, "wmrobot", 1, [(0, -300), (5_000, 900)])  # still running
     text = bench.report(tmp_path)
     head, sac, ours = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert head.split(" | ")[2:5] == [
@@ -77,7 +78,8 @@ def test_the_report_table_from_planted_curves(tmp_path):
     assert cells[4] == f"{np.mean([50_000, 25_000]):,.0f} (2/3 reached)"
     assert cells[5] == "– (0/3 reached)"
     assert cells[6] == f"{np.mean([1000, 500, 500]):.1f} ± {np.std([1000, 500, 500]):.1f} (3)"
-    assert ours.split(" | ")[4:6] == ["10,000 (1/1 reached)", "10,000 (1/1 reached)"]
+    assert ours.split(" | ")[1] == "0 1 (to 5,000)"
+    assert ours.split(" | ")[4:6] == ["10,000 (1/2 reached)", "10,000 (1/2 reached)"]
     bench.plot(tmp_path, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
@@ -111,6 +113,10 @@ def test_a_sac_run_writes_its_curve_to_the_budget(tmp_path):
     assert curve[:, 0].tolist() == [0, 100, 200, 250]  # a row at 0 and one at the budget
     assert (np.diff(curve[:, 3]) >= 0).all() and (curve[:, 1] > 0).all()
     assert bench.finished(path, 250) and not bench.finished(path, 251)
+    # A shorter budget is the same run cut short: the 100k run's 50k row is a 50k run's.
+    short = tmp_path / "short.csv"
+    bench.run_sac("InvertedPendulum-v5", 200, 0, short, 100)
+    np.testing.assert_array_equal(bench.read_curve(short)[:, :3], curve[:3, :3])
 
 
 @pytest.mark.parametrize(
