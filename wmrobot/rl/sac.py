@@ -93,11 +93,16 @@ def check_task(env_id: str, env: gym.Env, cfg: RLConfig) -> None:
         )
 
 
+def policy_name(env: gym.Env) -> str:
+    """The SB3 policy class for ``env``'s observations: one network input per Dict key, or one."""
+    return "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+
+
 def make_sac(env: gym.Env, cfg: RLConfig, steps: int, seed: int) -> SAC:
     """An untrained SB3 SAC on ``env`` with ``cfg``'s settings (a HER buffer for ``sac_her``)."""
     her = cfg.algo == "sac_her"
     return SAC(
-        "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy",
+        policy_name(env),
         env,
         learning_starts=min(cfg.learning_starts, steps),
         batch_size=cfg.batch_size,
