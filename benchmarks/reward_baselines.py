@@ -127,7 +127,47 @@ def run_sac(env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int
         curve.close()
 
 
-METHODS: dict[str, Method] = {"sac": run_sac}
+# wmrobot learn's settings per env, over configs/learn.yaml: TD-MPC2's seed data (5 episodes
+# of 1000 steps on HalfCheetah).
+LEARN_ENV = {
+    "InvertedPendulum-v5": ["env=inverted_pendulum", "learn.seed_steps=1000"],
+    "Reacher-v5": ["env=gym", "env.id=Reacher-v5", "learn.seed_steps=1000"],
+    "HalfCheetah-v5": ["env=gym", "env.id=HalfCheetah-v5", "learn.seed_steps=5000"],
+}
+
+
+def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int) -> None:
+    """``wmrobot learn`` for ``budget`` env steps (its random seed data included) in the run
+    folder beside the CSV (``<method>-seed<k>/``, not kept in git), resumed if it is there;
+    its curve (evaluations on the same fixed seeds) becomes the CSV."""
+    from wmrobot.cli_common import compose
+    from wmrobot.config import validate
+    from wmrobot.learn import RUN, learn
+
+    torch.set_num_threads(1)
+    run = csv_path.with_suffix("")
+    overrides = list(LEARN_ENV.get(env_id, ["env=gym", f"env.id={env_id}"]))
+    overrides += [f"learn.steps={budget}", f"learn.eval_every={eval_every}", f"seed={seed}"]
+    overrides += [f"learn.eval_seed={EVAL_SEEDS[0]}", f"learn.eval_episodes={len(EVAL_SEEDS)}"]
+    c = validate("learn", compose("learn", overrides))
+    learner = learn(run, env_id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
+                    c.planner, c.learn, seed, resume=(run / RUN).exists())  # fmt: skip
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(learner.p.curve)
+
+
+def _model_config(section):
+    from dataclasses import fields
+
+    from wmrobot.model import ModelConfig
+
+    return ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
+
+
+METHODS: dict[str, Method] = {"sac": run_sac, "wmrobot": run_wmrobot}
 
 
 def read_curve(path: Path) -> np.ndarray:

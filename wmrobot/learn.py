@@ -106,6 +106,7 @@ class Progress:
     updates: int = 0
     next_eval: int = 0
     seconds: float = 0.0
+    eval_seconds: float = 0.0
     curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
@@ -232,8 +233,9 @@ class Learner:
             self.evaluate()
 
     def evaluate(self) -> None:
-        """The planner without noise on the fixed evaluation episodes; one curve row."""
-        cfg = self.cfg
+        """The planner without noise on the fixed evaluation episodes; one curve row (its
+        ``wall_s``: seconds of the run so far, evaluations excluded)."""
+        cfg, start = self.cfg, time.perf_counter()
         agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
         seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         records = evaluate(agent, self.env_id, self.env_kwargs, [{}] * len(seeds),
@@ -245,13 +247,14 @@ class Learner:
             "return_std": round(float(returns.std()), 3),
             "success_mean": round(float(np.mean([r.success for r in records])), 4),
             "updates": self.p.updates,
-            "wall_s": round(self.p.seconds + time.perf_counter() - self.started, 1),
+            "wall_s": round(self.p.seconds + start - self.started - self.p.eval_seconds, 1),
         }
         self.p.curve.append(row)
         write_curve(self.out, self.p.curve, self.env_id)
         self.bar.set_postfix(ret=f"{row['return_mean']:.1f}")
         self.p.next_eval = (self.p.env_steps // cfg.eval_every + 1) * cfg.eval_every
         self.p.next_eval = min(self.p.next_eval, cfg.steps)
+        self.p.eval_seconds += time.perf_counter() - start
 
     def episode(self) -> None:
         """One planner episode (cut at the budget), committed to the dataset."""

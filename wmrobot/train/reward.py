@@ -96,10 +96,10 @@ def reward_loss(
     total = cfg.prediction * prediction + cfg.reward * reward + cfg.value * value
     parts = {"prediction": prediction.item(), "reward": reward.item(), "value": value.item()}
     if model.continuation is not None:
+        # Unweighted along the window: a window never runs past its episode's end, so a
+        # terminal step is always a window's last, which rho's weights would discount most.
         logit = model.continuation(imagined)[..., 0]
-        cont = weighted(
-            F.binary_cross_entropy_with_logits(logit, 1 - terminated.float(), reduction="none")
-        )
+        cont = F.binary_cross_entropy_with_logits(logit, 1 - terminated.float())
         total = total + cfg.continuation * cont
         parts["continuation"] = cont.item()
     flat = zs.reshape(-1, zs.shape[-1])
