@@ -6,7 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from wmrobot.envs.wrappers import is_ours, make_with_obs_mode
+from wmrobot.envs.wrappers import is_ours, make_with_obs_mode, plain_rendering
 from wmrobot.errors import EnvError
 
 
@@ -23,6 +23,10 @@ def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) ->
             env = gym.make(env_id, **kwargs)
     except TypeError as e:
         raise EnvError(f"bad arguments {kwargs} for env {env_id!r}: {e}") from None
+    if kwargs.get("render_mode") == "rgb_array" and not is_ours(env_id):
+        model = getattr(env.unwrapped, "model", None)
+        if model is not None:  # as the observation modes render (datasets' pixels=N)
+            plain_rendering(model)
     if not isinstance(env.action_space, gym.spaces.Box):
         # The policies, models and planners all act in a continuous action box.
         env.close()

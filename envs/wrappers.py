@@ -26,6 +26,14 @@ def is_ours(env_id: str) -> bool:
     return str(gym.registry[env_id].entry_point).startswith("wmrobot.")
 
 
+def plain_rendering(model: Any) -> None:
+    """Render a MuJoCo model without shadows, reflections or multisampling: the frames of the
+    observation modes, and of a gym env collected with ``pixels=N``, so both look the same."""
+    model.light_castshadow[:] = 0
+    model.mat_reflectance[:] = 0
+    model.vis.quality.offsamples = 0
+
+
 def make_with_obs_mode(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     """A Gymnasium MuJoCo env in an observation mode: ``state`` (the env's own vector),
     ``pixels`` (a dict with ``pixels``, ``height x width x 3`` uint8) or ``state+pixels`` (a
@@ -46,9 +54,7 @@ def make_with_obs_mode(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     if model is None:
         env.close()
         raise EnvError(f"obs_mode={obs_mode} needs a MuJoCo env; {env_id!r} is not one")
-    model.light_castshadow[:] = 0
-    model.mat_reflectance[:] = 0
-    model.vis.quality.offsamples = 0
+    plain_rendering(model)
     env = AddRenderObservation(env, render_only=False, render_key="pixels", obs_key="state")
     # render_only=True would return a bare array; the suite's pixel mode is a dict, as ours.
     return FilterObservation(env, ["pixels"]) if obs_mode == "pixels" else env

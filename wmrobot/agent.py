@@ -116,7 +116,7 @@ class Observer:
                     "this model reads pixels: make the env with obs_mode='state+pixels' "
                     "(wmrobot plan does so for pixel checkpoints)"
                 )
-            frame = torch.as_tensor(np.asarray(obs["pixels"]))
+            frame = torch.as_tensor(np.ascontiguousarray(obs["pixels"]))
             if self.frames > 1:
                 if self.stack is None or len(self.stack) != len(frame):
                     self.stack = frame[:, None].repeat(1, self.frames, 1, 1, 1)
@@ -149,7 +149,10 @@ def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[st
     if "pixels" not in model.input_keys or model.image_shape is None:
         return dict(env_kwargs)
     height, width = model.image_shape[:2]
-    return {**env_kwargs, "obs_mode": "state+pixels", "width": width, "height": height}
+    # A gym env's pixel dataset records the render_mode it was collected with; the observation
+    # mode renders frames itself.
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "render_mode"}
+    return {**kwargs, "obs_mode": "state+pixels", "width": width, "height": height}
 
 
 def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None:

@@ -63,3 +63,18 @@ def test_bad_modes_are_refused_in_one_line(kwargs, message):
 def test_an_env_without_box_actions_is_one_clear_error():
     with pytest.raises(EnvError, match=r"'CartPole-v1' has Discrete\(2\) actions; .* Box"):
         make_env("CartPole-v1")
+
+
+def test_gym_env_pixel_datasets_render_as_the_pixel_observations_do():
+    # A model trained on `collect pixels=N` frames plans from obs_mode frames: one renderer
+    # setting for both (no shadows, reflections or multisampling), the obs modes' documented one.
+    size = {"width": 32, "height": 32}
+    for kwargs in ({"render_mode": "rgb_array", **size}, {"obs_mode": "pixels", **size}):
+        env = make_env("HalfCheetah-v5", kwargs)
+        model = env.unwrapped.model
+        assert not model.light_castshadow.any() and not model.mat_reflectance.any()
+        assert model.vis.quality.offsamples == 0
+        env.close()
+    plain = make_env("HalfCheetah-v5", {})
+    assert plain.unwrapped.model.light_castshadow.any()  # untouched without frames
+    plain.close()

@@ -16,7 +16,6 @@ from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
 from wmrobot.model.world_model import WorldModel
 
 REWARD_KEYS = ("reward", "terminated")
-TERMINAL_WEIGHT = 10.0  # the most a terminal step weighs in the continuation loss
 
 
 @dataclass
@@ -99,14 +98,9 @@ def reward_loss(
     if model.continuation is not None:
         # Unweighted along the window: a window never runs past its episode's end, so a
         # terminal step is always a window's last, which rho's weights would discount most.
-        # Terminal steps are rare (one per episode): they weigh up to TERMINAL_WEIGHT times
-        # more, so the head learns them within thousands of updates, not hundreds of
-        # thousands; the price is a cautious continuation near where episodes end.
+        # Not re-balanced: the planner multiplies these probabilities, so they stay unbiased.
         logit = model.continuation(imagined)[..., 0]
-        ended = terminated.float()
-        ratio = (1 - ended).sum() / ended.sum().clamp_min(1)
-        weight = 1 + ended * (ratio.clamp(1, TERMINAL_WEIGHT) - 1)
-        cont = F.binary_cross_entropy_with_logits(logit, 1 - ended, weight=weight)
+        cont = F.binary_cross_entropy_with_logits(logit, 1 - terminated.float())
         total = total + cfg.continuation * cont
         parts["continuation"] = cont.item()
     flat = zs.reshape(-1, zs.shape[-1])
