@@ -116,7 +116,7 @@ def train(
     for done in range(1, checkpoints[-1] + 1):
         start = time.perf_counter()
         update(batches.sample(gen), lambda *a: None)
-        follow_targets(model, mcfg.ema, tcfg.reward.tau)
+        follow_targets(model, mcfg.ema, tcfg)
         elapsed += time.perf_counter() - start
         if done in checkpoints:
             yield done, model.eval(), done / elapsed

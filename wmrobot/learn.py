@@ -210,7 +210,7 @@ class Learner:
         self.model.train()
         for _ in range(n):
             parts, _ = self.update(self.batches.sample(self.gen), _finite)
-            follow_targets(self.model, self.model.cfg.ema, self.train_cfg.reward.tau)
+            follow_targets(self.model, self.model.cfg.ema, self.train_cfg)
             if self.p.updates % self.train_cfg.log_every == 0:
                 self.log.write({"step": self.p.updates, **rounded(parts)})
             self.p.updates += 1

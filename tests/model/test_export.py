@@ -120,7 +120,7 @@ def test_a_reward_models_export_carries_its_heads_and_scalars():
     assert exported.reward_scale == 2.0 and exported.value_scale == pytest.approx(20.0)
     assert exported.gamma == pytest.approx(0.9)
     assert exported.log_std_min < exported.log_std_max
-    twohot = model(task="reward", bins=11).export()
+    twohot = model(task="reward", reward_loss="twohot", bins=11, reward_scale=1.0).export()
     assert twohot.scalar_kind == "twohot" and twohot.points.shape == (11,)
     assert twohot.continuation is None  # none asked for
 

@@ -33,7 +33,7 @@ def reward_model(kind: str = "twohot", continuation: bool = True, **changes) -> 
         continuation=continuation,
         head_hidden=32,
         bins=21,
-        **changes,
+        **{"reward_scale": 1.0, **changes},
     )
 
 

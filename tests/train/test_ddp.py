@@ -77,14 +77,14 @@ def one_process_step(dataset: str, draws: list[torch.Generator]) -> dict[str, to
     batch = [batches.sample(g) for g in draws]
     loss, _, _ = Objective(model, TRAIN)(batch[0] if len(draws) == 1 else combined(*batch))
     descend(loss, opts, TRAIN.grad_clip)
-    follow_targets(model, model.momentum(0, TRAIN.steps), TRAIN.critic.target_tau)
+    follow_targets(model, model.momentum(0, TRAIN.steps), TRAIN)
     for _ in range(TRAIN.critic.finetune):
         batch = [batches.sample(g, windows=False) for g in draws]
         loss, _, _ = Objective(model, TRAIN, jepa=False)(
             batch[0] if len(draws) == 1 else combined(*batch)
         )
         descend(loss, opts[-1:], TRAIN.grad_clip)
-        follow_targets(model, None, TRAIN.critic.target_tau)
+        follow_targets(model, None, TRAIN)
     return model.state_dict()
 
 

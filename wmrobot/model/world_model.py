@@ -44,7 +44,8 @@ class ModelConfig:
     continuation head c(z) when ``continuation``, an ensemble of ``q_heads`` action-value
     heads with target networks, and a Gaussian policy prior; ``head_hidden`` wide,
     ``head_depth`` deep, discount ``gamma``). ``reward_loss`` picks how rewards and values
-    are learnt (:mod:`wmrobot.model.reward`); ``reward_scale`` is the regression's unit.
+    are learnt (:mod:`wmrobot.model.reward`); ``reward_scale`` is the regression's unit (None:
+    the dataset's reward RMS, set when the model is built for it).
     """
 
     latent_dim: int
@@ -68,9 +69,9 @@ class ModelConfig:
     actor_hidden: int = 256
     actor_depth: int = 2
     task: str = "goal"
-    reward_loss: str = "twohot"
+    reward_loss: str = "regression"
     bins: int = 101
-    reward_scale: float = 1.0
+    reward_scale: Optional[float] = None  # noqa: UP045 (None: the data's reward RMS)
     q_heads: int = 2
     head_hidden: int = 256
     head_depth: int = 2
@@ -183,8 +184,11 @@ class WorldModel(nn.Module):
         self.cost_head = None
         self.critic = self.critic_target = self.actor = None
         self.reward_head = self.continuation = self.q = self.q_target = self.policy = None
-        if cfg.task not in TASKS:
-            raise ConfigError(f"model.task={cfg.task!r}: build the model for a dataset")
+        if cfg.task not in TASKS or (cfg.task == "reward" and cfg.reward_scale is None):
+            raise ConfigError(
+                f"model.task={cfg.task!r}, reward_scale={cfg.reward_scale}: build the model "
+                f"for a dataset (wmrobot.train.data.build_model), which resolves them"
+            )
         if cfg.task == "reward":
             self._reward_heads(cfg, action_dim)
             return

@@ -27,6 +27,9 @@ def observation_keys(store: EpisodeStore) -> tuple[str, str]:
     )
 
 
+REWARD_SCALE_FLOOR = 1e-3  # the unit of a dataset whose rewards are all zero
+
+
 def is_goal_dataset(store: EpisodeStore) -> bool:
     """Whether ``store`` is of a goal-conditioned task (it records achieved goals)."""
     return {"obs/observation", "obs/achieved_goal"} <= set(store.keys)
@@ -46,7 +49,8 @@ def state_key(store: EpisodeStore) -> str:
 
 def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with ``task="auto"`` made "goal" or "reward" by the dataset, and, for a reward
-    task, ``continuation`` made true when any episode terminated."""
+    task, ``continuation`` made true when any episode terminated and a null ``reward_scale``
+    made the root mean square of its rewards."""
     task = cfg.task
     if task == "auto":
         task = "goal" if is_goal_dataset(store) else "reward"
@@ -59,7 +63,13 @@ def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
     cont = cfg.continuation
     if cont is None:
         cont = bool(np.asarray(store.array("terminated")[: store.n_rows]).any())
-    return dataclasses.replace(cfg, task="reward", continuation=cont)
+    scale = cfg.reward_scale
+    if scale is None:  # normalised regression: in units of the data's reward RMS
+        stats = store.attrs["stats"]["reward"]
+        mean, std = np.asarray(stats["mean"], float), np.asarray(stats["std"], float)
+        rms = float(np.sqrt(np.mean(mean**2 + std**2)))
+        scale = max(rms, REWARD_SCALE_FLOOR)
+    return dataclasses.replace(cfg, task="reward", continuation=cont, reward_scale=scale)
 
 
 def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:

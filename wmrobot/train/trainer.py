@@ -151,15 +151,16 @@ def descend(loss: torch.Tensor, opts: list[torch.optim.Optimizer], clip: float) 
         o.step()
 
 
-def follow_targets(model: WorldModel, momentum: float | None, tau: float) -> None:
+def follow_targets(model: WorldModel, momentum: float | None, cfg: TrainConfig) -> None:
     """Move the target encoder (EMA with ``momentum``; None leaves it) and the critic's or Q
-    heads' target networks (Polyak step ``tau``) towards their online networks."""
+    heads' target networks (Polyak steps ``critic.target_tau``, ``reward.tau``) towards their
+    online networks."""
     if momentum is not None:
         model.update_target(momentum)
     if model.critic is not None:
-        critic_update(model.critic, model.critic_target, tau)
+        critic_update(model.critic, model.critic_target, cfg.critic.target_tau)
     if model.q is not None:
-        critic_update(model.q, model.q_target, tau)
+        critic_update(model.q, model.q_target, cfg.reward.tau)
 
 
 class RewardUpdate:
@@ -287,7 +288,7 @@ def fit(
 
             parts, z = update(batch, check)
             sched.step()
-            follow_targets(model, model.momentum(step, cfg.steps), cfg.critic.target_tau)
+            follow_targets(model, model.momentum(step, cfg.steps), cfg)
             wait.add(drawn - tick, time.perf_counter() - tick)
             if log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
                 row = {"step": step, **rounded(parts), **watch(z, step)}
@@ -343,7 +344,7 @@ def finetune_critic(
     for i in range(cfg.critic.finetune):
         loss, parts, _ = objective(batches.sample(gen, windows=False))
         descend(loss, [opt], cfg.grad_clip)
-        follow_targets(model, None, cfg.critic.target_tau)
+        follow_targets(model, None, cfg)
         if log and (i % cfg.log_every == 0 or i == cfg.critic.finetune - 1):
             log.write({"step": cfg.steps + i, **rounded(parts)})
 
