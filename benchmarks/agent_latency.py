@@ -40,6 +40,7 @@ def main() -> None:
     train = validate("train", compose("train", ["dataset=unused"]))
     distill = validate("distill", compose("distill", ["checkpoint=unused"]))
     cfg = ModelConfig(**{f.name: getattr(train.model, f.name) for f in fields(ModelConfig)})
+    cfg = replace(cfg, task="goal")  # task=auto: PointMaze's dataset would make it a goal model
     env = make_env("wmrobot/PointMaze-v0", {"layout": "umaze"})
     low, high = torch.as_tensor(env.action_space.low), torch.as_tensor(env.action_space.high)
     model = WorldModel(4, 2, cfg, action_low=low, action_high=high).eval()

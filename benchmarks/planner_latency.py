@@ -65,7 +65,10 @@ def world_model(
     values = yaml.safe_load((CONFIGS / "model" / f"{config}.yaml").read_text())
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{**{k: v for k, v in values.items() if k in names}, **changes})
+    values = {k: v for k, v in values.items() if k in names}
+    if values.get("task") == "auto":  # what a dataset decides: here, a goal task's model
+        values["task"] = "goal"
+    cfg = ModelConfig(**{**values, **changes})
     return WorldModel(obs_dim, action_dim, cfg).eval()
 
 
@@ -200,9 +203,10 @@ def reward_latency(args: argparse.Namespace) -> dict:
     rows = {}
     for env in envs:
         obs_dim, action_dim, terminates = REWARD_ENVS[env]
-        model = world_model(
-            args.seed, "reward_mlp", obs_dim, action_dim, continuation=terminates, **widths
-        )
+        model = world_model(  # reward_scale: a dataset's, set when a model is built for it
+            args.seed, "reward_mlp", obs_dim, action_dim, continuation=terminates,
+            reward_scale=1.0, **widths,
+        )  # fmt: skip
         for batch in batches:
             gen = torch.Generator().manual_seed(args.seed)
             z0 = torch.randn(batch, model.latent_dim, generator=gen)

@@ -17,6 +17,7 @@ REQUIRED = {
     "demo": [],
     "distill": ["checkpoint=ckpt"],
     "eval_model": ["checkpoint=ckpt", "dataset=d.zarr"],
+    "learn": [],
 }
 
 
@@ -150,10 +151,16 @@ def test_a_frozen_set_of_another_env_is_refused():
 
 
 @pytest.mark.parametrize("env", sorted(p.stem for p in (Path(config_dir()) / "env").glob("*.yaml")))
-@pytest.mark.parametrize("command", ["collect", "plan", "demo"])
+@pytest.mark.parametrize("command", ["collect", "plan", "demo", "learn"])
 def test_every_task_config_composes_for_every_command_that_takes_one(env, command):
-    typed = checked(command, f"env={env}")
-    assert typed.env.id.startswith(("wmrobot/", "HalfCheetah"))
+    given = ["env.id=Hopper-v5"] if env == "gym" else []  # the generic config names none
+    typed = checked(command, f"env={env}", *given)
+    assert typed.env.id.startswith(("wmrobot/", "HalfCheetah", "InvertedPendulum", "Hopper"))
+
+
+def test_the_generic_gym_config_asks_for_an_id():
+    with pytest.raises(ConfigError, match="env.id is required"):
+        checked("collect", "env=gym")
 
 
 def test_a_task_may_set_its_planner_defaults_and_the_command_line_still_wins():

@@ -156,8 +156,9 @@ def observation_kwargs(model: WorldModel, env_kwargs: dict[str, Any]) -> dict[st
 
 
 def require_actor(model: WorldModel, mode: str, checkpoint: str = "DIR") -> None:
-    """Refuse, in one line, an agent ``mode`` that needs the actor head ``model`` lacks."""
-    if model.actor is None:
+    """Refuse, in one line, an agent ``mode`` that needs the actor head ``model`` lacks (a
+    reward-task model's policy prior is its actor)."""
+    if model.actor is None and model.policy is None:
         raise ConfigError(
             f"agent.mode={mode} needs a model with an actor head; make one with "
             f"`wmrobot distill checkpoint={checkpoint}` and plan with the checkpoint it writes"

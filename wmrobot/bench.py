@@ -143,12 +143,14 @@ def evaluate_actor(
     pairs: list[dict[str, Any]],
     budget: int,
     env_steps: int,
+    episode_seeds: list[int] | None = None,
 ) -> MethodResult:
-    """Mode-1: the actor head, one forward pass per action. It is deterministic, so one run
-    of the set (seed 0) is its whole result."""
+    """Mode-1: the actor head (a reward task's policy prior), one forward pass per action. It
+    is deterministic, so one run of the set (seed 0) is its whole result."""
     env = make_env(env_id, env_kwargs)
-    agent = ActorAgent(model, env.unwrapped.goal_observation)
-    records = [r.as_dict() for r in evaluate(agent, env_id, env_kwargs, pairs, budget)]
+    agent = ActorAgent(model, getattr(env.unwrapped, "goal_observation", None))
+    records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
+    records = [r.as_dict() for r in records]
     obs, _ = env.reset(seed=0, options=pairs[0])
     latency = decision_latency_ms(agent, obs, calls=200)
     env.close()

@@ -303,7 +303,9 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
         results.append(evaluate_random(env_id, env_kwargs, pairs, budget, c.seeds, episode_seeds))
     mode = getattr(getattr(c, "agent", None), "mode", "2")
     if mode == "1":
-        results.append(evaluate_actor(model, env_id, env_kwargs, pairs, budget, env_steps))
+        results.append(
+            evaluate_actor(model, env_id, env_kwargs, pairs, budget, env_steps, episode_seeds)
+        )
     else:
         results.append(
             evaluate_planner(

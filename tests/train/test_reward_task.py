@@ -241,3 +241,16 @@ def test_bad_reward_settings_are_one_line(tmp_path):
         resolve_task(store, tiny_cfg())
     with pytest.raises(ConfigError, match="build the model for a dataset"):
         WorldModel(3, 2, tiny_cfg())
+
+
+def test_mode_1_acts_with_the_policy_prior(tmp_path):
+    from wmrobot.agent import ActorAgent
+
+    store = reward_store(tmp_path / "d.zarr", np.random.default_rng(3))
+    model = build_model(store, tiny_cfg()).eval()
+    obs = np.random.default_rng(4).normal(0, 1, (5, OBS)).astype(np.float32)
+    action, _ = ActorAgent(model, None).predict(obs)
+    with torch.no_grad():
+        want = model.policy_action(model.encode(torch.as_tensor(obs)))
+    np.testing.assert_allclose(action, want.numpy(), rtol=1e-6)
+    assert np.all(np.abs(action) <= 1.0)

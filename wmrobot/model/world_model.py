@@ -348,7 +348,10 @@ class WorldModel(nn.Module):
         return self.critic(z, goal_z)
 
     def act(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
-        """Mode-1: the actor head's action, inside the action bounds: (..., D) -> (..., A)."""
+        """Mode-1: the actor head's action, inside the action bounds: (..., D) -> (..., A); on
+        a reward task, the policy prior's mode (``goal_z`` unused)."""
+        if self.policy is not None:
+            return self.policy_action(z)
         if self.actor is None:
             raise RuntimeError("this model has no actor head; make one with `wmrobot distill`")
         mid, half = self.action_scale()
