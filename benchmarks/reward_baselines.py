@@ -220,7 +220,7 @@ def env_table(env_id: str, methods: dict[str, dict[int, np.ndarray]]) -> str:
     head = ["method", "seeds"]
     head += [f"return at {c:,}" for c in checkpoints]
     head += [f"steps to {t:g}{within}" for t in thresholds]
-    head += ["wall s (to last row)"]
+    head += [f"wall s at {horizon:,}" if np.isfinite(horizon) else "wall s (last row)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, runs in sorted(methods.items()):
         # A run stopped short of the budget (unfinished) shows where it stops.
@@ -235,7 +235,10 @@ def env_table(env_id: str, methods: dict[str, dict[int, np.ndarray]]) -> str:
             reached = [s for r in runs.values() if (s := steps_to(r, t, horizon)) is not None]
             mean = f"{statistics.mean(reached):,.0f}" if reached else "–"
             cells.append(f"{mean} ({len(reached)}/{len(runs)} reached)")
-        cells.append(_mean_std([float(r[-1, 3]) for r in runs.values()]))
+        walls = [
+            value_at(r, horizon, 3) if np.isfinite(horizon) else r[-1, 3] for r in runs.values()
+        ]
+        cells.append(_mean_std([float(w) for w in walls if w is not None]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
