@@ -140,6 +140,7 @@ def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every:
     """``wmrobot learn`` for ``budget`` env steps (its random seed data included) in the run
     folder beside the CSV (``<method>-seed<k>/``, not kept in git), resumed if it is there;
     its curve (evaluations on the same fixed seeds) becomes the CSV."""
+    from wmrobot.cli import _model_config
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
     from wmrobot.learn import RUN, learn
@@ -157,14 +158,6 @@ def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(learner.p.curve)
-
-
-def _model_config(section):
-    from dataclasses import fields
-
-    from wmrobot.model import ModelConfig
-
-    return ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
 
 
 METHODS: dict[str, Method] = {"sac": run_sac, "wmrobot": run_wmrobot}

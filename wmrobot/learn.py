@@ -252,9 +252,14 @@ class Learner:
         self.p.curve.append(row)
         write_curve(self.out, self.p.curve, self.env_id)
         self.bar.set_postfix(ret=f"{row['return_mean']:.1f}")
-        self.p.next_eval = (self.p.env_steps // cfg.eval_every + 1) * cfg.eval_every
-        self.p.next_eval = min(self.p.next_eval, cfg.steps)
+        self.p.next_eval = self.following_eval()
         self.p.eval_seconds += time.perf_counter() - start
+
+    def following_eval(self) -> int:
+        """The env step of the next evaluation: the next multiple of ``eval_every``, or the
+        budget's end."""
+        every = self.cfg.eval_every
+        return min((self.p.env_steps // every + 1) * every, self.cfg.steps)
 
     def episode(self) -> None:
         """One planner episode (cut at the budget), committed to the dataset."""
@@ -306,12 +311,9 @@ class Learner:
         self.build()
         try:
             if fresh:
-                roll_back(self.store, self.store.n_episodes)  # nothing to drop: seed data
                 self.p.episodes = self.store.n_episodes
                 self.p.env_steps = self.store.n_transitions
-                self.p.next_eval = min(
-                    (self.p.env_steps // cfg.eval_every + 1) * cfg.eval_every, cfg.steps
-                )
+                self.p.next_eval = self.following_eval()
             else:
                 self.load()
                 roll_back(self.store, self.p.episodes)  # episodes after the state: redone

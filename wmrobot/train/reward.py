@@ -175,14 +175,12 @@ class RewardBatches:
     def sample(self, gen: torch.Generator) -> dict[str, Any]:
         s = self.stack
         batch = self.sampler.sample(self.batch_size, gen)
+        from wmrobot.train.data import to_device
+
         out = {
             "inputs": self.model.window_inputs(batch),
             "actions": batch["action"][:, s - 1 :],
             "rewards": batch["reward"][:, s - 1 :].float(),
             "terminated": batch["terminated"][:, s - 1 :],
         }
-        return {
-            k: ({n: t.to(self.device) for n, t in v.items()} if isinstance(v, dict) else
-                v.to(self.device))
-            for k, v in out.items()
-        }  # fmt: skip
+        return to_device(out, self.device)
