@@ -30,6 +30,16 @@ def observation_keys(store: EpisodeStore) -> tuple[str, str]:
 REWARD_SCALE_FLOOR = 1e-3  # the unit of a dataset whose rewards are all zero
 
 
+REWARD_KEYS = ("reward", "terminated")
+
+
+def check_reward_dataset(store: EpisodeStore) -> None:
+    """Refuse, in one line, a dataset without the rewards a reward task learns from."""
+    missing = [k for k in REWARD_KEYS if k not in store.keys]
+    if missing:
+        raise DatasetError(f"{store.path!r} has no {missing[0]!r} column; collect it again")
+
+
 def is_goal_dataset(store: EpisodeStore) -> bool:
     """Whether ``store`` is of a goal-conditioned task (it records achieved goals)."""
     return {"obs/observation", "obs/achieved_goal"} <= set(store.keys)
@@ -57,8 +67,6 @@ def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
     if task == "goal":
         observation_keys(store)  # the one-line refusal of a dataset without goals
         return dataclasses.replace(cfg, task="goal")
-    from wmrobot.train.reward import check_reward_dataset
-
     check_reward_dataset(store)
     cont = cfg.continuation
     if cont is None:

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from wmrobot.datasets import EpisodeStore, WindowSampler
-from wmrobot.errors import DatasetError, check_range
+from wmrobot.errors import check_range
 from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
 from wmrobot.model.world_model import WorldModel
-
-REWARD_KEYS = ("reward", "terminated")
+from wmrobot.train.data import REWARD_KEYS, check_reward_dataset, to_device
 
 
 @dataclass
@@ -42,13 +41,6 @@ class RewardLossConfig:
         check_range("model.train.reward.rho", self.rho, 0, 1, closed=False)
         check_range("model.train.reward.tau", self.tau, 0, 1, closed=False)
         check_range("model.train.reward.policy_lr", self.policy_lr, 0, closed=False)
-
-
-def check_reward_dataset(store: EpisodeStore) -> None:
-    """Refuse, in one line, a dataset without the rewards a reward task learns from."""
-    missing = [k for k in REWARD_KEYS if k not in store.keys]
-    if missing:
-        raise DatasetError(f"{store.path!r} has no {missing[0]!r} column; collect it again")
 
 
 def reward_loss(
@@ -175,8 +167,6 @@ class RewardBatches:
     def sample(self, gen: torch.Generator) -> dict[str, Any]:
         s = self.stack
         batch = self.sampler.sample(self.batch_size, gen)
-        from wmrobot.train.data import to_device
-
         out = {
             "inputs": self.model.window_inputs(batch),
             "actions": batch["action"][:, s - 1 :],
