@@ -98,6 +98,10 @@ class Planner:
     def reset(self) -> None:
         """Forget what was remembered from earlier decisions (a new episode starts)."""
 
+    def refresh(self) -> None:
+        """The model's weights changed (an online update): plan with the new ones. The torch
+        planners call the model itself; a compiled backend re-reads its copy."""
+
     def keep(self, indices: torch.Tensor) -> None:
         """Keep the memory of these batch rows only (the others' episodes ended)."""
 

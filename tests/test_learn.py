@@ -100,3 +100,24 @@ def test_learn_bad_input_is_one_line(tmp_path, args, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_plan_scores_a_learned_model_over_the_envs_own_episode_length(tmp_path):
+    """`wmrobot plan` on a reward task: return over the fixed episodes beside random actions,
+    each episode as long as the env's time limit (env.eval.budget=null)."""
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    subprocess.run(wmrobot(f"out={tmp_path / 'l'}"), check=True, env=env, capture_output=True)
+    plan = [sys.executable, "-m", "wmrobot.cli", "plan", f"checkpoint={tmp_path / 'l/checkpoint'}"]
+    plan += ["env=inverted_pendulum", "+env.kwargs.max_episode_steps=50", "env.eval.pairs=3"]
+    plan += ["seeds=[0]", "video=false", "planner.samples=16", "planner.elites=4"]
+    done = subprocess.run([*plan, f"out={tmp_path / 'p'}"], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    episodes = list(csv.DictReader(open(tmp_path / "p" / "episodes.csv")))
+    assert sorted({e["method"] for e in episodes}) == ["Mode-2 MPPI", "random"]
+    for method in ("random", "Mode-2 MPPI"):
+        mine = [e for e in episodes if e["method"] == method]
+        assert len(mine) == 3 and all(1 <= int(e["steps"]) <= 50 for e in mine)
+        # +1 per step upright (0 for the step the pole falls)
+        assert all(int(e["steps"]) - 1 <= float(e["ret"]) <= int(e["steps"]) for e in mine)
+    random_steps = sorted(int(e["steps"]) for e in episodes if e["method"] == "random")
+    assert random_steps[0] < 50  # random actions let the pole fall

@@ -24,7 +24,7 @@ from wmrobot.train.trainer import TrainConfig
 class EvalSetConfig:
     pairs: int = 30
     seed: int = 1234
-    budget: int = 100
+    budget: Optional[int] = 100  # noqa: UP045  (None: the env's own time limit)
     max_distance: Optional[float] = None  # noqa: UP045
     file: Optional[str] = None  # noqa: UP045  (a frozen set: its pairs and budget win)
 

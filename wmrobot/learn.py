@@ -127,7 +127,7 @@ class Learner:
     ) -> None:
         self.out, self.env_id, self.env_kwargs = out, env_id, dict(env_kwargs)
         self.model_cfg, self.train_cfg, self.cfg, self.seed = model_cfg, train_cfg, cfg, seed
-        self.planner_cfg = dataclasses.replace(as_config(planner), backend="torch")
+        self.planner_cfg = as_config(planner)
         self.show = progress
         self.p = Progress()
         self.identity = json.dumps(
@@ -159,6 +159,12 @@ class Learner:
         self.gen = batch_generator(self.seed, 0)
         self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
         self.rng = np.random.default_rng([self.seed, 1])  # exploration noise
+        if self.planner_cfg.backend == "auto":  # not timed here: a resumed run plans alike
+            self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="numba")
+            try:
+                self.agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+            except ConfigError:  # not an exportable MLP model
+                self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="torch")
         self.agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
         self.batches: RewardBatches | None = None
         self.log = None
@@ -198,6 +204,7 @@ class Learner:
         self.rng.bit_generator.state = json.loads(state["noise_rng"])
         planner = self.agent.controller.planner
         planner.rng.bit_generator.state = json.loads(state["planner_rng"])
+        planner.refresh()  # the loaded weights
 
     # --------------------------------------------------------------------------------- steps
     def train(self, n: int) -> None:
@@ -215,6 +222,7 @@ class Learner:
                 self.log.write({"step": self.p.updates, **rounded(parts)})
             self.p.updates += 1
         self.model.eval()
+        self.agent.controller.planner.refresh()  # a compiled planner re-reads the weights
 
     def act(self, obs: Any) -> np.ndarray:
         """The planner's action plus exploration noise, inside the bounds."""

@@ -150,12 +150,19 @@ class _NumbaSampling:
 
     def __init__(self, dynamics: Dynamics, cfg: PlannerConfig, seed: int = 0) -> None:
         super().__init__(dynamics, cfg, seed)
-        self.packed = pack_model(dynamics)
+        self._pack(check=True)
+        self._low = self.low.numpy().astype(np.float32)
+        self._high = self.high.numpy().astype(np.float32)
+
+    def _pack(self, check: bool) -> None:
+        self.packed = pack_model(self.dynamics, check=check)
         objective = self.objective
         self.step_weights = step_weights(self.packed, objective)
         self.coef = coefficients(self.packed, objective.value_weight, objective.smooth_weight)
-        self._low = self.low.numpy().astype(np.float32)
-        self._high = self.high.numpy().astype(np.float32)
+
+    def refresh(self) -> None:
+        """Re-read the model's weights (same architecture: checked when first packed)."""
+        self._pack(check=False)
 
     def plan(
         self, z0: torch.Tensor, goal_z: torch.Tensor, init_mean: torch.Tensor | None = None

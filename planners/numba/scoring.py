@@ -83,14 +83,14 @@ def _concat(nets: dict[int, MLPWeights], rows: int) -> tuple[MLPWeights, np.ndar
     return merged, layers
 
 
-def pack_model(dynamics: Dynamics) -> PackedModel:
+def pack_model(dynamics: Dynamics, check: bool = True) -> PackedModel:
     """The kernels' copy of ``dynamics``, from its ``export()``
     (:class:`~wmrobot.planners.dynamics.ModelExport`).
 
     Raises :class:`ConfigError` for a model it cannot run (one without ``export()``, a GRU or
     transformer predictor, other layers), or one whose packed copy does not reproduce its
     torch objective (rollout, cost and value; or reward, continuation and state value) on a
-    random probe.
+    random probe (``check``; a re-read of a checked model's new weights may skip it).
     """
     export_hook = getattr(dynamics, "export", None)
     if export_hook is None:
@@ -138,7 +138,8 @@ def pack_model(dynamics: Dynamics) -> PackedModel:
     packed = PackedModel(
         net, layers, np.array(coef + scalars, np.float32), has_value, points, bounds, reward, gamma
     )
-    _check_packed(dynamics, packed)
+    if check:
+        _check_packed(dynamics, packed)
     return packed
 
 

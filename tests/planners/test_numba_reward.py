@@ -74,6 +74,25 @@ def test_one_seed_gives_one_plan_on_both_backends_without_policy_samples(name):
         assert torch_plan.abs().max() > 0.05  # a plan, not the mid-range start
 
 
+def test_refresh_plans_with_the_models_new_weights():
+    """An online update changes the weights; after refresh() the Numba planner plans with the
+    new ones, as the torch planner (which calls the model itself) does."""
+    model = reward_model()
+    cfg = planner_config("mppi", horizon=4, samples=48, iterations=3, elites=6, policy_samples=0)
+    numba_planner = make_numba_planner(model, cfg, seed=5)
+    with torch.no_grad():
+        for p in model.reward_head.parameters():
+            p.add_(torch.randn_like(p))
+    z0, _ = random_problem(model, 2, 1, 1)
+    stale = numba_planner.plan(z0, z0)
+    numba_planner.rng = np.random.default_rng(5)
+    numba_planner.refresh()
+    fresh = numba_planner.plan(z0, z0)
+    expect = TORCH_PLANNERS["mppi"](model, cfg, seed=5).plan(z0, z0)
+    torch.testing.assert_close(fresh, expect, rtol=0, atol=1e-4)
+    assert (stale - expect).abs().max() > 1e-3  # the old copy planned otherwise
+
+
 def test_the_policy_prior_samples_the_policy_along_its_rollout():
     model = reward_model(action_dim=3)
     packed = pack_model(model)

@@ -1,6 +1,8 @@
 """Reward tasks: the heads learn the env's signal, the planners' objective ranks sequences by
 predicted return, and the scalar encodings are exact where they must be."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from wmrobot.model.reward import Scalar, symexp, symlog
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.planners import PlannerConfig, make_planner
 from wmrobot.planners.base import Objective
-from wmrobot.train.data import build_model, resolve_task
+from wmrobot.train.data import build_model, discount, resolve_task
 from wmrobot.train.reward import RewardBatches
 from wmrobot.train.trainer import RewardUpdate, TrainConfig, follow_targets, optimizers
 
@@ -254,3 +256,12 @@ def test_mode_1_acts_with_the_policy_prior(tmp_path):
         want = model.policy_action(model.encode(torch.as_tensor(obs)))
     np.testing.assert_allclose(action, want.numpy(), rtol=1e-6)
     assert np.all(np.abs(action) <= 1.0)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "gamma"),
+    [("Reacher-v5", 0.95), ("HalfCheetah-v5", 0.995), ("Pendulum-v1", 0.975), ("nope", 0.99)],
+)
+def test_a_null_discount_follows_the_envs_episode_length(env_id, gamma):
+    store = SimpleNamespace(attrs={"env": {"id": env_id}})  # 50, 1000, 200 steps, unknown
+    assert discount(store) == pytest.approx(gamma)

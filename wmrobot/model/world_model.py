@@ -43,7 +43,8 @@ class ModelConfig:
     ``task``: "goal" (cost head, goal-conditioned critic) or "reward" (reward head r(z, a),
     continuation head c(z) when ``continuation``, an ensemble of ``q_heads`` action-value
     heads with target networks, and a Gaussian policy prior; ``head_hidden`` wide,
-    ``head_depth`` deep, discount ``gamma``). ``reward_loss`` picks how rewards and values
+    ``head_depth`` deep, discount ``gamma``; None: set from the env's episode length when the
+    model is built for a dataset). ``reward_loss`` picks how rewards and values
     are learnt (:mod:`wmrobot.model.reward`); ``reward_scale`` is the regression's unit (None:
     the dataset's reward RMS, set when the model is built for it).
     """
@@ -75,7 +76,7 @@ class ModelConfig:
     q_heads: int = 2
     head_hidden: int = 256
     head_depth: int = 2
-    gamma: float = 0.99
+    gamma: Optional[float] = 0.99  # noqa: UP045 (None: from the env's episode length)
     continuation: Optional[bool] = None  # noqa: UP045 (None: whether the data terminates)
 
     def __post_init__(self) -> None:
@@ -206,7 +207,7 @@ class WorldModel(nn.Module):
         self.scalar = Scalar(cfg.reward_loss, cfg.bins, scale=cfg.reward_scale)
         # Values are sums of ~1 / (1 - gamma) rewards: regression measures them in that unit.
         self.value_scalar = Scalar(
-            cfg.reward_loss, cfg.bins, scale=cfg.reward_scale / max(1 - cfg.gamma, 1e-3)
+            cfg.reward_loss, cfg.bins, scale=cfg.reward_scale / max(1 - self.gamma, 1e-3)
         )
         self.reward_head = mlp(d + action_dim, h, self.scalar.outputs, depth)
         if cfg.continuation:
@@ -239,7 +240,7 @@ class WorldModel(nn.Module):
 
     @property
     def gamma(self) -> float:
-        return self.cfg.gamma
+        return 0.99 if self.cfg.gamma is None else self.cfg.gamma
 
     def config_dict(self) -> dict:
         return {

@@ -59,8 +59,8 @@ def state_key(store: EpisodeStore) -> str:
 
 def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with ``task="auto"`` made "goal" or "reward" by the dataset, and, for a reward
-    task, ``continuation`` made true when any episode terminated and a null ``reward_scale``
-    made the root mean square of its rewards."""
+    task, ``continuation`` made true when any episode terminated, a null ``reward_scale``
+    made the root mean square of its rewards and a null ``gamma`` :func:`discount`'s."""
     task = cfg.task
     if task == "auto":
         task = "goal" if is_goal_dataset(store) else "reward"
@@ -77,7 +77,25 @@ def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
         mean, std = np.asarray(stats["mean"], float), np.asarray(stats["std"], float)
         rms = float(np.sqrt(np.mean(mean**2 + std**2)))
         scale = max(rms, REWARD_SCALE_FLOOR)
-    return dataclasses.replace(cfg, task="reward", continuation=cont, reward_scale=scale)
+    gamma = discount(store) if cfg.gamma is None else cfg.gamma
+    return dataclasses.replace(
+        cfg, task="reward", continuation=cont, reward_scale=scale, gamma=gamma
+    )
+
+
+def discount(store: EpisodeStore) -> float:
+    """TD-MPC2's discount for the episode length T of the env that made ``store``: (T/5 - 1)
+    / (T/5), clipped to [0.95, 0.995] (Reacher's 50 steps: 0.95; 1000 steps: 0.995); 0.99
+    for an env without a registered time limit."""
+    import gymnasium as gym
+
+    try:
+        steps = gym.spec(store.attrs["env"]["id"]).max_episode_steps
+    except gym.error.Error:
+        steps = None
+    if not steps:
+        return 0.99
+    return float(np.clip((steps / 5 - 1) / (steps / 5), 0.95, 0.995))
 
 
 def build_model(store: EpisodeStore, cfg: ModelConfig) -> WorldModel:
