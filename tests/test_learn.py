@@ -25,8 +25,6 @@ TINY = [
     "+env.kwargs.max_episode_steps=50",
     "model.latent_dim=8",
     "model.hidden=32",
-    "model.head_hidden=32",
-    "model.bins=21",
     "model.train.batch_size=32",
     "model.train.log_every=10",
     "model.train.tensorboard=false",
@@ -47,12 +45,21 @@ def rows(path: Path, drop: str) -> list[dict[str, str]]:
         return [{k: v for k, v in r.items() if k != drop} for r in csv.DictReader(f)]
 
 
-def test_learn_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
+# The reward task (InvertedPendulum, learn's default) and a goal task (PointMaze).
+TASKS = {
+    "reward": ["model.head_hidden=32", "model.bins=21"],
+    "goal": ["env=pointmaze", "model=state_mlp"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_learn_killed_and_resumed_equals_an_uninterrupted_run(tmp_path, task):
     env = {**os.environ, "MUJOCO_GL": "egl"}
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(wmrobot(f"out={whole}"), check=True, env=env, capture_output=True)
+    subprocess.run(wmrobot(f"out={whole}", *TASKS[task]), check=True, env=env,
+                   capture_output=True)  # fmt: skip
 
-    proc = subprocess.Popen(wmrobot(f"out={cut}"), env=env, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(wmrobot(f"out={cut}", *TASKS[task]), env=env, stderr=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (cut / "curve.csv").exists():  # the first evaluation, half way
@@ -61,7 +68,8 @@ def test_learn_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cut / "checkpoint").exists()  # it was cut short
-    done = subprocess.run(wmrobot(f"out={cut}", "resume=true"), env=env, capture_output=True)
+    done = subprocess.run(wmrobot(f"out={cut}", "resume=true", *TASKS[task]), env=env,
+                          capture_output=True)  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
     a, b = (
@@ -90,7 +98,8 @@ def _default_sigint() -> None:
         (["env.id=CartPole-v1"], "Discrete(2) actions"),
         (["model.task=bogus"], "model.task='bogus' is unknown"),
         (["planner.policy_samples=-1"], "planner.policy_samples=-1"),
-        (["env=pointmaze"], "is a goal task"),
+        (["env=pointmaze"], "is a goal task and model.task=reward"),
+        (["model.task=goal"], "has no goals and model.task=goal"),
     ],
 )
 def test_learn_bad_input_is_one_line(tmp_path, args, message):
@@ -106,7 +115,8 @@ def test_plan_scores_a_learned_model_over_the_envs_own_episode_length(tmp_path):
     """`wmrobot plan` on a reward task: return over the fixed episodes beside random actions,
     each episode as long as the env's time limit (env.eval.budget=null)."""
     env = {**os.environ, "MUJOCO_GL": "egl"}
-    subprocess.run(wmrobot(f"out={tmp_path / 'l'}"), check=True, env=env, capture_output=True)
+    subprocess.run(wmrobot(f"out={tmp_path / 'l'}", *TASKS["reward"]), check=True, env=env,
+                   capture_output=True)  # fmt: skip
     plan = [sys.executable, "-m", "wmrobot.cli", "plan", f"checkpoint={tmp_path / 'l/checkpoint'}"]
     plan += ["env=inverted_pendulum", "+env.kwargs.max_episode_steps=50", "env.eval.pairs=3"]
     plan += ["seeds=[0]", "video=false", "planner.samples=16", "planner.elites=4"]

@@ -469,9 +469,12 @@ def run_learn(cfg: DictConfig, run_dir: Path) -> None:
         c.planner, c.learn, c.seed, c.resume, config_record=config_record,
     )  # fmt: skip
     last = learner.p.curve[-1]
+    score = f"return {last['return_mean']:.1f} ± {last['return_std']:.1f}"
+    if learner.goal_task:
+        score = f"success {100 * last['success_mean']:.0f}%"
     log.info(
-        f"learn: {last['env_steps']:,} env steps, return {last['return_mean']:.1f} ± "
-        f"{last['return_std']:.1f} on {c.learn.eval_episodes} fixed episodes; "
+        f"learn: {last['env_steps']:,} env steps, {score} on {c.learn.eval_episodes} fixed "
+        f"episodes; "
         f"curve in {run_dir}/curve.csv, model in {run_dir}/checkpoint"
     )
 

@@ -1,6 +1,8 @@
 """``wmrobot learn``: the online model-based loop. Seed the dataset with random actions, then
 act with the planner (plus exploration noise), keep every episode in the same Zarr dataset,
-update the world model as the data grows, and evaluate on fixed seeds along the way.
+update the world model as the data grows, and evaluate on fixed seeds along the way. A reward
+task (any gym env with a reward; ``model=reward_mlp``) scores the return; a goal task
+(``model=state_mlp`` or another goal model) plans to each episode's goal and scores success.
 
 Everything a run needs to continue is in ``out/``: the dataset (``dataset.zarr``), the
 resumable state (``learn_state.pt``, written at episode ends), the learning curve
@@ -41,10 +43,12 @@ from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.planners import PlannerConfig, as_config
 from wmrobot.provenance import versions
 from wmrobot.train.checkpoint import save_checkpoint
-from wmrobot.train.data import build_model
+from wmrobot.train.data import Batches, build_model
 from wmrobot.train.metrics import MetricsLog
 from wmrobot.train.reward import RewardBatches
 from wmrobot.train.trainer import (
+    GoalUpdate,
+    Objective,
     RewardUpdate,
     TrainConfig,
     batch_generator,
@@ -154,20 +158,29 @@ class Learner:
         """The model, its optimisers and the planning agent, from the seed data."""
         self.store = EpisodeStore.open(str(self.out / DATASET), mode="a")
         torch.manual_seed(self.seed)
-        self.model = build_model(self.store, dataclasses.replace(self.model_cfg, task="reward"))
+        task = "goal" if self.goal_task else "reward"
+        self.model = build_model(self.store, dataclasses.replace(self.model_cfg, task=task))
         self.opts = optimizers(self.model, self.train_cfg)
         self.gen = batch_generator(self.seed, 0)
-        self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
+        if self.goal_task:
+            cfg = self.train_cfg
+            self.update = GoalUpdate(Objective(self.model, cfg), self.opts, cfg.grad_clip)
+        else:
+            self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
         self.rng = np.random.default_rng([self.seed, 1])  # exploration noise
         if self.planner_cfg.backend == "auto":  # not timed here: a resumed run plans alike
             self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="numba")
             try:
-                self.agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+                self.agent = self.planning_agent()
             except ConfigError:  # not an exportable MLP model
                 self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="torch")
-        self.agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+        self.agent = self.planning_agent()
         self.batches: RewardBatches | None = None
         self.log = None
+
+    def planning_agent(self) -> PlanningAgent:
+        """The planner on the current model (aiming at each episode's goal on a goal task)."""
+        return PlanningAgent(self.model, self.planner_cfg, self.goal_observation, seed=self.seed)
 
     # ------------------------------------------------------------------------- state on disk
     def save(self) -> None:
@@ -212,8 +225,12 @@ class Learner:
         if n == 0:
             return
         if self.batches is None:  # new episodes since the last sampler
-            cfg = self.train_cfg
-            self.batches = RewardBatches(self.store, self.model, cfg.horizon, cfg.batch_size)
+            cfg, model = self.train_cfg, self.model
+            if self.goal_task:
+                critic = cfg.critic if model.critic is not None else None
+                self.batches = Batches(self.store, model, cfg.horizon, cfg.batch_size, critic)
+            else:
+                self.batches = RewardBatches(self.store, model, cfg.horizon, cfg.batch_size)
         self.model.train()
         for _ in range(n):
             parts, _ = self.update(self.batches.sample(self.gen), _finite)
@@ -244,7 +261,7 @@ class Learner:
         """The planner without noise on the fixed evaluation episodes; one curve row (its
         ``wall_s``: seconds of the run so far, evaluations excluded)."""
         cfg, start = self.cfg, time.perf_counter()
-        agent = PlanningAgent(self.model, self.planner_cfg, None, seed=self.seed)
+        agent = self.planning_agent()
         seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         records = evaluate(agent, self.env_id, self.env_kwargs, [{}] * len(seeds),
                            self.budget, seeds)  # fmt: skip
@@ -258,7 +275,7 @@ class Learner:
             "wall_s": round(self.p.seconds + start - self.started - self.p.eval_seconds, 1),
         }
         self.p.curve.append(row)
-        write_curve(self.out, self.p.curve, self.env_id)
+        write_curve(self.out, self.p.curve, self.env_id, self.goal_task)
         self.bar.set_postfix(ret=f"{row['return_mean']:.1f}")
         self.p.next_eval = self.following_eval()
         self.p.eval_seconds += time.perf_counter() - start
@@ -291,14 +308,20 @@ class Learner:
         cfg, out = self.cfg, self.out
         probe = make_env(self.env_id, self.env_kwargs)  # a bad env: refused before any write
         self.budget = (probe.spec.max_episode_steps if probe.spec else None) or 1000
-        goal_task = isinstance(probe.observation_space, gym.spaces.Dict) and (
+        self.goal_task = isinstance(probe.observation_space, gym.spaces.Dict) and (
             "desired_goal" in probe.observation_space.spaces
         )
+        self.goal_observation = getattr(probe.unwrapped, "goal_observation", None)
         probe.close()
-        if goal_task or self.model_cfg.task == "goal":
+        if self.goal_task and self.model_cfg.task == "reward":
             raise ConfigError(
-                f"env.id={self.env_id} is a goal task; `wmrobot learn` runs reward tasks for "
-                f"now: collect, train and plan goal tasks (wmrobot demo)"
+                f"env.id={self.env_id} is a goal task and model.task=reward; learn it with a "
+                f"goal model: model=state_mlp (or model.task=auto)"
+            )
+        if not self.goal_task and self.model_cfg.task == "goal":
+            raise ConfigError(
+                f"env.id={self.env_id} has no goals and model.task=goal; learn it with a "
+                f"reward model: model=reward_mlp (or model.task=auto)"
             )
         out.mkdir(parents=True, exist_ok=True)
         if (out / RUN).exists():
@@ -407,9 +430,9 @@ class _Acting:
         pass
 
 
-def write_curve(out: Path, rows: list[dict[str, float]], title: str) -> None:
-    """``curve.csv`` and ``curve.png``: evaluation return (mean ± std over the fixed episodes)
-    against env steps."""
+def write_curve(out: Path, rows: list[dict[str, float]], title: str, goal: bool = False) -> None:
+    """``curve.csv`` and ``curve.png``: evaluation return (mean ± std over the fixed episodes),
+    or a goal task's success rate, against env steps."""
 
     def write(f: Any) -> None:
         text = io.StringIO()
@@ -425,12 +448,18 @@ def write_curve(out: Path, rows: list[dict[str, float]], title: str) -> None:
     import matplotlib.pyplot as plt
 
     x = np.array([r["env_steps"] for r in rows])
-    y = np.array([r["return_mean"] for r in rows])
-    s = np.array([r["return_std"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, y, marker="o", color="#4C72B0")
-    ax.fill_between(x, y - s, y + s, alpha=0.25, color="#4C72B0")
-    ax.set(xlabel="env steps (seed data included)", ylabel="evaluation return", title=title)
+    if goal:
+        y = 100 * np.array([r["success_mean"] for r in rows])
+        ax.plot(x, y, marker="o", color="#4C72B0")
+        ax.set(ylabel="evaluation success (%)", ylim=(-2, 102))
+    else:
+        y = np.array([r["return_mean"] for r in rows])
+        s = np.array([r["return_std"] for r in rows])
+        ax.plot(x, y, marker="o", color="#4C72B0")
+        ax.fill_between(x, y - s, y + s, alpha=0.25, color="#4C72B0")
+        ax.set(ylabel="evaluation return")
+    ax.set(xlabel="env steps (seed data included)", title=title)
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=100)
     plt.close(fig)
