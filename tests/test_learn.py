@@ -131,3 +131,23 @@ def test_plan_scores_a_learned_model_over_the_envs_own_episode_length(tmp_path):
         assert all(int(e["steps"]) - 1 <= float(e["ret"]) <= int(e["steps"]) for e in mine)
     random_steps = sorted(int(e["steps"]) for e in episodes if e["method"] == "random")
     assert random_steps[0] < 50  # random actions let the pole fall
+
+
+def test_resume_needs_only_the_folder_and_a_larger_budget_continues(tmp_path):
+    """`learn out=DIR resume=true` repeats DIR's own overrides; raising learn.steps continues
+    a finished run, its curve up to the old budget kept."""
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    out = tmp_path / "run"
+    short = [a for a in wmrobot(f"out={out}", *TASKS["goal"]) if a != "learn.steps=400"]
+    subprocess.run([*short, "learn.steps=300"], check=True, env=env, capture_output=True)
+    first = rows(out / "curve.csv", "wall_s")
+    bare = [sys.executable, "-m", "wmrobot.cli", "learn", f"out={out}", "resume=true"]
+    done = subprocess.run([*bare, "learn.steps=400"], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    curve = rows(out / "curve.csv", "wall_s")
+    assert [r["env_steps"] for r in curve] == ["200", "300", "400"]
+    assert curve[:2] == first
+    assert EpisodeStore.open(str(out / "dataset.zarr")).n_transitions == 400
+    changed = subprocess.run([*bare, "model.hidden=64"], env=env, capture_output=True)
+    assert changed.returncode != 0  # another model: refused in one line
+    assert b"is a run of another env, model" in changed.stderr

@@ -25,6 +25,7 @@ from wmrobot.cli_common import (
 
 log = logging.getLogger("wmrobot")
 
+LEARN_OVERRIDES = "overrides.json"  # a learn run's own overrides, for `resume=true` alone
 USAGE = """usage: wmrobot <command> [key=value ...] [--help]
 
 Latent (JEPA) world models for MuJoCo robots, on a CPU.
@@ -110,7 +111,8 @@ OPTION_HELP = {
     "model.train.batch_size": "windows per batch",
     "model.train.horizon": "prediction steps K per window (multi-step loss)",
     "model.train.checkpoint_every": "steps between resumable training states (train_state.pt)",
-    "resume": "continue from out/train_state.pt: same metrics as a run that never stopped",
+    "resume": "continue out='s run (train_state.pt, learn_state.pt) as if it never stopped; "
+    "learn needs only out=, and a larger learn.steps extends a finished run",
     "model.latent_weight": "planning cost weight of the latent distance to the goal",
     "model.cost_weight": "planning cost weight of the cost head",
     "checkpoint": "checkpoint directory made by `wmrobot train` (required)",
@@ -455,15 +457,35 @@ def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mod
     log.info(f"video: {path} ({'success' if ok else 'failure'})")
 
 
+def _key(override: str) -> str:
+    """The key of a Hydra override (``+a.b=1`` -> ``a.b``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resumed_overrides(rest: list[str]) -> list[str]:
+    """``learn out=DIR resume=true``: the overrides DIR's run started with, then ``rest``
+    (whose keys win), so that resuming needs no more than the folder."""
+    values = {_key(a): a.split("=", 1)[1] for a in rest if "=" in a}
+    saved = Path(values.get("out", "")) / LEARN_OVERRIDES
+    if values.get("resume", "").lower() != "true" or not values.get("out") or not saved.is_file():
+        return rest
+    return [o for o in json.loads(saved.read_text()) if _key(o) not in values] + rest
+
+
 def run_learn(cfg: DictConfig, run_dir: Path) -> None:
     """``wmrobot learn``: the online loop into the run directory (``out``)."""
     import torch
 
     from wmrobot.config import validate
-    from wmrobot.learn import learn
+    from wmrobot.learn import RUN, learn
 
     c, config_record = validate("learn", cfg), OmegaConf.to_container(cfg, resolve=True)
     torch.set_num_threads(c.threads)
+    if not (run_dir / RUN).exists():  # a new run: what `resume=true` alone will repeat
+        from hydra.core.hydra_config import HydraConfig
+
+        given = [o for o in HydraConfig.get().overrides.task if _key(o) not in ("out", "resume")]
+        (run_dir / LEARN_OVERRIDES).write_text(json.dumps(given))
     learner = learn(
         run_dir, c.env.id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
         c.planner, c.learn, c.seed, c.resume, config_record=config_record,
@@ -573,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         from wmrobot.train.resume import TRAIN_STATE as resume_file
     if command == "learn":
         from wmrobot.learn import RUN as resume_file
+
+        rest = resumed_overrides(rest)
     return run_app(command, command, JOBS[command], rest, command != "collect", resume_file)
 
 

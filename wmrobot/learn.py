@@ -182,6 +182,17 @@ class Learner:
         """The planner on the current model (aiming at each episode's goal on a goal task)."""
         return PlanningAgent(self.model, self.planner_cfg, self.goal_observation, seed=self.seed)
 
+    def same_run(self, identity: str | None) -> bool:
+        """Whether ``identity`` (a saved run's) is this run's, the budget aside: raising
+        ``learn.steps`` continues a run, whose curve up to its old budget stays."""
+
+        def sans_budget(text: str) -> dict[str, Any]:
+            run = json.loads(text)
+            run["learn"].pop("steps", None)
+            return run
+
+        return identity is not None and sans_budget(identity) == sans_budget(self.identity)
+
     # ------------------------------------------------------------------------- state on disk
     def save(self) -> None:
         """The whole state, atomically: after it, a resumed run redoes nothing before it."""
@@ -202,12 +213,14 @@ class Learner:
     def load(self) -> None:
         path = self.out / STATE
         state = load_tensors(path, f"cannot resume from {str(path)!r}")
-        if state.get("identity") != self.identity:
+        if not self.same_run(state.get("identity")):
             raise CheckpointError(
                 f"{str(path)!r} was written for another env, model, planner or learn config "
                 f"than this run's; resume with the same config, or learn into a new out="
             )
         self.p = Progress(**json.loads(state["progress"]))
+        if self.p.next_eval <= self.p.env_steps:  # a finished run given a larger budget
+            self.p.next_eval = self.following_eval()
         self.model.load_state_dict(state["model"])
         for o, saved in zip(self.opts, state["optimizer"], strict=True):
             o.load_state_dict(saved)
@@ -330,7 +343,7 @@ class Learner:
                     f"{str(out)!r} holds a learn run; resume it with resume=true or learn into "
                     f"a new out="
                 )
-            if (out / RUN).read_text() != self.identity:
+            if not self.same_run((out / RUN).read_text()):
                 raise CheckpointError(
                     f"{str(out / RUN)!r} is a run of another env, model, planner or learn "
                     f"config; resume with the same config, or learn into a new out="
