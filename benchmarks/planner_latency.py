@@ -78,12 +78,12 @@ def planner_config(name: str, budget: str) -> PlannerConfig:
 
 
 def learn_planner_config() -> PlannerConfig:
-    """The planner of ``wmrobot learn``: configs/learn.yaml's planner block over the defaults
-    of the planner it names."""
+    """The planner of ``wmrobot learn``: configs/learn.yaml's planner block (if any) over the
+    defaults of the planner it names."""
     learn = yaml.safe_load((CONFIGS / "learn.yaml").read_text())
     (name,) = (d["planner"] for d in learn["defaults"] if isinstance(d, dict) and "planner" in d)
     values = yaml.safe_load((CONFIGS / "planner" / f"{name}.yaml").read_text())
-    return as_config({**values, **learn["planner"]})
+    return as_config({**values, **learn.get("planner", {})})
 
 
 def time_pair(

@@ -25,7 +25,6 @@ from wmrobot.cli_common import (
 
 log = logging.getLogger("wmrobot")
 
-LEARN_OVERRIDES = "overrides.json"  # a learn run's own overrides, for `resume=true` alone
 USAGE = """usage: wmrobot <command> [key=value ...] [--help]
 
 Latent (JEPA) world models for MuJoCo robots, on a CPU.
@@ -466,7 +465,7 @@ def resumed_overrides(rest: list[str]) -> list[str]:
     """``learn out=DIR resume=true``: the overrides DIR's run started with, then ``rest``
     (whose keys win), so that resuming needs no more than the folder."""
     values = {_key(a): a.split("=", 1)[1] for a in rest if "=" in a}
-    saved = Path(values.get("out", "")) / LEARN_OVERRIDES
+    saved = Path(values.get("out", "")) / "overrides.json"  # wmrobot.learn.OVERRIDES
     if values.get("resume", "").lower() != "true" or not values.get("out") or not saved.is_file():
         return rest
     return [o for o in json.loads(saved.read_text()) if _key(o) not in values] + rest
@@ -477,18 +476,16 @@ def run_learn(cfg: DictConfig, run_dir: Path) -> None:
     import torch
 
     from wmrobot.config import validate
-    from wmrobot.learn import RUN, learn
+    from wmrobot.learn import learn
 
     c, config_record = validate("learn", cfg), OmegaConf.to_container(cfg, resolve=True)
     torch.set_num_threads(c.threads)
-    if not (run_dir / RUN).exists():  # a new run: what `resume=true` alone will repeat
-        from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig
 
-        given = [o for o in HydraConfig.get().overrides.task if _key(o) not in ("out", "resume")]
-        (run_dir / LEARN_OVERRIDES).write_text(json.dumps(given))
+    given = [o for o in HydraConfig.get().overrides.task if _key(o) not in ("out", "resume")]
     learner = learn(
         run_dir, c.env.id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
-        c.planner, c.learn, c.seed, c.resume, config_record=config_record,
+        c.planner, c.learn, c.seed, c.resume, config_record=config_record, overrides=given,
     )  # fmt: skip
     last = learner.p.curve[-1]
     score = f"return {last['return_mean']:.1f} ± {last['return_std']:.1f}"

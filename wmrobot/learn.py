@@ -59,6 +59,7 @@ from wmrobot.train.trainer import (
 
 DATASET, STATE, CURVE, CHECKPOINT = "dataset.zarr", "learn_state.pt", "curve.csv", "checkpoint"
 RUN = "learn.json"  # the run's identity, written first: what resume=true continues
+OVERRIDES = "overrides.json"  # the command line's overrides, for `resume=true` alone
 CURVE_COLUMNS = ("env_steps", "return_mean", "return_std", "success_mean", "updates", "wall_s")
 
 
@@ -133,6 +134,7 @@ class Learner:
         self.model_cfg, self.train_cfg, self.cfg, self.seed = model_cfg, train_cfg, cfg, seed
         self.planner_cfg = as_config(planner)
         self.show = progress
+        self.overrides: list[str] | None = None
         self.p = Progress()
         self.identity = json.dumps(
             {
@@ -350,6 +352,9 @@ class Learner:
                 )
         else:
             write_atomically(out / RUN, lambda f: f.write(self.identity.encode()))
+            if self.overrides is not None:  # what `learn out=DIR resume=true` repeats
+                text = json.dumps(self.overrides).encode()
+                write_atomically(out / OVERRIDES, lambda f: f.write(text))
         fresh = not (out / STATE).exists()
         self.seed_data()
         self.build()
@@ -490,11 +495,14 @@ def learn(
     resume: bool = False,
     progress: bool = True,
     config_record: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> Learner:
     """Run (or resume) the online loop into ``out`` (see the module's docstring); returns the
-    learner, whose ``p.curve`` is the learning curve."""
+    learner, whose ``p.curve`` is the learning curve. ``overrides``: the command line's, kept in
+    ``out/overrides.json`` for a resume that names only ``out``."""
     learner = Learner(Path(out), env_id, env_kwargs, model_cfg, train_cfg, planner, cfg, seed,
                       progress)  # fmt: skip
+    learner.overrides = overrides
     learner.run(resume)
     learner.write_model(config_record)
     return learner
