@@ -10,7 +10,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 
 from wmrobot.envs.evalsets import eval_pairs  # noqa: E402
-from wmrobot.envs.make import make_env  # noqa: E402
+from wmrobot.envs.make import episode_length, make_env  # noqa: E402
 from wmrobot.envs.physics import get_physics_state, has_physics, set_physics_state  # noqa: E402
 from wmrobot.envs.pointmaze import PointMazeEnv  # noqa: E402
 
@@ -19,6 +19,7 @@ __all__ = [
     "eval_pairs",
     "get_physics_state",
     "has_physics",
+    "episode_length",
     "make_env",
     "set_physics_state",
 ]

@@ -10,6 +10,15 @@ from wmrobot.envs.wrappers import is_ours, make_with_obs_mode, plain_rendering
 from wmrobot.errors import EnvError
 
 
+def episode_length(env_id: str, kwargs: dict[str, Any] | None = None) -> int | None:
+    """The env's time limit: its ``max_episode_steps`` argument, else the registered one;
+    None for an id without one (or not registered)."""
+    steps = (kwargs or {}).get("max_episode_steps")
+    if not steps and env_id in gym.registry:
+        steps = gym.spec(env_id).max_episode_steps
+    return int(steps) if steps else None
+
+
 def make_env(env_id: str, kwargs: dict[str, Any] | None = None, **extra: Any) -> gym.Env:
     """``gym.make`` that turns an unknown id or argument into one clear :class:`EnvError`."""
     kwargs = {**(kwargs or {}), **extra}

@@ -278,19 +278,6 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
     return pairs
 
 
-def _time_limit(env_id: str, env_kwargs: dict) -> int:
-    """The env's episode length (``env.eval.budget=null``): its ``max_episode_steps`` argument,
-    else its registered one, else 1000 steps."""
-    import gymnasium as gym
-
-    if env_kwargs.get("max_episode_steps"):
-        return int(env_kwargs["max_episode_steps"])
-    try:
-        return gym.spec(env_id).max_episode_steps or 1000
-    except gym.error.Error:
-        return 1000
-
-
 def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
     """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo).
     A reward task's set is ``env.eval.pairs`` episodes reset with seeds from ``env.eval.seed``
@@ -298,7 +285,9 @@ def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int,
     from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
 
     if c.env.eval.budget is None:  # the env's own time limit
-        c.env.eval.budget = _time_limit(env_id, env_kwargs)
+        from wmrobot.envs import episode_length
+
+        c.env.eval.budget = episode_length(env_id, env_kwargs) or 1000
     budget, episode_seeds = c.env.eval.budget, None
     if getattr(model, "task", "goal") == "reward":
         pairs = [{}] * c.env.eval.pairs

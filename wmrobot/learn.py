@@ -34,7 +34,7 @@ from wmrobot.datasets import EpisodeStore
 from wmrobot.datasets.collector import collect
 from wmrobot.datasets.episodes import episode_seed, run_episode
 from wmrobot.datasets.repair import roll_back
-from wmrobot.envs import make_env
+from wmrobot.envs import episode_length, make_env
 from wmrobot.errors import CheckpointError, ConfigError, DatasetError, check_range
 from wmrobot.eval.rollout import evaluate
 from wmrobot.files import write_atomically
@@ -129,12 +129,13 @@ class Learner:
         cfg: LearnConfig,
         seed: int,
         progress: bool = True,
+        overrides: list[str] | None = None,
     ) -> None:
         self.out, self.env_id, self.env_kwargs = out, env_id, dict(env_kwargs)
         self.model_cfg, self.train_cfg, self.cfg, self.seed = model_cfg, train_cfg, cfg, seed
         self.planner_cfg = as_config(planner)
         self.show = progress
-        self.overrides: list[str] | None = None
+        self.overrides = overrides  # the command line's, kept for `resume=true` alone
         self.p = Progress()
         self.identity = json.dumps(
             {
@@ -170,13 +171,15 @@ class Learner:
         else:
             self.update = RewardUpdate(self.model, self.train_cfg, self.opts, self.gen)
         self.rng = np.random.default_rng([self.seed, 1])  # exploration noise
-        if self.planner_cfg.backend == "auto":  # not timed here: a resumed run plans alike
+        if self.planner_cfg.backend != "auto":
+            self.agent = self.planning_agent()
+        else:  # Numba if the model exports, not timed: a resumed run plans alike
             self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="numba")
             try:
                 self.agent = self.planning_agent()
             except ConfigError:  # not an exportable MLP model
                 self.planner_cfg = dataclasses.replace(self.planner_cfg, backend="torch")
-        self.agent = self.planning_agent()
+                self.agent = self.planning_agent()
         self.batches: RewardBatches | None = None
         self.log = None
 
@@ -322,7 +325,7 @@ class Learner:
     def run(self, resume: bool) -> WorldModel:
         cfg, out = self.cfg, self.out
         probe = make_env(self.env_id, self.env_kwargs)  # a bad env: refused before any write
-        self.budget = (probe.spec.max_episode_steps if probe.spec else None) or 1000
+        self.budget = episode_length(self.env_id, self.env_kwargs) or 1000
         self.goal_task = isinstance(probe.observation_space, gym.spaces.Dict) and (
             "desired_goal" in probe.observation_space.spaces
         )
@@ -501,8 +504,7 @@ def learn(
     learner, whose ``p.curve`` is the learning curve. ``overrides``: the command line's, kept in
     ``out/overrides.json`` for a resume that names only ``out``."""
     learner = Learner(Path(out), env_id, env_kwargs, model_cfg, train_cfg, planner, cfg, seed,
-                      progress)  # fmt: skip
-    learner.overrides = overrides
+                      progress, overrides)  # fmt: skip
     learner.run(resume)
     learner.write_model(config_record)
     return learner

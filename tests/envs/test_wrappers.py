@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from wmrobot.envs import make_env
+from wmrobot.envs import episode_length, make_env
 from wmrobot.errors import EnvError
 
 _CHECK = """
@@ -78,3 +78,10 @@ def test_gym_env_pixel_datasets_render_as_the_pixel_observations_do():
     plain = make_env("HalfCheetah-v5", {})
     assert plain.unwrapped.model.light_castshadow.any()  # untouched without frames
     plain.close()
+
+
+def test_episode_length_is_the_argument_else_the_registered_limit():
+    assert episode_length("Reacher-v5") == 50
+    assert episode_length("Reacher-v5", {"max_episode_steps": 7}) == 7
+    assert episode_length("HalfCheetah-v5", {}) == 1000
+    assert episode_length("no-such-env") is None

@@ -86,13 +86,11 @@ def resolve_task(store: EpisodeStore, cfg: ModelConfig) -> ModelConfig:
 def discount(store: EpisodeStore) -> float:
     """TD-MPC2's discount for the episode length T of the env that made ``store``: (T/5 - 1)
     / (T/5), clipped to [0.95, 0.995] (Reacher's 50 steps: 0.95; 1000 steps: 0.995); 0.99
-    for an env without a registered time limit."""
-    import gymnasium as gym
+    for an env without a time limit."""
+    from wmrobot.envs import episode_length
 
-    try:
-        steps = gym.spec(store.attrs["env"]["id"]).max_episode_steps
-    except gym.error.Error:
-        steps = None
+    spec = store.attrs["env"]
+    steps = episode_length(spec["id"], spec.get("kwargs"))
     if not steps:
         return 0.99
     return float(np.clip((steps / 5 - 1) / (steps / 5), 0.95, 0.995))
