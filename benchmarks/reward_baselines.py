@@ -128,8 +128,8 @@ def run_sac(env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int
 
 
 # wmrobot learn's settings per env, over configs/learn.yaml: TD-MPC2's seed data (5 episodes
-# of 1000 steps on HalfCheetah); Reacher learns rewards and values two-hot (regression stalled
-# at -7 on it, two-hot reached -4.4 at 14k: docs/BENCHMARKS.md, "Reward tasks").
+# of 1000 steps on HalfCheetah); Reacher learns rewards and values two-hot (-4.6 at 20k where
+# regression stays near -7: docs/BENCHMARKS.md, "Reacher: regression vs two-hot heads").
 LEARN_ENV = {
     "InvertedPendulum-v5": ["env=inverted_pendulum", "learn.seed_steps=1000"],
     "Reacher-v5": [
