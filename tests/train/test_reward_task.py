@@ -228,11 +228,35 @@ def test_two_hot_round_trips_and_regression_scales():
     assert r.loss(torch.tensor([[2.0]]), torch.tensor([10.0])).item() == 0.0
 
 
+def test_lambda_returns_are_one_step_at_zero_and_monte_carlo_at_one():
+    from wmrobot.train.reward import lambda_returns
+
+    r = torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
+    done = torch.tensor([[0, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    v = torch.tensor([[10.0, 20.0, 30.0], [5.0, 5.0, 5.0]])  # V of the next step's state
+    g = 0.5
+    one_step = r + g * (~done).float() * v
+    torch.testing.assert_close(lambda_returns(r, done, v, g, 0.0), one_step)
+    full = lambda_returns(r, done, v, g, 1.0)
+    # every step's recorded rewards up to the window's end (or the episode's), then V
+    torch.testing.assert_close(
+        full[0],
+        torch.tensor([1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 30, 2 + 0.5 * 3 + 0.25 * 30, 3 + 0.5 * 30]),
+    )
+    torch.testing.assert_close(full[1, :2], torch.tensor([1.0 + 0.5 * 1.0, 1.0]))
+    half = lambda_returns(r, done, v, g, 0.5)[0, 1]
+    assert half.item() == pytest.approx(2 + 0.5 * (0.5 * 20 + 0.5 * (3 + 0.5 * 30)))
+
+
 def test_bad_reward_settings_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="model.reward_loss='l1' is unknown"):
         tiny_cfg(reward_loss="l1")
     with pytest.raises(ConfigError, match="model.gamma=1.5"):
         tiny_cfg(gamma=1.5)
+    from wmrobot.train.reward import RewardLossConfig
+
+    with pytest.raises(ConfigError, match="model.train.reward.td_lambda=1.5"):
+        RewardLossConfig(td_lambda=1.5)
     store = EpisodeStore.create(
         tmp_path / "n.zarr", env={"id": "synthetic", "kwargs": {}},
         spaces={"observation": "Box(3)", "action": "Box(2)"},

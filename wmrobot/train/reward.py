@@ -24,6 +24,9 @@ class RewardLossConfig:
     Each step t of a window counts ``rho``^t. ``tau``: the Polyak step of the Q target
     networks; ``entropy``: the policy's entropy bonus per action dimension, its Q term divided
     by a running scale of the values (the 5-95 % range), so one setting fits every env.
+    ``td_lambda``: 0 is TD-MPC2's one-step target; above 0, the lambda-return along the
+    window's recorded rewards (Peng's Q(lambda)), which carries an episode's end back ``horizon``
+    steps per target update instead of one.
     """
 
     prediction: float = 20.0
@@ -34,6 +37,7 @@ class RewardLossConfig:
     tau: float = 0.01
     entropy: float = 1e-4
     policy_lr: float = 3e-4
+    td_lambda: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("prediction", "reward", "value", "continuation", "entropy"):
@@ -41,6 +45,7 @@ class RewardLossConfig:
         check_range("model.train.reward.rho", self.rho, 0, 1, closed=False)
         check_range("model.train.reward.tau", self.tau, 0, 1, closed=False)
         check_range("model.train.reward.policy_lr", self.policy_lr, 0, closed=False)
+        check_range("model.train.reward.td_lambda", self.td_lambda, 0, 1)
 
 
 def reward_loss(
@@ -82,7 +87,7 @@ def reward_loss(
         following, _ = model.policy.sample(targets, gen)
         mid, half = model.action_scale()
         q_next = model.q_values(targets, mid + following * half, target=True).min(0).values
-        td = rewards + model.gamma * (1 - terminated.float()) * q_next
+        td = lambda_returns(rewards, terminated, q_next, model.gamma, cfg.td_lambda)
     q_out = model.q(zs[:, :-1], actions)  # (n, B, K, outputs)
     value = weighted(model.value_scalar.loss(q_out, td[None].expand(len(q_out), -1, -1)).mean(0))
     total = cfg.prediction * prediction + cfg.reward * reward + cfg.value * value
@@ -105,6 +110,25 @@ def reward_loss(
     parts["loss"] = total.item()
     parts["z_std"] = flat.detach().std(dim=0).mean().item()
     return total, parts, zs.detach()
+
+
+def lambda_returns(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    bootstrap: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Targets (B, K) of the window's steps: G_t = r_t + gamma (1 - d_t) ((1 - lam) V_{t+1} +
+    lam G_{t+1}), with V_{t+1} = ``bootstrap[:, t]`` and G_K = V_K; lam = 0 is the one-step
+    TD target. A terminal step ends its window, so nothing crosses an episode's end."""
+    alive = 1 - terminated.to(rewards.dtype)
+    out = torch.empty_like(rewards)
+    following = bootstrap[:, -1]
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        mixed = (1 - lam) * bootstrap[:, t] + lam * following
+        out[:, t] = following = rewards[:, t] + gamma * alive[:, t] * mixed
+    return out
 
 
 class ValueScale:
