@@ -131,7 +131,11 @@ def run_sac(env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int
 # of 1000 steps on HalfCheetah); Reacher learns rewards and values two-hot (-4.6 at 20k where
 # regression stays near -7: docs/BENCHMARKS.md, "Reacher: regression vs two-hot heads").
 LEARN_ENV = {
-    "InvertedPendulum-v5": ["env=inverted_pendulum", "learn.seed_steps=1000"],
+    "InvertedPendulum-v5": [
+        "env=inverted_pendulum",
+        "learn.seed_steps=1000",
+        "model.train.anticollapse=vicreg",
+    ],
     "Reacher-v5": [
         "env=gym",
         "env.id=Reacher-v5",
