@@ -119,6 +119,32 @@ def test_reward_head_learns_a_planted_reward(tmp_path, kind):
     assert after < 0.3 * truth.var().item() and after < 0.3 * before, (before, after)
 
 
+def test_anticollapse_term_follows_the_configured_weights(tmp_path):
+    from wmrobot.model.collapse import covariance_loss, variance_loss
+    from wmrobot.train.losses import LossWeights
+    from wmrobot.train.reward import RewardLossConfig, reward_loss
+
+    store = reward_store(tmp_path / "d.zarr", np.random.default_rng(0), episodes=4)
+    torch.manual_seed(0)
+    model = build_model(store, tiny_cfg())
+    batch = RewardBatches(store, model, 3, 8).sample(torch.Generator().manual_seed(0))
+    args = (model, batch["inputs"], batch["actions"], batch["rewards"], batch["terminated"])
+
+    def total(
+        variance: float, covariance: float, kind: str = "vicreg"
+    ) -> tuple[float, torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        weights = LossWeights(1, variance, covariance, 1)
+        loss, _, zs = reward_loss(*args, RewardLossConfig(), weights, kind, gen)
+        return loss.item(), zs.reshape(-1, zs.shape[-1])
+
+    bare, flat = total(0.0, 0.0, "none")
+    var, cov = variance_loss(flat).item(), covariance_loss(flat).item()
+    assert var > 0
+    assert total(1.0, 0.04)[0] == pytest.approx(bare + var + 0.04 * cov, rel=1e-5)
+    assert total(3.0, 0.5)[0] == pytest.approx(bare + 3 * var + 0.5 * cov, rel=1e-5)
+
+
 def test_continuation_head_learns_where_episodes_end(tmp_path):
     rng = np.random.default_rng(1)
     store = reward_store(tmp_path / "d.zarr", rng, 300, 6, terminate=True, edge=0.3)

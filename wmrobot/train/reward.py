@@ -15,6 +15,7 @@ from wmrobot.errors import check_range
 from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
 from wmrobot.model.world_model import WorldModel
 from wmrobot.train.data import REWARD_KEYS, check_reward_dataset, to_device
+from wmrobot.train.losses import LossWeights
 
 
 @dataclass
@@ -55,7 +56,8 @@ def reward_loss(
     rewards: torch.Tensor,
     terminated: torch.Tensor,
     cfg: RewardLossConfig,
-    anticollapse: str = "none",
+    loss_weights: LossWeights,
+    anticollapse: str = "vicreg",
     gen: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """The world-model loss on windows: inputs (B, K+1, ...), actions (B, K, A), rewards and
@@ -103,10 +105,11 @@ def reward_loss(
         total = total + cfg.continuation * cont
         parts["continuation"] = cont.item()
     flat = zs.reshape(-1, zs.shape[-1])
-    if anticollapse == "vicreg":
-        total = total + variance_loss(flat) + 0.04 * covariance_loss(flat)
+    if anticollapse == "vicreg":  # weighted by model.train.loss, as the goal models' term
+        total = total + loss_weights.variance * variance_loss(flat)
+        total = total + loss_weights.covariance * covariance_loss(flat)
     elif anticollapse == "sigreg":
-        total = total + sigreg_loss(flat, directions=32)
+        total = total + loss_weights.sigreg * sigreg_loss(flat, directions=32)
     parts["loss"] = total.item()
     parts["z_std"] = flat.detach().std(dim=0).mean().item()
     return total, parts, zs.detach()

@@ -177,7 +177,7 @@ class RewardUpdate:
         cfg, model = self.cfg, self.model
         loss, parts, zs = reward_loss(
             model, batch["inputs"], batch["actions"], batch["rewards"], batch["terminated"],
-            cfg.reward, cfg.anticollapse, self.gen,
+            cfg.reward, cfg.loss, cfg.anticollapse, self.gen,
         )  # fmt: skip
         check(parts["loss"], batch)
         descend(loss, self.opts[:1], cfg.grad_clip)
