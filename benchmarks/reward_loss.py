@@ -59,8 +59,10 @@ DATASETS = {
 
 def reward_config(kind: str, seed: int) -> tuple[ModelConfig, TrainConfig]:
     """configs/model/reward_mlp.yaml as the typed configs ``wmrobot train`` gets, with
-    ``reward_loss=kind`` and ``seed``."""
-    raw = OmegaConf.merge(OmegaConf.load(CONFIG), {"reward_loss": kind, "train": {"seed": seed}})
+    ``reward_loss=kind`` and ``seed``, and without the anti-collapse term (the setting of the
+    recorded table, measured before VICReg became reward_mlp's default)."""
+    over = {"reward_loss": kind, "train": {"seed": seed, "anticollapse": "none"}}
+    raw = OmegaConf.merge(OmegaConf.load(CONFIG), over)
     section = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelSection), raw))
     model = ModelConfig(**{f.name: getattr(section, f.name) for f in fields(ModelConfig)})
     return model, replace(section.train, tensorboard=False)
