@@ -124,6 +124,8 @@ class GoalTask(gym.Env):
     (``compute_reward`` is vectorised, for hindsight relabelling). The episode terminates on
     success. ``reset(seed=...)`` draws the factors of variation, the start and the goal from the
     seed alone; ``options={"start": ..., "goal": ..., "factors": {...}}`` pins any of them.
+    ``show_goal=False`` leaves the goal marker out of the frames, so that a pixel world model
+    sees the goal only in the goal image (the agent drawn at the goal), never as a marker.
 
     A task subclass sets ``FACTORS``, ``camera`` and ``view`` (the half-width of the scene the
     camera frames, for the camera factors), and implements ``_mjcf``, ``_state_space``,
@@ -135,6 +137,8 @@ class GoalTask(gym.Env):
     FACTORS: ClassVar[tuple[Factor, ...]] = COMMON_FACTORS
     camera: ClassVar[str] = "top"
     moving_geoms: ClassVar[tuple[str, ...]] = ()  # recoloured by the hue factor
+    goal_sites: ClassVar[tuple[str, ...]] = ()  # the goal marker's sites and bodies, which
+    goal_bodies: ClassVar[tuple[str, ...]] = ()  # ``show_goal=False`` leaves out of frames
     floor_material: ClassVar[str] = "floor"
     view: ClassVar[float] = 1.0  # half-width of the scene the camera frames, in metres
 
@@ -147,6 +151,7 @@ class GoalTask(gym.Env):
         factors: Mapping[str, Any] | None = None,
         terminate_on_success: bool = True,
         render_mode: str | None = None,
+        show_goal: bool = True,
     ) -> None:
         if obs_mode not in OBS_MODES:
             raise EnvError(f"unknown obs_mode {obs_mode!r}; choose one of {list(OBS_MODES)}")
@@ -165,6 +170,13 @@ class GoalTask(gym.Env):
         self._factor_bounds = np.array(list(self.factor_ranges.values())).T  # (2, F), for reset
         self.factor_values = {f.name: f.nominal for f in self.FACTORS}
         self.model = mujoco.MjModel.from_xml_string(self._mjcf())
+        self.show_goal = bool(show_goal)
+        if not self.show_goal:  # transparent: frames show the scene, goal images the goal
+            for name in self.goal_sites:
+                self.model.site_rgba[self.model.site(name).id, 3] = 0.0
+            for name in self.goal_bodies:
+                body = self.model.body(name).id
+                self.model.geom_rgba[self.model.geom_bodyid == body, 3] = 0.0
         # The offscreen buffer only as large as the frames: software GL pays for every pixel.
         self.model.vis.global_.offwidth = max(width, 1)
         self.model.vis.global_.offheight = max(height, 1)

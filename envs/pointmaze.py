@@ -95,6 +95,7 @@ class PointMassTask(GoalTask):
     """
 
     moving_geoms = ("agent",)
+    goal_sites = ("goal",)
 
     def __init__(
         self,

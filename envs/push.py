@@ -95,6 +95,7 @@ class PushEnv(GoalTask):
     """
 
     moving_geoms = ("pusher", "bar", "stem")
+    goal_bodies = ("target",)
     view = HALF + 0.04
 
     def __init__(self, frame_skip: int = 10, **kwargs: Any) -> None:

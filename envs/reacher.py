@@ -82,6 +82,7 @@ class ReacherEnv(GoalTask):
     """
 
     moving_geoms = ("upper", "fore", "hand")
+    goal_sites = ("target",)
     view = VIEW
 
     def __init__(self, target: str = "position", frame_skip: int = 8, **kwargs: Any) -> None:

@@ -100,6 +100,24 @@ def test_the_goal_image_shows_the_goal_configuration(env_id):
 
 
 @pytest.mark.parametrize("env_id", IDS)
+def test_without_the_goal_marker_the_frames_do_not_depend_on_the_goal(env_id):
+    frames = {}
+    for show in (True, False):
+        env = gym.make(env_id, obs_mode="pixels", width=48, height=48, show_goal=show)
+        start, goal = env.unwrapped.sample_start_goal(np.random.default_rng(0))
+        other = env.unwrapped.sample_start_goal(np.random.default_rng(1))[1]
+        for name, g in (("goal", goal), ("other", other)):
+            obs, _ = env.reset(seed=0, options={"start": start, "goal": g})
+            frames[show, name] = obs["pixels"], obs["goal_pixels"]
+        env.close()
+    # With the marker the frame shows where the goal is; without it the goal image alone does.
+    assert not np.array_equal(frames[True, "goal"][0], frames[True, "other"][0])
+    np.testing.assert_array_equal(frames[False, "goal"][0], frames[False, "other"][0])
+    assert not np.array_equal(frames[False, "goal"][1], frames[False, "other"][1])
+    assert not np.array_equal(frames[False, "goal"][0], frames[True, "goal"][0])
+
+
+@pytest.mark.parametrize("env_id", IDS)
 def test_reward_is_compute_reward_and_goal_observation_has_the_state_shape(env_id):
     env = gym.make(env_id)
     obs, _ = env.reset(seed=2)

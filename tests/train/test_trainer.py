@@ -230,3 +230,51 @@ def test_the_collapse_flag_fires_without_an_anti_collapse_term_only(
         assert float(rows[-1]["z_std"]) < 0.2 * max(float(r["z_std"]) for r in rows)
     else:
         assert not any(flags) and not said
+
+
+@pytest.mark.parametrize("stack", [1, 2], ids=["one-frame", "stack2"])
+def test_cached_critic_batches_equal_the_encoded_ones(pixel_dataset, stack):
+    """The fine-tuning's gathered latents are the target encoder's latents of the very rows
+    (and goals, shown as the planner shows them) that Batches.transitions draws."""
+    from wmrobot.train.critic import CriticConfig, td_loss
+    from wmrobot.train.data import Batches, LatentTransitions
+
+    store = EpisodeStore.open(pixel_dataset)
+    torch.manual_seed(0)
+    cfg = tiny_model(encoder="cnn", frame_stack=stack, width=4, critic=True)
+    model = build_model(store, cfg)
+    batches = Batches(store, model, 3, 8, CriticConfig(batch_size=64))
+    latents = LatentTransitions(batches, model)
+    encoded = batches.sample(torch.Generator().manual_seed(5), windows=False)["critic"]
+    gathered = latents.sample(torch.Generator().manual_seed(5))["critic"]
+    assert torch.equal(encoded["steps"], gathered["steps"])
+    assert torch.equal(encoded["reached"], gathered["reached"])
+    with torch.no_grad():
+        for key, name in (("now", "z"), ("next", "z_next"), ("goal", "goal_z")):
+            torch.testing.assert_close(model.encode_target(encoded[key]), gathered[name])
+    if stack > 1:  # a goal is a still stack of its frame
+        goal = encoded["goal"]["pixels"]
+        assert torch.equal(goal[:, 0], goal[:, 1])
+    loss, _ = td_loss(model, encoded, CriticConfig())
+    torch.testing.assert_close(loss, td_loss(model, gathered, CriticConfig())[0])
+
+
+def test_a_critic_off_the_joint_run_moves_only_in_fine_tuning(maze_dataset, tmp_path):
+    from wmrobot.train.critic import CriticConfig
+
+    model_cfg = tiny_model(critic=True, critic_hidden=16)
+    runs = {}
+    for name, critic in [
+        ("joint", CriticConfig(batch_size=32, finetune=1)),
+        ("separate", CriticConfig(batch_size=32, finetune=1, joint=False)),
+    ]:
+        out = tmp_path / name
+        train(str(maze_dataset), out, model_cfg, tiny_train(steps=4, critic=critic),
+              progress=False)  # fmt: skip
+        runs[name] = read_metrics(out)
+    assert all(r["critic"] != "" for r in runs["joint"])
+    jepa_rows = [r for r in runs["separate"] if int(r["step"]) < 4]
+    assert jepa_rows and all(r["critic"] == "" for r in jepa_rows)  # no TD during the JEPA run
+    assert [r["critic"] != "" for r in runs["separate"] if int(r["step"]) >= 4] == [True]
+    with pytest.raises(ConfigError, match="joint=false with model.train.critic.finetune=0"):
+        CriticConfig(joint=False, finetune=0)

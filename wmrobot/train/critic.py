@@ -26,12 +26,18 @@ class CriticConfig:
     random: float = 0.1  # any row of the dataset,
     next: float = 0.2  # the next row
     finetune: int = 0  # critic-only updates on the final, frozen encoder after the joint run
+    joint: bool = True  # also TD updates during the JEPA run (false: fine-tuning only)
 
     def __post_init__(self) -> None:
         key = "model.train.critic."
         check_range(key + "lr", self.lr, 0, closed=False)
         check_range(key + "batch_size", self.batch_size, 1)
         check_range(key + "finetune", self.finetune, 0)
+        if not self.joint and self.finetune < 1:
+            raise ConfigError(
+                f"{key}joint=false with {key}finetune={self.finetune} never trains the critic; "
+                f"set {key}finetune > 0 or model.critic=false"
+            )
         check_range(key + "gamma", self.gamma, 0, 1, closed=False)
         check_range(key + "expectile", self.expectile, 0, 1, closed=False)
         if not 0 < self.target_tau <= 1:  # at 0 the target would never move
@@ -138,11 +144,15 @@ def td_loss(
     model: WorldModel, batch: dict[str, Any], cfg: CriticConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`critic_loss` of ``model.critic`` on a batch of transitions
-    (:meth:`~wmrobot.train.data.Batches.transitions`), on the target encoder's latents."""
-    states = [batch["now"], batch["next"], batch["goal"]]
-    inputs = {name: torch.cat([s[name] for s in states]) for name in batch["now"]}
-    with torch.no_grad():
-        z, z_next, goal_z = model.encode_target(inputs).float().split(len(batch["steps"]))
+    (:meth:`~wmrobot.train.data.Batches.transitions`), on the target encoder's latents, or
+    on latents already encoded (``z``, ``z_next``, ``goal_z``: :class:`LatentTransitions`)."""
+    if "z" in batch:
+        z, z_next, goal_z = batch["z"], batch["z_next"], batch["goal_z"]
+    else:
+        states = [batch["now"], batch["next"], batch["goal"]]
+        inputs = {name: torch.cat([s[name] for s in states]) for name in batch["now"]}
+        with torch.no_grad():
+            z, z_next, goal_z = model.encode_target(inputs).float().split(len(batch["steps"]))
     return critic_loss(
         model.critic, model.critic_target, z, z_next, goal_z, batch["reached"], batch["steps"],
         cfg,

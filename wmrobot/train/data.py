@@ -174,9 +174,10 @@ class Batches:
     """Training batches in the model's inputs, drawn with the caller's generator.
 
     ``sample`` gives ``{"windows": ..., "critic": ...}`` (the critic's part only when
-    ``critic`` is given): windows of ``horizon`` steps with encoder inputs along each (frame
-    stacks built from the rows before it), actions, achieved goals and hindsight goals; and
-    (state, next state, goal) transitions for the critic's TD loss.
+    ``critic`` is given, and beside windows only when ``joint``): windows of ``horizon``
+    steps with encoder inputs along each (frame stacks built from the rows before it),
+    actions, achieved goals and hindsight goals; and (state, next state, goal) transitions
+    for the critic's TD loss.
     """
 
     def __init__(
@@ -187,8 +188,10 @@ class Batches:
         batch_size: int,
         critic: CriticConfig | None = None,
         device: torch.device | str = "cpu",
+        joint: bool = True,
     ) -> None:
         _, self.ag_key = observation_keys(store)
+        self.joint = joint
         self.input_keys, self.stack = dict(model.input_keys), model.frames
         self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
         keys = [*self.input_keys.values(), "action", self.ag_key]
@@ -205,7 +208,7 @@ class Batches:
         """One training batch on the device: windows (unless ``windows=False``, the critic's
         fine-tuning) and, with a critic, its transitions."""
         batch = {"windows": self.windows(gen)} if windows else {}
-        if self.critic_cfg is not None:
+        if self.critic_cfg is not None and (self.joint or not windows):
             batch["critic"] = self.transitions(gen)
         return to_device(batch, self.device)
 
@@ -242,28 +245,81 @@ class Batches:
             "goal_achieved": sampler.rows(self.ag_key, goal_rows),
         }
 
+    def goal_inputs(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder inputs of rows (B,) shown as goals, as a planner shows its goal: the task's
+        goal state for its achieved goal (``goal_observation``) and the row's frame as a still
+        stack."""
+        out = {}
+        for name, key in self.input_keys.items():
+            value = self.sampler.rows(key, rows)
+            if name == "pixels" and self.stack > 1:
+                value = value[:, None].expand(-1, self.stack, *value.shape[1:])
+            elif name == "state" and self.goal_observation is not None:
+                desired = self.goal_observation(self.sampler.rows(self.ag_key, rows).numpy())
+                value = torch.as_tensor(desired, dtype=value.dtype)
+            out[name] = value
+        return out
+
     def transitions(self, gen: torch.Generator) -> dict[str, Any]:
         """The critic's batch: encoder inputs of states, next states and hindsight goals (goal
         states made as a planner makes them, with the task's goal_observation), whether the
         next state reaches the goal (B,) and the episode's steps to it (B,)."""
         gb = self.goals.sample(self.critic_cfg.batch_size, gen)
         half = len(gb.rows)
-        inputs = self.row_inputs(torch.cat([gb.rows, gb.next_rows, gb.goal_rows]))
-        achieved = self.sampler.rows(self.ag_key, torch.cat([gb.next_rows, gb.goal_rows]))
-        if "state" in inputs and self.goal_observation is not None:
-            state = inputs["state"]
-            desired = self.goal_observation(achieved[half:].numpy())
-            goal_state = torch.as_tensor(desired, dtype=state.dtype)
-            inputs["state"] = torch.cat([state[: 2 * half], goal_state])
+        inputs = self.row_inputs(torch.cat([gb.rows, gb.next_rows]))
         parts = {name: value.split(half) for name, value in inputs.items()}
-        now, following, goal = ({name: p[i] for name, p in parts.items()} for i in range(3))
-        reached = self.is_success(achieved[:half].numpy(), achieved[half:].numpy())
+        achieved = self.sampler.rows(self.ag_key, torch.cat([gb.next_rows, gb.goal_rows])).numpy()
+        reached = self.is_success(achieved[:half], achieved[half:])
         return {
-            "now": now,
-            "next": following,
-            "goal": goal,
+            "now": {name: p[0] for name, p in parts.items()},
+            "next": {name: p[1] for name, p in parts.items()},
+            "goal": self.goal_inputs(gb.goal_rows),
             "reached": torch.as_tensor(np.asarray(reached, dtype=bool)),
             "steps": gb.steps,
+        }
+
+
+class LatentTransitions:
+    """The critic's batches on a frozen encoder, as :meth:`Batches.transitions` draws them
+    (the same goals from the same generator), with every row's target latent and goal latent
+    encoded once up front: a fine-tuning step is then a gather, not three encoder passes, which
+    makes the critic affordable for pixel models. Batches carry ``z``, ``z_next``, ``goal_z``
+    (B, D) in place of encoder inputs."""
+
+    CHUNK = 2048  # rows encoded per pass
+
+    def __init__(self, batches: Batches, model: WorldModel) -> None:
+        if batches.critic_cfg is None:
+            raise ValueError("LatentTransitions needs Batches made with a critic config")
+        self.batches, self.device = batches, batches.device
+        n, z, goal_z = batches.sampler.n_rows, [], []
+        with torch.no_grad():
+            for start in range(0, n, self.CHUNK):
+                rows = torch.arange(start, min(n, start + self.CHUNK))
+                for out, inputs in (
+                    (z, batches.row_inputs(rows)),
+                    (goal_z, batches.goal_inputs(rows)),
+                ):
+                    out.append(model.encode_target(to_device(inputs, self.device)).float())
+        self.z, self.goal_z = torch.cat(z), torch.cat(goal_z)
+        self.achieved = batches.sampler.rows(batches.ag_key, torch.arange(n)).numpy()
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:
+        """One critic batch ``{"critic": ...}`` on the device."""
+        b = self.batches
+        gb = b.goals.sample(b.critic_cfg.batch_size, gen)
+        reached = b.is_success(
+            self.achieved[gb.next_rows.numpy()], self.achieved[gb.goal_rows.numpy()]
+        )
+        on = lambda rows: rows.to(self.device)  # noqa: E731
+        return {
+            "critic": {
+                "z": self.z[on(gb.rows)],
+                "z_next": self.z[on(gb.next_rows)],
+                "goal_z": self.goal_z[on(gb.goal_rows)],
+                "reached": torch.as_tensor(np.asarray(reached, dtype=bool), device=self.device),
+                "steps": gb.steps.to(self.device),
+            }
         }
 
 

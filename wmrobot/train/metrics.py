@@ -4,6 +4,7 @@ the share of time spent waiting for data."""
 from __future__ import annotations
 
 import csv
+import io
 import time
 import warnings
 from pathlib import Path
@@ -39,18 +40,46 @@ class MetricsLog:
 
     def write(self, row: dict[str, Any]) -> None:
         """Append ``row`` (a ``step`` and numbers), stamped with the seconds since the start;
-        the first row's keys are the CSV columns (later rows may leave some empty)."""
+        rows may leave columns empty, and a row with new keys widens the CSV's header (the
+        file is rewritten once, atomically)."""
         row = {**row, "seconds": round(time.perf_counter() - self.start, 2)}
         if self.writer is None:
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
-            if self.file.tell() == 0:  # a new log; a resumed one has its header
+            header = self._header()
+            self.writer = csv.DictWriter(self.file, fieldnames=header or list(row))
+            if not header:
                 self.writer.writeheader()
+        new = [k for k in row if k not in self.writer.fieldnames]
+        if new:
+            self._widen(list(self.writer.fieldnames) + new)
         self.writer.writerow(row)
         self.file.flush()
         if self.board is not None:
             for key, value in row.items():
                 if key != "step":
                     self.board.add_scalar(f"train/{key}", value, row["step"])
+
+    def _header(self) -> list[str]:
+        """The columns of the CSV written so far (none for a new log)."""
+        self.file.flush()
+        with open(self.path, newline="") as f:
+            return next(csv.reader(f), [])
+
+    def _widen(self, fieldnames: list[str]) -> None:
+        """Rewrite the CSV under ``fieldnames`` (the old columns first) and append to it."""
+        self.file.close()
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def dump(out: Any) -> None:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+            out.write(text.getvalue().encode())
+
+        write_atomically(self.path, dump, sync=False)
+        self.file = open(self.path, "a", newline="")  # noqa: SIM115 (closed by close())
+        self.writer = csv.DictWriter(self.file, fieldnames=fieldnames)
 
     def largest(self, column: str) -> float | None:
         """The largest value of ``column`` logged so far, if any."""

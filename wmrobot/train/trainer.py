@@ -19,7 +19,7 @@ from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.critic import CriticConfig, td_loss
 from wmrobot.train.critic import update_target as critic_update
-from wmrobot.train.data import Batches, build_model, non_finite_key
+from wmrobot.train.data import Batches, LatentTransitions, build_model, non_finite_key
 from wmrobot.train.distributed import data_parallel, init_distributed, ranks_agree, train_device
 from wmrobot.train.losses import ANTICOLLAPSE, LossWeights, jepa_loss
 from wmrobot.train.metrics import CollapseWatch, DataWait, MetricsLog
@@ -262,7 +262,8 @@ def fit(
         batches = RewardBatches(store, model, cfg.horizon, cfg.batch_size, device)
         update = RewardUpdate(model, cfg, opts, gen)
     else:
-        batches = Batches(store, model, cfg.horizon, cfg.batch_size, critic, device)
+        joint = critic is None or critic.joint
+        batches = Batches(store, model, cfg.horizon, cfg.batch_size, critic, device, joint)
         update = GoalUpdate(data_parallel(Objective(model, cfg), device), opts, cfg.grad_clip)
     if resume and (out / TRAIN_STATE).exists():
         first = load_train_state(out / TRAIN_STATE, identity, model, opts, sched, gen, update)
@@ -339,10 +340,12 @@ def finetune_critic(
     log: MetricsLog | None,
 ) -> None:
     """``cfg.critic.finetune`` critic-only TD updates on the final encoder, which no longer
-    moves the latents under the critic; logged as steps ``cfg.steps`` onwards."""
+    moves the latents under the critic (so every row is encoded once:
+    :class:`LatentTransitions`); logged as steps ``cfg.steps`` onwards."""
     objective = data_parallel(Objective(model, cfg, jepa=False), batches.device)
+    latents = LatentTransitions(batches, model)
     for i in range(cfg.critic.finetune):
-        loss, parts, _ = objective(batches.sample(gen, windows=False))
+        loss, parts, _ = objective(latents.sample(gen))
         descend(loss, [opt], cfg.grad_clip)
         follow_targets(model, None, cfg)
         if log and (i % cfg.log_every == 0 or i == cfg.critic.finetune - 1):
