@@ -40,6 +40,7 @@ from wmrobot.datasets.episodes import (
 from wmrobot.datasets.policies import Policy, PolicySpec
 from wmrobot.datasets.spaces import describe_spaces
 from wmrobot.datasets.store import EpisodeStore, dataset_exists, episode_row_shapes
+from wmrobot.envs import TASKS
 from wmrobot.errors import DatasetError
 from wmrobot.provenance import git_revision, versions
 
@@ -89,7 +90,10 @@ def collect(
     committed every ``flush_every`` episodes, or by default about every ``FLUSH_SECONDS``
     seconds, so a crash loses at most that much (plus what is in flight); the dataset is the
     same for any number of workers and any commit grouping. ``pixels=N`` also stores each
-    row's N x N camera image (``data/pixels``, uint8), rendered offscreen. ``policy`` is a
+    row's N x N camera image (``data/pixels``, uint8), rendered offscreen; a wmrobot goal
+    task's frames leave out its goal marker unless ``env_kwargs`` set ``show_goal`` (a pixel
+    model then meets the goal only as the planner shows it, in the goal image: 95% against
+    82% on the U-maze, docs/BENCHMARKS.md "Pixels"). ``policy`` is a
     :class:`PolicySpec` or a policy name with default parameters.
 
     After the first episode, a local collection whose estimated size will not fit on its disk
@@ -106,6 +110,8 @@ def collect(
     policy = PolicySpec(policy) if isinstance(policy, str) else policy
     policy.check()
     env_kwargs = {**(env_kwargs or {}), **pixel_kwargs(pixels)}
+    if pixels and env_id in TASKS:  # the goal is the goal image's to show, not the frames'
+        env_kwargs.setdefault("show_goal", False)
     env, act = make_env_and_policy(env_id, env_kwargs, policy)  # fails fast on bad input
     store = None
     try:

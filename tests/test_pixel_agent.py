@@ -98,6 +98,7 @@ def test_a_pixel_model_plans_from_the_envs_frames_and_goal_frame(encoder):
 def test_view_settings_do_not_change_the_task():
     plain = _task_kwargs(ENV_ID, {"layout": "umaze"})
     seen = {"layout": "umaze", "render_mode": "rgb_array", "width": 64, "height": 64}
+    seen["show_goal"] = False  # what collect(pixels=N) records: frames without the marker
     assert _task_kwargs(ENV_ID, seen) == plain
     assert _task_kwargs(ENV_ID, {"layout": "ring"}) != plain
 

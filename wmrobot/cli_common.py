@@ -151,7 +151,7 @@ def full_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 # How an env is observed and rendered, not which task it is: a checkpoint trained on frames
 # (collected with pixels=N) plans on the same task as the env config without them.
-VIEW_KWARGS = ("render_mode", "width", "height", "obs_mode", "camera")
+VIEW_KWARGS = ("render_mode", "width", "height", "obs_mode", "camera", "show_goal")
 
 
 def task_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:

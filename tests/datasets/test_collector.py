@@ -194,6 +194,15 @@ def test_pixels_are_stored_as_uint8_frames_a_few_per_chunk(tmp_path):
     assert len(first) == store.meta("length")[0] + 1
     assert np.abs(first[0].astype(int) - first[-1].astype(int)).mean() > 0.1  # the agent moved
     assert store.attrs["env"]["kwargs"]["width"] == 32
+    assert store.attrs["env"]["kwargs"]["show_goal"] is False  # the goal image shows the goal
+
+
+def test_pixels_keep_the_goal_marker_when_asked(tmp_path):
+    path = tmp_path / "marked.zarr"
+    kwargs = {"show_goal": True}
+    collect(str(path), "wmrobot/PointMaze-v0", kwargs, episodes=1, pixels=16, progress=False)
+    assert EpisodeStore.open(path).attrs["env"]["kwargs"]["show_goal"] is True
+    assert kwargs == {"show_goal": True}  # the caller's dict is left as it was
 
 
 def test_too_small_pixels_are_refused(tmp_path):
