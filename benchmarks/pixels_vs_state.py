@@ -1,0 +1,145 @@
+"""State and 64x64-pixel world models trained on the same episodes, side by side: training
+wall time on this machine and Mode-2 success on the task's frozen evaluation set.
+
+Each dataset records both the state and the camera frame of every step (collected frames leave
+out the goal marker, so a pixel model sees the goal only in its goal image), so the two models
+differ only in what they read. Every stage runs the ``wmrobot`` CLI as a user
+would; a finished stage (its output folder holds its result) is not run again, so a killed run
+resumes. Run::
+
+    python benchmarks/pixels_vs_state.py [--env pointmaze_umaze] [--seeds 0 1 2] [--threads 2]
+
+Results go to ``--work`` (default ``benchmarks/results/pixels/ENV``): per seed, the
+checkpoints' ``meta.json`` and the plans' ``results.json``, and ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+WMROBOT = [sys.executable, "-m", "wmrobot.cli"]
+
+# The data of each task: `wmrobot collect` arguments, merged in this order (the recipes of
+# docs/BENCHMARKS.md's state sections), with frames at 64 px and no goal marker.
+DATA = {
+    "pointmaze_umaze": [
+        "policy=expert policy.noise=0.5 episodes=400 seed=1",
+        "policy=colored episodes=300 seed=0",
+    ],
+    "reacher": [
+        "policy=expert policy.noise=0.5 episodes=1200 seed=1",
+        "policy=colored episodes=300 seed=0",
+    ],
+}
+# The models: `wmrobot train` arguments beside dataset/seed/out.
+MODELS = {
+    "pointmaze_umaze": {"state": "model=state_mlp", "pixels": "model=pixels_cnn"},
+    "reacher": {
+        "state": "model=reacher_state",
+        "pixels": "model=pixels_cnn model.train.loss.cost=20",
+    },
+}
+
+
+def run(args: list[str], log: Path, threads: int) -> float:
+    """Run a wmrobot command, its output to ``log``; the wall time in seconds."""
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+           "OMP_NUM_THREADS": str(threads)}  # fmt: skip
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run([*WMROBOT, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): wmrobot {' '.join(args)}; see {log}")
+    return time.perf_counter() - start
+
+
+def dataset(env: str, work: Path, threads: int) -> Path:
+    merged = work / "data.zarr"
+    if merged.exists():
+        return merged
+    parts = []
+    for i, recipe in enumerate(DATA[env]):
+        part = work / f"part{i}.zarr"
+        shutil.rmtree(part, ignore_errors=True)  # a part left by a killed run
+        args = ["collect", f"env={env}", *recipe.split(), "pixels=64", f"out={part}"]
+        run(args, work / f"collect{i}.log", threads)
+        parts.append(str(part))
+    run(["data", "merge", str(merged), *parts], work / "merge.log", threads)
+    for part in parts:
+        shutil.rmtree(part)
+    return merged
+
+
+def train_and_plan(env: str, kind: str, seed: int, data: Path, work: Path, threads: int) -> dict:
+    ckpt, plan = work / f"{kind}-seed{seed}", work / f"{kind}-seed{seed}-plan"
+    if not (ckpt / "model.pt").exists():
+        shutil.rmtree(ckpt, ignore_errors=True)
+        args = ["train", f"dataset={data}", f"seed={seed}", f"threads={threads}", f"out={ckpt}"]
+        run([*args, *MODELS[env][kind].split()], work / f"{kind}-seed{seed}-train.log", threads)
+    if not (plan / "results.json").exists():
+        run(["plan", f"checkpoint={ckpt}", f"env={env}", "seeds=[0,1,2]", f"threads={threads}",
+             "video=false", "baseline=false", f"out={plan}"],
+            work / f"{kind}-seed{seed}-plan.log", threads)  # fmt: skip
+    meta = json.loads((ckpt / "meta.json").read_text())
+    result = json.loads((plan / "results.json").read_text())["results"][0]
+    return {
+        "env": env,
+        "model": kind,
+        "seed": seed,
+        "transitions": meta["dataset"]["transitions"],
+        "train_s": meta["seconds"],
+        "success_mean": float(np.mean(result["success"])),
+        "success_std": float(np.std(result["success"], ddof=1)),
+        "latency_ms": result["latency_ms"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="pointmaze_umaze", choices=sorted(DATA))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or HERE / "results" / "pixels" / args.env
+    work.mkdir(parents=True, exist_ok=True)
+    data = dataset(args.env, work, args.threads)
+    rows = [
+        train_and_plan(args.env, kind, seed, data, work, args.threads)
+        for seed in args.seeds
+        for kind in ("state", "pixels")
+    ]
+    with open(work / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{args.env}: {rows[0]['transitions']:,} steps, {args.threads} threads, "
+          "Mode-2 MPPI on the frozen set, planner seeds 0-2")  # fmt: skip
+    print(f"{'model':<8} {'seed':>4} {'train s':>8} {'success':>14} {'latency':>9}")
+    for r in rows:
+        print(f"{r['model']:<8} {r['seed']:>4} {r['train_s']:>8.0f} "
+              f"{100 * r['success_mean']:>7.1f}% ± {100 * r['success_std']:.1f} "
+              f"{r['latency_ms']:>7.1f}ms")  # fmt: skip
+    for kind in ("state", "pixels"):
+        mine = [r for r in rows if r["model"] == kind]
+        success = 100 * np.mean([r["success_mean"] for r in mine])
+        seconds = np.mean([r["train_s"] for r in mine])
+        print(f"{kind}: {success:.1f}% over {len(mine)} training seed(s), training {seconds:.0f} s")
+    state = np.mean([r["train_s"] for r in rows if r["model"] == "state"])
+    pixels = np.mean([r["train_s"] for r in rows if r["model"] == "pixels"])
+    print(f"pixels / state training time: {pixels / state:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
