@@ -259,7 +259,7 @@ def test_cached_critic_batches_equal_the_encoded_ones(pixel_dataset, stack):
     torch.testing.assert_close(loss, td_loss(model, gathered, CriticConfig())[0])
 
 
-def test_a_critic_off_the_joint_run_moves_only_in_fine_tuning(maze_dataset, tmp_path):
+def test_a_critic_off_the_joint_run_is_trained_only_in_fine_tuning(maze_dataset, tmp_path):
     from wmrobot.train.critic import CriticConfig
 
     model_cfg = tiny_model(critic=True, critic_hidden=16)

@@ -205,8 +205,9 @@ class Batches:
             self.is_success, self.goal_observation = task_functions(store)
 
     def sample(self, gen: torch.Generator, windows: bool = True) -> dict[str, Any]:
-        """One training batch on the device: windows (unless ``windows=False``, the critic's
-        fine-tuning) and, with a critic, its transitions."""
+        """One training batch on the device: windows (unless ``windows=False``: the critic's
+        transitions alone, encoded each time; fine-tuning uses :class:`LatentTransitions`) and,
+        with a critic, its transitions."""
         batch = {"windows": self.windows(gen)} if windows else {}
         if self.critic_cfg is not None and (self.joint or not windows):
             batch["critic"] = self.transitions(gen)
