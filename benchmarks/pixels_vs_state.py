@@ -8,6 +8,7 @@ would; a finished stage (its output folder holds its result) is not run again, s
 resumes. Run::
 
     python benchmarks/pixels_vs_state.py [--env pointmaze_umaze] [--seeds 0 1 2] [--threads 2]
+        [--models state pixels speeds]
 
 Results go to ``--work`` (default ``benchmarks/results/pixels/ENV``): per seed, the
 checkpoints' ``meta.json`` and the plans' ``results.json``, and ``summary.csv``.
@@ -42,12 +43,20 @@ DATA = {
         "policy=colored episodes=300 seed=0",
     ],
 }
-# The models: `wmrobot train` arguments beside dataset/seed/out.
+# The models: `wmrobot train` arguments beside dataset/seed/out. "speeds": the frames fused
+# with the agent's own joint speeds only (model.proprio), the velocity one frame cannot show;
+# the positions and the goal still come from the frames alone.
 MODELS = {
-    "pointmaze_umaze": {"state": "model=state_mlp", "pixels": "model=pixels_cnn"},
+    "pointmaze_umaze": {
+        "state": "model=state_mlp",
+        "pixels": "model=pixels_cnn",
+        "speeds": "model=pixels_cnn model.encoder=fusion model.proprio=[2,3]",
+    },
     "reacher": {
         "state": "model=reacher_state",
         "pixels": "model=pixels_cnn model.train.loss.cost=20",
+        "speeds": "model=pixels_cnn model.train.loss.cost=20 model.encoder=fusion "
+        "model.proprio=[4,5]",
     },
 }
 
@@ -111,6 +120,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--models", nargs="+", default=["state", "pixels"],
+                        choices=["state", "pixels", "speeds"])  # fmt: skip
     args = parser.parse_args()
     work = args.work or HERE / "results" / "pixels" / args.env
     work.mkdir(parents=True, exist_ok=True)
@@ -118,12 +129,19 @@ def main() -> None:
     rows = [
         train_and_plan(args.env, kind, seed, data, work, args.threads)
         for seed in args.seeds
-        for kind in ("state", "pixels")
+        for kind in args.models
     ]
-    with open(work / "summary.csv", "w", newline="") as f:
+    # Rows of other models or seeds from earlier runs stay in the summary; this run's replace
+    # their own.
+    summary, ran = work / "summary.csv", {(r["model"], str(r["seed"])) for r in rows}
+    kept = []
+    if summary.exists():
+        with open(summary, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if (r["model"], r["seed"]) not in ran]
+    with open(summary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept + rows)
     print(f"{args.env}: {rows[0]['transitions']:,} steps, {args.threads} threads, "
           "Mode-2 MPPI on the frozen set, planner seeds 0-2")  # fmt: skip
     print(f"{'model':<8} {'seed':>4} {'train s':>8} {'success':>14} {'latency':>9}")
@@ -131,14 +149,16 @@ def main() -> None:
         print(f"{r['model']:<8} {r['seed']:>4} {r['train_s']:>8.0f} "
               f"{100 * r['success_mean']:>7.1f}% ± {100 * r['success_std']:.1f} "
               f"{r['latency_ms']:>7.1f}ms")  # fmt: skip
-    for kind in ("state", "pixels"):
+    seconds = {}
+    for kind in args.models:
         mine = [r for r in rows if r["model"] == kind]
         success = 100 * np.mean([r["success_mean"] for r in mine])
-        seconds = np.mean([r["train_s"] for r in mine])
-        print(f"{kind}: {success:.1f}% over {len(mine)} training seed(s), training {seconds:.0f} s")
-    state = np.mean([r["train_s"] for r in rows if r["model"] == "state"])
-    pixels = np.mean([r["train_s"] for r in rows if r["model"] == "pixels"])
-    print(f"pixels / state training time: {pixels / state:.1f}x")
+        seconds[kind] = np.mean([r["train_s"] for r in mine])
+        print(f"{kind}: {success:.1f}% over {len(mine)} training seed(s), "
+              f"training {seconds[kind]:.0f} s")  # fmt: skip
+    for kind in ("pixels", "speeds"):
+        if kind in seconds and "state" in seconds:
+            print(f"{kind} / state training time: {seconds[kind] / seconds['state']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ task's own pose distance (block position error + 0.1 x the heading chord), so a 
 the objective's or the planner's, not the model's. This is a diagnostic, not a method: a real
 planner never touches the simulator (DESIGN.md).
 
+With ``--critic CHECKPOINT`` the planner also adds ``--value-weight`` x that checkpoint's critic
+(its cost-to-go, on the encoded simulator states) at the horizon: the simulator's dynamics with a
+learnt cost-to-go, which tells whether a critic is good enough before any model error enters.
+
 Usage: python benchmarks/push_oracle.py [--pairs 20] [--horizon 20] [--samples 128] ...
 Prints success, final distance and seconds per episode on the frozen set's first pairs, beside
 the scripted expert and random actions on the same pairs.
@@ -34,11 +38,11 @@ class SimDynamics:
     """The Dynamics protocol on the simulator: a latent is the full physics state; the goal
     latent carries the desired (x, y, cos, sin) in its first four entries."""
 
-    has_value = False
-
-    def __init__(self, env, approach: float = 0.0) -> None:
+    def __init__(self, env, approach: float = 0.0, critic=None) -> None:
         base = env.unwrapped
-        self.approach = approach
+        self.approach, self.critic = approach, critic
+        self.has_value = critic is not None
+        self.goal_z: torch.Tensor | None = None  # the critic's goal latent, set per episode
         self.model, self.skip = base.model, base.frame_skip
         self.data = [mujoco.MjData(self.model)]
         self.latent_dim = mujoco.mj_stateSize(self.model, STATE)
@@ -68,21 +72,37 @@ class SimDynamics:
             )
         return cost.float()
 
-    def value(self, z, goal_z):  # never called: has_value is False
-        raise NotImplementedError
+    def observation(self, z: torch.Tensor) -> torch.Tensor:
+        """Physics states (..., S) -> the env's observation vectors (..., 11)."""
+        q, v = z[..., self.qpos : self.qpos + 5], z[..., self.qpos + 5 : self.qpos + 10]
+        return torch.cat(
+            [q[..., :2], v[..., :2], q[..., 2:4], q[..., 4:5].cos(), q[..., 4:5].sin(), v[..., 2:]],
+            dim=-1,
+        ).float()
+
+    def value(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:
+        """The critic's cost-to-go of physics states ``z`` (..., S) to the episode's goal."""
+        with torch.no_grad():
+            latent = self.critic.encode(self.observation(z))
+            return self.critic.value(latent, self.goal_z.expand_as(latent))
 
 
 def run(args: argparse.Namespace) -> None:
     evalset = load_evalset("push")
     evalset = dataclasses.replace(evalset, pairs=evalset.pairs[: args.pairs])
     env = evalset.make_env()
-    dyn = SimDynamics(env, args.approach)
+    critic = None
+    if args.critic:
+        from wmrobot.model import WorldModel
+
+        critic = WorldModel.load(args.critic)
+    dyn = SimDynamics(env, args.approach, critic)
     cfg = {
         "name": args.planner, "backend": "torch", "horizon": args.horizon,
         "samples": args.samples, "iterations": args.iterations, "elites": args.elites,
         "temperature": args.temperature, "init_std": 1.0, "min_std": 0.05, "max_std": 2.0,
-        "beta": args.beta, "terminal_weight": args.terminal_weight, "value_weight": 0.0,
-        "smooth_weight": 0.0, "replan_every": args.replan_every,
+        "beta": args.beta, "terminal_weight": args.terminal_weight,
+        "value_weight": args.value_weight, "smooth_weight": 0.0, "replan_every": args.replan_every,
     }  # fmt: skip
     planner = make_planner(dyn, cfg, seed=args.seed)
     wins, finals, clock = 0, [], time.perf_counter()
@@ -90,6 +110,10 @@ def run(args: argparse.Namespace) -> None:
         obs, info = env.reset(seed=args.seed, options=pair)
         goal = torch.zeros(1, dyn.latent_dim, dtype=torch.float64)
         goal[0, :4] = torch.as_tensor(obs["desired_goal"], dtype=torch.float64)
+        if critic is not None:
+            goal_obs = env.unwrapped.goal_observation(obs["desired_goal"][None])
+            with torch.no_grad():
+                dyn.goal_z = critic.encode(torch.as_tensor(goal_obs, dtype=torch.float32))
         agent = RecedingHorizon(planner, args.replan_every)
         agent.reset()
         for _ in range(evalset.budget):
@@ -105,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"push oracle {args.planner} H={args.horizon} N={args.samples}x{args.iterations} "
         f"replan={args.replan_every} terminal={args.terminal_weight} "
-        f"approach={args.approach}: success "
+        f"approach={args.approach} critic={args.critic} x{args.value_weight}: success "
         f"{wins}/{len(evalset.pairs)}, final distance {np.mean(finals):.3f} "
         f"(median {np.median(finals):.3f}), {per_episode:.1f} s/episode | expert "
         f"{expert:.0%}, random {random_actions:.0%} on the same {len(evalset.pairs)} pairs, "
@@ -129,6 +153,8 @@ def main() -> None:
     p.add_argument(
         "--approach", type=float, default=0.0, help="x pusher-block distance in the cost"
     )
+    p.add_argument("--critic", default=None, help="a checkpoint whose critic adds cost-to-go")
+    p.add_argument("--value-weight", type=float, default=7.0)
     torch.set_num_threads(1)
     run(p.parse_args())
 

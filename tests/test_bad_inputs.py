@@ -184,6 +184,8 @@ CASES = [
          "CUDA", NO_CUDA),
     case("train-cnn-on-state-data",
          f"train dataset={{a}} model=pixels_cnn model.train.critic.joint=true {TT}", "pixels"),
+    case("train-proprio-without-fusion", f"train dataset={{a}} model.proprio=[0] {TT}",
+         "model.encoder=fusion"),
     case("train-critic-never-trained",
          f"train dataset={{a}} model.train.critic.joint=false {TT}", "finetune"),
     case("train-out-existing-ckpt", f"train dataset={{a}} out={{ck}} {TT}", "resume=true"),

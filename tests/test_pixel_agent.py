@@ -117,3 +117,41 @@ def test_wmrobot_plan_runs_a_pixel_checkpoint(tmp_path, monkeypatch):
     rows = json.loads((out / "results.json").read_text())["results"]
     assert {r["method"] for r in rows} == {"random", "Mode-2 MPPI"}
     assert (out / "mpc_episode.gif").is_file()
+
+
+def test_fusion_reads_only_the_proprio_columns_and_keeps_them_when_saved(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(8, 16, 1, 3, 0.9, 0.5, 1.0, encoder="fusion", width=4, proprio=[2, 3])
+    mean, std = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 1.0, 2.0, 4.0])
+    model = WorldModel(4, 2, cfg, obs_mean=mean, obs_std=std, image_shape=(16, 16, 3))
+    spy = Spy(model)
+    pixels = torch.as_tensor(frames(2, 5))
+    state = torch.tensor([[0.0, 0.0, 5.0, 8.0], [9.0, -9.0, 5.0, 8.0]])
+    inputs = model._inputs({"state": state, "pixels": pixels})
+    assert torch.equal(inputs["state"], torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
+    z = model.encode({"state": state, "pixels": pixels})
+    assert torch.allclose(z[0], z[1])  # the positions (columns 0, 1) are never read
+    moved = model.encode({"state": state + torch.tensor([0.0, 0.0, 2.0, 0.0]), "pixels": pixels})
+    assert not torch.allclose(moved, z)  # the speeds are
+    assert len(spy.seen) == 2
+    model.save(tmp_path / "ck")
+    loaded = WorldModel.load(tmp_path / "ck")
+    assert loaded.cfg.proprio == [2, 3]
+    assert torch.allclose(loaded.encode({"state": state, "pixels": pixels}), z)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"encoder": "cnn", "proprio": [2]}, "needs model.encoder=fusion"),
+        ({"encoder": "fusion", "proprio": [2, 2]}, "distinct indices"),
+        ({"encoder": "fusion", "proprio": []}, "distinct indices"),
+        ({"encoder": "fusion", "proprio": [4]}, "indexes past the state vector's 4 values"),
+    ],
+)
+def test_bad_proprio_is_refused_in_one_line(kwargs, match):
+    from wmrobot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        cfg = ModelConfig(8, 16, 1, 3, 0.9, 0.5, 1.0, width=4, **kwargs)
+        WorldModel(4, 2, cfg, image_shape=(16, 16, 3))

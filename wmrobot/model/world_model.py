@@ -40,6 +40,9 @@ class ModelConfig:
     on a cosine schedule (I-JEPA; null keeps it constant); 0 makes the target a
     stop-gradient copy of the online encoder.
     ``critic``: also learn a goal-conditioned cost-to-go for planners' terminal cost.
+    ``proprio`` (fusion only): the indices of the state vector the encoder reads beside the
+    frames, the agent's own state (e.g. Reacher's joint speeds ``[4, 5]``, Push's pusher
+    ``[0, 1, 2, 3]``); None: the whole vector.
     ``task``: "goal" (cost head, goal-conditioned critic) or "reward" (reward head r(z, a),
     continuation head c(z) when ``continuation``, an ensemble of ``q_heads`` action-value
     heads with target networks, and a Gaussian policy prior; ``head_hidden`` wide,
@@ -61,6 +64,7 @@ class ModelConfig:
     history: int = 8
     frame_stack: int = 1
     width: int = 32
+    proprio: Optional[list[int]] = None  # noqa: UP045
     ema_end: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
     critic: bool = False
     critic_hidden: int = 128
@@ -102,6 +106,22 @@ class ModelConfig:
             check_range(f"model.{key}", getattr(self, key), 0)
         check_range("model.ema", self.ema, 0, 1)
         check_range("model.ema_end", self.ema_end, 0, 1)
+        if self.proprio is not None:
+            self.proprio = [int(i) for i in self.proprio]
+            if self.encoder != "fusion":
+                raise ConfigError(
+                    f"model.proprio={self.proprio} picks the state read beside the frames; "
+                    f"it needs model.encoder=fusion (now {self.encoder}), or drop it"
+                )
+            if (
+                not self.proprio
+                or min(self.proprio) < 0
+                or len(set(self.proprio)) < len(self.proprio)
+            ):
+                raise ConfigError(
+                    f"model.proprio={self.proprio} must be distinct indices >= 0 of the state "
+                    f"vector, e.g. [4, 5]"
+                )
 
 
 def input_names(encoder: str) -> tuple[str, ...]:
@@ -167,9 +187,14 @@ class WorldModel(nn.Module):
         self.register_buffer(
             "action_high", torch.ones(action_dim) if action_high is None else action_high
         )
+        if cfg.proprio is not None and max(cfg.proprio) >= obs_dim:
+            raise ConfigError(
+                f"model.proprio={cfg.proprio} indexes past the state vector's {obs_dim} "
+                f"values; use indices below {obs_dim}"
+            )
         self.encoder = make_encoder(
             cfg.encoder,
-            obs_dim=obs_dim,
+            obs_dim=obs_dim if cfg.proprio is None else len(cfg.proprio),
             image_shape=self.image_shape,
             frame_stack=cfg.frame_stack,
             latent_dim=cfg.latent_dim,
@@ -293,6 +318,8 @@ class WorldModel(nn.Module):
         if "state" in out:
             state = out["state"].float()
             out["state"] = (state - self.obs_mean) / self.obs_std.clamp_min(STD_FLOOR)
+            if self.cfg.proprio is not None:
+                out["state"] = out["state"][..., self.cfg.proprio]
         return out
 
     def encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
