@@ -190,16 +190,18 @@ class Batches:
         device: torch.device | str = "cpu",
         joint: bool = True,
     ) -> None:
-        _, self.ag_key = observation_keys(store)
+        # A reward task's rows have no achieved goal: only row_inputs serves them (the dream).
+        self.ag_key = observation_keys(store)[1] if model.task != "reward" else None
         self.joint = joint
         self.input_keys, self.stack = dict(model.input_keys), model.frames
         self.model, self.batch_size, self.device = model, batch_size, torch.device(device)
-        keys = [*self.input_keys.values(), "action", self.ag_key]
+        keys = [*self.input_keys.values(), "action", *([self.ag_key] if self.ag_key else [])]
         self.sampler = WindowSampler(store, keys, steps=horizon + self.stack - 1)
         ends = store.episode_ends
         lengths = np.diff(np.concatenate([[0], ends]))
         self.episode_start = torch.as_tensor(np.repeat(ends - lengths, lengths))
         self.critic_cfg = critic
+        self.is_success = self.goal_observation = None
         if critic is not None:
             self.goals = HindsightGoals(ends, critic)
             self.is_success, self.goal_observation = task_functions(store)

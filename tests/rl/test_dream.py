@@ -1,0 +1,166 @@
+"""DreamVecEnv: imagined episodes as a stable-baselines3 VecEnv, and the agent it trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor, VecNormalize
+
+from wmrobot.errors import ConfigError
+from wmrobot.model import ModelConfig, WorldModel
+from wmrobot.rl.dream import DreamAgent, DreamVecEnv, dataset_latents
+
+D = 6
+
+
+def goal_model(predictor: str = "mlp") -> WorldModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(D, 16, 1, 3, 0.9, 0.0, 1.0, predictor=predictor, history=4)
+    return WorldModel(4, 2, cfg).eval()
+
+
+def reward_model() -> WorldModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(D, 16, 1, 3, 0.9, 0.0, 1.0, task="reward", reward_scale=1.0)
+    cfg.continuation = False
+    return WorldModel(3, 1, cfg).eval()
+
+
+def latents(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("predictor", ["mlp", "gru"])
+def test_dream_steps_are_the_models_rollout(predictor):
+    model = goal_model(predictor)
+    env = DreamVecEnv(model, latents(50, 1), latents(50, 2), num_envs=4, horizon=10, seed=3)
+    obs = env.reset()
+    z0, goal = torch.as_tensor(obs[:, :D]), torch.as_tensor(obs[:, D:])
+    actions = torch.rand(4, 5, 2, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        want = model.rollout(z0, actions)
+    for t in range(5):
+        obs, reward, done, _ = env.step(actions[:, t].numpy())
+        assert not done.any()
+        assert np.allclose(obs[:, :D], want[:, t].numpy(), atol=1e-6)
+        assert np.allclose(obs[:, D:], goal.numpy())  # the goal stays for the episode
+        cost = model.task_cost(want[:, t], goal).detach().numpy()
+        assert np.allclose(reward, -cost, atol=1e-6)
+
+
+def test_ended_episodes_restart_from_the_dataset_with_their_last_observation():
+    model, starts, goals = goal_model(), latents(20, 1), latents(20, 2)
+    env = DreamVecEnv(model, starts, goals, num_envs=3, horizon=2, seed=0)
+    obs = env.reset()
+    assert {tuple(z) for z in obs[:, :D].round(5)} <= {tuple(z) for z in starts.numpy().round(5)}
+    env.step(np.zeros((3, 2), np.float32))
+    last, _, done, infos = env.step(np.zeros((3, 2), np.float32))
+    assert done.all() and all(info["TimeLimit.truncated"] for info in infos)
+    for i, info in enumerate(infos):
+        assert info["terminal_observation"].shape == (2 * D,)
+        assert tuple(last[i, :D].round(5)) in {tuple(z) for z in starts.numpy().round(5)}
+    # The same seed draws the same episodes.
+    again = DreamVecEnv(model, starts, goals, num_envs=3, horizon=2, seed=0).reset()
+    assert np.array_equal(again, obs)
+
+
+def test_reached_goals_terminate_with_zero_reward():
+    model, starts = goal_model(), latents(10, 1)
+    env = DreamVecEnv(model, starts, starts, 8, 50, goal_reward="reached", tolerance=1e6)
+    env.reset()
+    _, reward, done, infos = env.step(np.zeros((8, 2), np.float32))
+    assert done.all() and (reward == 0).all()
+    assert not any(info["TimeLimit.truncated"] for info in infos)
+    far = DreamVecEnv(model, starts, starts, 8, 50, goal_reward="reached", tolerance=1e-9)
+    far.reset()
+    _, reward, done, _ = far.step(np.zeros((8, 2), np.float32))
+    assert not done.any() and (reward == -1).all()
+
+
+def test_a_reward_tasks_dream_pays_the_reward_head_and_ends_where_the_model_says():
+    model = reward_model()
+    env = DreamVecEnv(model, latents(30, 1), None, num_envs=5, horizon=7)
+    obs = env.reset()
+    assert obs.shape == (5, D)
+    action = np.full((5, 1), 0.3, np.float32)
+    with torch.no_grad():
+        want = model.reward(torch.as_tensor(obs), torch.as_tensor(action)).numpy()
+    _, reward, done, _ = env.step(action)
+    assert np.allclose(reward, want, atol=1e-6) and not done.any()
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3, PPO])
+def test_sb3_algorithms_and_wrappers_run_in_a_dream(algo):
+    env = DreamVecEnv(goal_model(), latents(40, 1), latents(40, 2), num_envs=4, horizon=8)
+    env = VecNormalize(VecCheckNan(VecMonitor(env)), norm_reward=False)
+    extra = {"n_steps": 16, "batch_size": 32} if algo is PPO else {"learning_starts": 16}
+    agent = algo("MlpPolicy", env, seed=0, **extra)
+    agent.learn(128)
+    assert len(env.venv.venv.episode_returns) >= 4  # VecMonitor saw whole episodes
+    actions, _ = agent.predict(env.reset(), deterministic=True)
+    assert actions.shape == (4, 2) and np.abs(actions).max() <= 1
+
+
+def test_sac_learns_a_planted_reward_in_the_dream():
+    """The dream of a system whose reward is exactly -(a - 0.5)^2: SAC's policy goes to 0.5."""
+    model = reward_model()
+    model.reward = lambda z, a: -((a - 0.5) ** 2).sum(-1)
+    env = DreamVecEnv(model, latents(64, 1), None, num_envs=4, horizon=5, seed=0)
+    agent = SAC("MlpPolicy", env, seed=0, learning_starts=100, gradient_steps=2)
+    before, _ = agent.predict(env.reset(), deterministic=True)
+    agent.learn(1500)
+    after, _ = agent.predict(env.reset(), deterministic=True)
+    assert np.abs(after - 0.5).max() < 0.15 < np.abs(before - 0.5).max()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"goals": None}, "needs goal latents"),
+        ({"goal_reward": "bonus"}, "dream.goal_reward='bonus'"),
+        ({"goal_reward": "reached"}, "needs dream.tolerance > 0"),
+        ({"num_envs": 0}, "dream.envs"),
+        ({"horizon": 0}, "dream.horizon"),
+    ],
+)
+def test_bad_dream_settings_are_refused_in_one_line(kwargs, match):
+    settings = {"goals": latents(5, 2), **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        DreamVecEnv(goal_model(), latents(5, 1), **settings)
+
+
+def test_a_transformer_predictor_is_refused():
+    with pytest.raises(ConfigError, match="predictor=transformer"):
+        DreamVecEnv(goal_model("transformer"), latents(5, 1), latents(5, 2))
+
+
+def test_dataset_latents_and_the_agent_in_the_real_env(tmp_path):
+    from wmrobot.datasets import collect
+    from wmrobot.datasets.store import EpisodeStore
+    from wmrobot.envs import make_env
+    from wmrobot.eval.rollout import evaluate
+    from wmrobot.train.data import build_model
+
+    env_id, kwargs = "wmrobot/PointMaze-v0", {"layout": "open"}
+    collect(str(tmp_path / "d.zarr"), env_id, kwargs, episodes=3, seed=0, progress=False)
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    torch.manual_seed(0)
+    model = build_model(store, ModelConfig(D, 16, 1, 3, 0.9, 0.0, 1.0)).eval()
+    starts, goals = dataset_latents(model, store)
+    ends = np.asarray(store.episode_ends)
+    assert len(starts) == len(goals) == ends[-1] - len(ends)  # every row but episodes' last
+    obs = torch.as_tensor(store.array("obs/observation")[:])
+    achieved = store.array("obs/achieved_goal")[:]
+    env = make_env(env_id, kwargs)
+    goal_obs = torch.as_tensor(env.unwrapped.goal_observation(achieved), dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.allclose(starts[0], model.encode(obs[:1])[0], atol=1e-6)
+        assert torch.allclose(goals[0], model.encode(goal_obs[:1])[0], atol=1e-6)
+    dream = DreamVecEnv(model, starts, goals, num_envs=2, horizon=4)
+    policy = SAC("MlpPolicy", dream, seed=0)
+    agent = DreamAgent(model, policy, env.unwrapped.goal_observation)
+    records = evaluate(agent, env_id, kwargs, [{}, {}], budget=3)
+    assert [r.steps for r in records] == [3, 3]
+    env.close()

@@ -1,0 +1,240 @@
+"""Training inside the model: a stable-baselines3 ``VecEnv`` whose environments are imagined
+by a world model, and the agent that acts with its policy in the real env.
+
+Any SB3 algorithm trains in :class:`DreamVecEnv` unchanged: the observation is the latent
+``z`` (reward tasks) or ``[z, goal_z]`` (goal tasks), a step is one batched pass of the
+predictor, the reward comes from the model's heads. Start states (and goals) are the dataset's
+own rows, encoded once (:func:`dataset_latents`). :class:`DreamAgent` then acts in the real env
+through the encoder: observation -> z (-> [z, goal_z]) -> the SB3 policy's action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
+
+from wmrobot.errors import ConfigError, check_range
+from wmrobot.model.world_model import WorldModel
+
+GOAL_REWARDS = ("cost", "reached")
+
+
+def dataset_latents(
+    model: WorldModel, store: Any, chunk: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every row of ``store`` with an action after it (not an episode's last), encoded by the
+    model's online encoder as the agent encodes the real env's observations: start latents
+    (M, D); for a goal task also each row shown as a goal, as a planner shows one (the task's
+    ``goal_observation`` of the row's achieved goal, a frame as a still stack): (M, D), else
+    None."""
+    from wmrobot.train.data import Batches, task_functions, to_device
+
+    batches = Batches(store, model, horizon=1, batch_size=1)
+    goal_task = model.task != "reward"
+    if goal_task:
+        batches.goal_observation = task_functions(store)[1]
+    ends = np.asarray(store.episode_ends)
+    rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)
+    starts, goals = [], []
+    with torch.no_grad():
+        for lo in range(0, len(rows), chunk):
+            part = torch.as_tensor(rows[lo : lo + chunk])
+            starts.append(model.encode(to_device(batches.row_inputs(part), "cpu")).float())
+            if goal_task:
+                goals.append(model.encode(batches.goal_inputs(part)).float())
+    return torch.cat(starts), (torch.cat(goals) if goal_task else None)
+
+
+class DreamVecEnv(VecEnv):
+    """``num_envs`` imagined episodes of ``model``, stepped together: a stable-baselines3
+    ``VecEnv``.
+
+    - Observation (float32 Box): ``z`` (D,) on a reward task; ``[z, goal_z]`` (2D,) on a goal
+      task.
+    - Step: ``z' = predictor(z, a)`` for all envs in one batched pass (actions clipped to the
+      model's bounds; a GRU predictor carries its hidden state per env).
+    - Reward: a reward task's reward head ``r(z, a)``; a goal task's ``-task_cost(z', goal_z)``
+      (``goal_reward="cost"``, the cost head's distance to the goal, in the task's units) or
+      ``-1`` per step until that distance is below ``tolerance`` (``"reached"``).
+    - Termination: the continuation head ``c(z') < 0.5`` (reward tasks whose data terminate);
+      reaching the goal (``goal_reward="reached"``). Truncation at ``horizon`` steps.
+    - Reset: a start latent drawn uniformly from ``starts`` (M, D) and, on a goal task, a goal
+      latent from ``goals`` (M, D), independently (hindsight goals from the dataset).
+
+    An ended env is reset at once, as SB3 expects: ``infos[i]["terminal_observation"]`` holds
+    its last observation and ``infos[i]["TimeLimit.truncated"]`` whether the horizon cut it.
+    Draws come from one ``torch.Generator`` seeded by ``seed`` (or :meth:`seed`).
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        starts: torch.Tensor,
+        goals: torch.Tensor | None = None,
+        num_envs: int = 16,
+        horizon: int = 100,
+        seed: int = 0,
+        goal_reward: str = "cost",
+        tolerance: float | None = None,
+    ) -> None:
+        check_range("dream.envs", num_envs, 1)
+        check_range("dream.horizon", horizon, 1)
+        if model.cfg.predictor == "transformer":
+            raise ConfigError(
+                "model.predictor=transformer predicts from a growing window of latents, which "
+                "the dream's per-env resets cannot keep; dream a model with predictor mlp or gru"
+            )
+        self.goal_task = model.task != "reward"
+        if self.goal_task and goals is None:
+            raise ConfigError("a goal task's dream needs goal latents (dataset_latents gives them)")
+        if goal_reward not in GOAL_REWARDS:
+            raise ConfigError(f"dream.goal_reward={goal_reward!r}: choose from {GOAL_REWARDS}")
+        if goal_reward == "reached" and (tolerance is None or tolerance <= 0):
+            raise ConfigError(
+                f"dream.goal_reward=reached needs dream.tolerance > 0 (now {tolerance}): the "
+                f"cost-head distance below which the goal counts as reached"
+            )
+        self.model = model.eval()
+        self.starts = starts.detach().float()
+        self.goals = None if goals is None else goals.detach().float()
+        self.horizon, self.goal_reward, self.tolerance = horizon, goal_reward, tolerance
+        d = model.latent_dim
+        width = 2 * d if self.goal_task else d
+        obs_space = gym.spaces.Box(-np.inf, np.inf, (width,), np.float32)
+        low = model.action_low.detach().cpu().numpy().astype(np.float32)
+        high = model.action_high.detach().cpu().numpy().astype(np.float32)
+        super().__init__(num_envs, obs_space, gym.spaces.Box(low, high, dtype=np.float32))
+        self.low, self.high = torch.as_tensor(low), torch.as_tensor(high)
+        self.terminates = not self.goal_task and model.continuation is not None
+        self.gen = torch.Generator().manual_seed(seed)
+        self.z = torch.zeros(num_envs, d)
+        self.goal_z = torch.zeros(num_envs, d)
+        self.hidden = None
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+        self.actions: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------ VecEnv
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:  # VecEnv.seed(seed) stores them for the next reset
+            self.gen.manual_seed(int(self._seeds[0]))
+        self._reset_seeds()
+        self._draw(torch.arange(self.num_envs))
+        return self._observation()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        a = torch.as_tensor(np.asarray(actions), dtype=torch.float32).reshape(self.num_envs, -1)
+        self.actions = torch.maximum(torch.minimum(a, self.high), self.low)
+
+    @torch.no_grad()
+    def step_wait(self) -> VecEnvStepReturn:
+        a, model = self.actions, self.model
+        if self.hidden is None:
+            self.hidden = model.predictor.init_state(self.z)
+        z_next, self.hidden = model.predictor.step(self.z, a, self.hidden)
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool)
+        if self.goal_task:
+            cost = model.task_cost(z_next, self.goal_z)
+            if self.goal_reward == "cost":
+                reward = -cost
+            else:
+                terminated = cost < self.tolerance
+                reward = torch.where(terminated, 0.0, -1.0)
+        else:
+            reward = model.reward(self.z, a)
+            if self.terminates:
+                terminated = model.cont(z_next) < 0.5
+        self.z = z_next
+        self.steps += 1
+        terminated = terminated.numpy()
+        truncated = (self.steps >= self.horizon) & ~terminated
+        dones = terminated | truncated
+        obs = self._observation()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        ended = np.flatnonzero(dones)
+        for i in ended:
+            infos[i]["terminal_observation"] = obs[i].copy()
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+        if len(ended):
+            self._draw(torch.as_tensor(ended))
+            obs = self._observation()
+        return obs, reward.float().numpy(), dones, infos
+
+    def close(self) -> None:
+        return None
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        value = getattr(self, attr_name) if attr_name != "render_mode" else None
+        return [value] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any):
+        return [getattr(self, method_name)(*args, **kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    # ----------------------------------------------------------------------------- helpers
+    def _indices(self, indices: Any) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+    def _draw(self, envs: torch.Tensor) -> None:
+        """New episodes in ``envs``: a start (and goal) from the dataset, step count 0."""
+        picks = torch.randint(len(self.starts), (len(envs),), generator=self.gen)
+        self.z[envs] = self.starts[picks]
+        if self.goal_task:
+            goal_picks = torch.randint(len(self.goals), (len(envs),), generator=self.gen)
+            self.goal_z[envs] = self.goals[goal_picks]
+        if self.hidden is not None:  # a GRU's state restarts with its episode
+            self.hidden[envs] = self.model.predictor.init_state(self.z[envs])
+        self.steps[envs.numpy()] = 0
+
+    def _observation(self) -> np.ndarray:
+        obs = torch.cat([self.z, self.goal_z], dim=-1) if self.goal_task else self.z
+        return obs.numpy().astype(np.float32, copy=True)
+
+
+class DreamAgent:
+    """An SB3 policy trained in a :class:`DreamVecEnv`, acting in the real env: each
+    observation (and its goal) encoded by ``model`` as the dream's were, then the policy's
+    deterministic action. ``goal_observation`` as for the planning agents (None on reward
+    tasks)."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        policy: Any,
+        goal_observation: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        from wmrobot.agent import Observer
+
+        self.model, self.policy = model.eval(), policy
+        self.goal_task = model.task != "reward"
+        self.observer = Observer(model, goal_observation)
+        self.settings = {"agent": "DreamAgent"}
+
+    def reset(self) -> None:
+        self.observer.reset()
+
+    def keep(self, indices: np.ndarray) -> None:
+        self.observer.keep(indices)
+
+    @torch.no_grad()
+    def predict(
+        self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        from wmrobot.agent import _batched
+
+        obs, single = _batched(obs)
+        z, goal_z = self.observer(obs)
+        latent = torch.cat([z, goal_z], dim=-1) if self.goal_task else z
+        action, _ = self.policy.predict(latent.numpy(), deterministic=deterministic)
+        return (action[0] if single else action), None
