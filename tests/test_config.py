@@ -18,6 +18,7 @@ REQUIRED = {
     "distill": ["checkpoint=ckpt"],
     "eval_model": ["checkpoint=ckpt", "dataset=d.zarr"],
     "learn": [],
+    "dream": ["checkpoint=ckpt"],
 }
 
 

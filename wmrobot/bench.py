@@ -180,6 +180,35 @@ def evaluate_random(
     return summarise("random", 0, per_seed, latency, "policy")
 
 
+def evaluate_dream(
+    model: WorldModel,
+    agents: dict[int, Any],
+    label: str,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    budget: int,
+    env_steps: int,
+    episode_seeds: list[int] | None = None,
+) -> MethodResult:
+    """SB3 agents trained in the model's dream (one per training seed, ``agents``), each
+    acting through the encoder with its deterministic action; the spread is over dream
+    training. ``env_steps``: the dataset's, the only real steps they cost."""
+    from wmrobot.rl.dream import DreamAgent
+
+    env = make_env(env_id, env_kwargs)
+    goal_obs = getattr(env.unwrapped, "goal_observation", None)  # None: a reward task
+    per_seed, latencies = {}, []
+    for seed, policy in agents.items():
+        agent = DreamAgent(model, policy, goal_obs)
+        records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
+        per_seed[seed] = [r.as_dict() for r in records]
+        obs, _ = env.reset(seed=0, options=pairs[0])
+        latencies.append(decision_latency_ms(agent, obs, calls=200))
+    env.close()
+    return summarise(label, env_steps, per_seed, float(np.mean(latencies)), "training")
+
+
 def rl_result(cfg: RLConfig, steps: int, runs: list[dict[str, Any]]) -> MethodResult:
     """The model-free row from :func:`~wmrobot.rl.run_seeds`' runs (one SB3 agent per seed,
     trained anew for ``steps`` env steps: the spread is over RL training); named by

@@ -35,6 +35,8 @@ commands:
   plan      run Mode-2 MPC (cem, icem, mppi, grad), the Mode-1 actor or the hybrid with a
             checkpoint in the real env on the fixed evaluation set
   distill   train a Mode-1 actor head from a checkpoint's planner (imitation, then DAgger)
+  dream     train SB3 agents (sac, td3, ppo) inside a checkpoint's world model, then
+            evaluate them in the real env beside its planner
   demo      collect -> train -> plan, plus random and SAC+HER baselines, in one table
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
@@ -70,6 +72,11 @@ DESCRIPTIONS = {
     "world model, evaluate on fixed seeds; writes curve.csv/png and checkpoint/.\n"
     "kill it at any moment: resume=true continues from the last committed episode.\n"
     "example: wmrobot learn env=gym env.id=InvertedPendulum-v5 learn.steps=10000 out=runs/ip",
+    "dream": "Train stable-baselines3 agents inside the world model: imagined episodes from\n"
+    "the dataset's states (and hindsight goals), rewards from the model's heads, no real env\n"
+    "steps; then evaluate them in the real env through the encoder, beside the random floor\n"
+    "and the checkpoint's Mode-2 planner. Saves each agent (SB3 .zip) under agents/.\n"
+    "example: wmrobot dream checkpoint=runs/train/<ts>/checkpoint env=pointmaze_umaze",
     "demo": "Run the whole path on defaults: collect, train, plan, and SAC+HER trained online\n"
     "with as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
     "example: wmrobot demo episodes=50 rl_seeds=[0]",
@@ -428,6 +435,84 @@ def run_distill(cfg: DictConfig, run_dir: Path) -> None:
     )
 
 
+def run_dream(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot dream``: SB3 agents trained in a checkpoint's dream, evaluated in the real env
+    beside the random floor and the checkpoint's Mode-2 planner."""
+    import json
+
+    import torch
+
+    from wmrobot.agent import observation_kwargs
+    from wmrobot.bench import evaluate_dream, evaluate_planner, evaluate_random
+    from wmrobot.config import validate
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.errors import ConfigError
+    from wmrobot.files import write_atomically
+    from wmrobot.rl.dream import dataset_latents, train_in_dream
+    from wmrobot.train import load_checkpoint
+    from wmrobot.train.data import check_compatible
+
+    c = validate("dream", cfg)
+    torch.set_num_threads(c.threads)
+    model, meta = load_checkpoint(c.checkpoint)
+    env_id, env_kwargs = check_same_task(
+        meta, c.checkpoint, c.env.id, dict(c.env.kwargs), "dream on the env it was trained on"
+    )
+    dataset = c.dataset or meta.get("dataset", {}).get("path")
+    if not dataset:
+        raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
+    store = EpisodeStore.open(dataset)
+    check_compatible(model, store)
+    data_env = store.attrs["env"]
+    check_same_task(
+        meta, c.checkpoint, data_env["id"], data_env.get("kwargs") or {},
+        f"dream from a dataset of its task (dataset={dataset} is not one)",
+    )  # fmt: skip
+    reward_task = model.task == "reward"
+    if c.env.eval.budget is None:
+        from wmrobot.envs import episode_length
+
+        c.env.eval.budget = episode_length(env_id, env_kwargs) or 1000
+    if reward_task:
+        pairs = [{}] * c.env.eval.pairs
+        episode_seeds = [c.env.eval.seed + i for i in range(len(pairs))]
+    else:
+        pairs, episode_seeds = _evaluation_set(c.env), None
+    budget, steps = c.env.eval.budget, meta["dataset"].get("transitions", 0)
+    env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
+    starts, goals = dataset_latents(model, store)
+    log.info(
+        f"dream: {c.dream.label} in {env_id}'s dream, {c.dream.steps:,} imagined steps x "
+        f"seeds {list(c.seeds)} ({c.dream.envs} envs, {len(starts):,} dataset starts)"
+    )
+    agents, records = {}, []
+    (run_dir / "agents").mkdir(parents=True, exist_ok=True)
+    for seed in c.seeds:
+        agent, record = train_in_dream(model, starts, goals, c.dream, seed, sys.stderr.isatty())
+        path = run_dir / "agents" / f"{c.dream.algo}-seed{seed}.zip"
+        agent.save(path)
+        agents[seed], record["path"] = agent, str(path)
+        records.append(record)
+        log.info(f"dream seed {seed}: {record['seconds']:.0f} s, return {record['dream_return']}")
+    results = []
+    if c.baseline:
+        results.append(evaluate_random(env_id, env_kwargs, pairs, budget, [0], episode_seeds))
+    if c.planner_seeds:
+        results.append(
+            evaluate_planner(model, c.planner, env_id, env_kwargs, pairs, budget,
+                             list(c.planner_seeds), env_steps=steps, episode_seeds=episode_seeds)
+        )  # fmt: skip
+    results.append(
+        evaluate_dream(model, agents, c.dream.label, env_id, env_kwargs, pairs, budget, steps,
+                       episode_seeds)
+    )  # fmt: skip
+    text = json.dumps({"checkpoint": str(c.checkpoint), "dataset": dataset, "runs": records},
+                      indent=2)  # fmt: skip
+    write_atomically(run_dir / "dream.json", lambda f: f.write(text.encode()))
+    _report(results, run_dir, c, env_id, meta, pairs)
+    log.info(f"dream: agents in {run_dir / 'agents'}, results in {run_dir}/")
+
+
 def _video(model, planner, env_id, env_kwargs, pairs, budget, run_dir: Path, mode="2") -> None:
     from wmrobot.agent import ActorAgent, PlanningAgent
     from wmrobot.envs import make_env
@@ -536,6 +621,7 @@ JOBS: dict[str, Callable[[DictConfig, Path], None]] = {
     "train": run_train,
     "plan": run_plan,
     "distill": run_distill,
+    "dream": run_dream,
     "learn": run_learn,
     "demo": run_demo,
 }

@@ -16,6 +16,7 @@ from wmrobot.errors import ConfigError, EnvError, check_range
 from wmrobot.learn import LearnConfig
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
+from wmrobot.rl.dream import DreamConfig
 from wmrobot.rl.sac import RLConfig
 from wmrobot.train.trainer import TrainConfig
 
@@ -79,7 +80,7 @@ def _check_run(cmd: Any) -> None:
     check_range("threads", getattr(cmd, "threads", None), 1)
     check_range("episodes", getattr(cmd, "episodes", None), 1)
     check_range("flush_every", getattr(cmd, "flush_every", None), 1)
-    for key in ("seeds", "rl_seeds"):
+    for key in ("seeds", "rl_seeds", "planner_seeds"):
         seeds = getattr(cmd, key) if key in names else None
         if seeds is not None and (any(s < 0 for s in seeds) or (key == "seeds" and not seeds)):
             raise ConfigError(f"{key}={list(seeds)}: give one or more seeds, each >= 0")
@@ -211,6 +212,23 @@ class LearnCommand:
         _check_run(self)
 
 
+@dataclass
+class DreamCommand:
+    env: EnvConfig
+    planner: PlannerConfig
+    checkpoint: str
+    dataset: Optional[str]  # noqa: UP045
+    seeds: list[int]
+    planner_seeds: list[int]
+    baseline: bool
+    threads: int
+    out: Optional[str]  # noqa: UP045
+    dream: DreamConfig
+
+    def __post_init__(self) -> None:
+        _check_run(self)
+
+
 SCHEMAS = {
     "collect": CollectCommand,
     "train": TrainCommand,
@@ -219,6 +237,7 @@ SCHEMAS = {
     "distill": DistillCommand,
     "eval_model": EvalModelCommand,
     "learn": LearnCommand,
+    "dream": DreamCommand,
 }
 
 

@@ -164,3 +164,29 @@ def test_dataset_latents_and_the_agent_in_the_real_env(tmp_path):
     records = evaluate(agent, env_id, kwargs, [{}, {}], budget=3)
     assert [r.steps for r in records] == [3, 3]
     env.close()
+
+
+def test_wmrobot_dream_trains_saves_and_evaluates_an_agent(tmp_path, monkeypatch):
+    import json
+
+    from wmrobot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data, ckpt, out = tmp_path / "d.zarr", tmp_path / "ck", tmp_path / "dream"
+    assert main(["collect", "env.kwargs.layout=open", "episodes=3", f"out={data}"]) == 0
+    train = ["train", f"dataset={data}", f"out={ckpt}", "model.train.steps=5"]
+    assert main([*train, "model.train.critic.finetune=2"]) == 0
+    easy = ["env.kwargs.layout=open", "env.eval.pairs=2", "env.eval.budget=4"]
+    dream = ["dream", f"checkpoint={ckpt}", f"out={out}", "dream.steps=64", "dream.envs=4"]
+    tiny = ["planner.backend=torch", "planner.samples=8", "planner.elites=2", "planner.horizon=3"]
+    args = [*dream, *easy, "planner_seeds=[0]", *tiny]
+    assert main([*args, "dream.goal_reward=critic", "seeds=[0,1]"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert set(rows) == {"random", "Mode-2 MPPI", "Dream SAC (SB3)"}
+    assert len(rows["Dream SAC (SB3)"]["success"]) == 2  # one agent per seed
+    assert rows["Dream SAC (SB3)"]["env_steps"] == rows["Mode-2 MPPI"]["env_steps"] > 0
+    runs = json.loads((out / "dream.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and all(r["imagined_steps"] == 64 for r in runs)
+    saved = SAC.load(out / "agents" / "sac-seed0.zip")
+    obs = np.zeros((1, *saved.observation_space.shape), np.float32)
+    assert saved.predict(obs, deterministic=True)[0].shape == (1, 2)

@@ -10,8 +10,10 @@ through the encoder: observation -> z (-> [z, goal_z]) -> the SB3 policy's actio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 from wmrobot.errors import ConfigError, check_range
 from wmrobot.model.world_model import WorldModel
 
-GOAL_REWARDS = ("cost", "reached")
+GOAL_REWARDS = ("cost", "critic", "reached")
 
 
 def dataset_latents(
@@ -59,8 +61,10 @@ class DreamVecEnv(VecEnv):
     - Step: ``z' = predictor(z, a)`` for all envs in one batched pass (actions clipped to the
       model's bounds; a GRU predictor carries its hidden state per env).
     - Reward: a reward task's reward head ``r(z, a)``; a goal task's ``-task_cost(z', goal_z)``
-      (``goal_reward="cost"``, the cost head's distance to the goal, in the task's units) or
-      ``-1`` per step until that distance is below ``tolerance`` (``"reached"``).
+      (``goal_reward="cost"``, the cost head's distance to the goal, in the task's units),
+      ``-(1 - gamma) V(z', goal_z)`` (``"critic"``: the critic's cost-to-go, which knows the
+      walls a straight-line distance does not) or ``-1`` per step until the cost-head distance
+      is below ``tolerance`` (``"reached"``).
     - Termination: the continuation head ``c(z') < 0.5`` (reward tasks whose data terminate);
       reaching the goal (``goal_reward="reached"``). Truncation at ``horizon`` steps.
     - Reset: a start latent drawn uniformly from ``starts`` (M, D) and, on a goal task, a goal
@@ -94,6 +98,11 @@ class DreamVecEnv(VecEnv):
             raise ConfigError("a goal task's dream needs goal latents (dataset_latents gives them)")
         if goal_reward not in GOAL_REWARDS:
             raise ConfigError(f"dream.goal_reward={goal_reward!r}: choose from {GOAL_REWARDS}")
+        if goal_reward == "critic" and not model.has_value:
+            raise ConfigError(
+                "dream.goal_reward=critic needs a checkpoint with a critic (train with "
+                "model.critic=true), or use dream.goal_reward=cost"
+            )
         if goal_reward == "reached" and (tolerance is None or tolerance <= 0):
             raise ConfigError(
                 f"dream.goal_reward=reached needs dream.tolerance > 0 (now {tolerance}): the "
@@ -141,6 +150,8 @@ class DreamVecEnv(VecEnv):
             cost = model.task_cost(z_next, self.goal_z)
             if self.goal_reward == "cost":
                 reward = -cost
+            elif self.goal_reward == "critic":  # the cost-to-go, in units of 1 / (1 - gamma)
+                reward = -model.value(z_next, self.goal_z) * (1 - model.gamma)
             else:
                 terminated = cost < self.tolerance
                 reward = torch.where(terminated, 0.0, -1.0)
@@ -238,3 +249,93 @@ class DreamAgent:
         latent = torch.cat([z, goal_z], dim=-1) if self.goal_task else z
         action, _ = self.policy.predict(latent.numpy(), deterministic=deterministic)
         return (action[0] if single else action), None
+
+
+# --------------------------------------------------------------------------- training there
+ALGOS = ("sac", "td3", "ppo")
+ALGO_LABELS = {"sac": "SAC", "td3": "TD3", "ppo": "PPO"}
+
+
+@dataclass
+class DreamConfig:
+    """``wmrobot dream``'s imagined envs and its SB3 agent (configs/dream.yaml, ``dream.*``).
+
+    ``envs`` imagined envs of at most ``horizon`` steps; ``goal_reward``/``tolerance`` as for
+    :class:`DreamVecEnv`; ``gradient_steps`` off-policy updates per vector step (SAC, TD3;
+    PPO updates per rollout); ``net`` the policy's (and critics') hidden widths."""
+
+    algo: str = "sac"
+    steps: int = 100_000
+    envs: int = 16
+    horizon: int = 100
+    goal_reward: str = "cost"
+    tolerance: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
+    gradient_steps: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    net: list[int] = field(default_factory=lambda: [256, 256])
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError(f"dream.algo={self.algo!r} is unknown; choose from {ALGOS}")
+        check_range("dream.steps", self.steps, 1)
+        check_range("dream.envs", self.envs, 1)
+        check_range("dream.horizon", self.horizon, 1)
+        check_range("dream.gradient_steps", self.gradient_steps, 1)
+        check_range("dream.learning_rate", self.learning_rate, 0, closed=False)
+        check_range("dream.gamma", self.gamma, 0, 1)
+        if self.goal_reward not in GOAL_REWARDS:
+            raise ConfigError(f"dream.goal_reward={self.goal_reward!r}: choose from {GOAL_REWARDS}")
+        if self.goal_reward == "reached" and (self.tolerance is None or self.tolerance <= 0):
+            raise ConfigError(
+                f"dream.goal_reward=reached needs dream.tolerance > 0 (now {self.tolerance}): "
+                f"the cost-head distance that counts as reached, e.g. the task's success radius"
+            )
+        if not self.net or min(self.net) < 1:
+            raise ConfigError(f"dream.net={list(self.net)}: hidden widths >= 1, e.g. [256, 256]")
+
+    @property
+    def label(self) -> str:
+        return f"Dream {ALGO_LABELS[self.algo]} (SB3)"
+
+
+def make_dream_agent(env: VecEnv, cfg: DreamConfig, seed: int) -> Any:
+    """A fresh SB3 ``cfg.algo`` agent on ``env`` (SB3's defaults but for the fields of
+    :class:`DreamConfig`)."""
+    from stable_baselines3 import PPO, SAC, TD3
+
+    common = {"seed": seed, "verbose": 0, "learning_rate": cfg.learning_rate, "gamma": cfg.gamma,
+              "policy_kwargs": {"net_arch": list(cfg.net)}}  # fmt: skip
+    if cfg.algo == "ppo":
+        return PPO("MlpPolicy", env, n_steps=max(2048 // env.num_envs, 8), **common)
+    algo = SAC if cfg.algo == "sac" else TD3
+    return algo("MlpPolicy", env, gradient_steps=cfg.gradient_steps, train_freq=1, **common)
+
+
+def train_in_dream(
+    model: WorldModel,
+    starts: torch.Tensor,
+    goals: torch.Tensor | None,
+    cfg: DreamConfig,
+    seed: int,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """Train an SB3 ``cfg.algo`` agent for ``cfg.steps`` imagined steps; the agent and a record
+    (seconds, imagined steps per second, the mean return of the last 100 dream episodes)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    dream = DreamVecEnv(model, starts, goals, cfg.envs, cfg.horizon, seed, cfg.goal_reward,
+                        cfg.tolerance)  # fmt: skip
+    env = VecMonitor(dream)
+    agent = make_dream_agent(env, cfg, seed)
+    start = time.perf_counter()
+    agent.learn(cfg.steps, progress_bar=progress)
+    seconds = time.perf_counter() - start
+    returns = [e["r"] for e in agent.ep_info_buffer or []]
+    record = {
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "imagined_steps": cfg.steps,
+        "dream_return": round(float(np.mean(returns)), 3) if returns else None,
+    }
+    return agent, record
