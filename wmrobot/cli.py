@@ -440,6 +440,7 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     beside the random floor and the checkpoint's Mode-2 planner."""
     import json
 
+    import numpy as np
     import torch
 
     from wmrobot.agent import observation_kwargs
@@ -448,7 +449,7 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     from wmrobot.datasets import EpisodeStore
     from wmrobot.errors import ConfigError
     from wmrobot.files import write_atomically
-    from wmrobot.rl.dream import dataset_latents, train_in_dream
+    from wmrobot.rl.dream import dataset_latents, imagine, train_in_dream
     from wmrobot.train import load_checkpoint
     from wmrobot.train.data import check_compatible
 
@@ -502,10 +503,23 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
             evaluate_planner(model, c.planner, env_id, env_kwargs, pairs, budget,
                              list(c.planner_seeds), env_steps=steps, episode_seeds=episode_seeds)
         )  # fmt: skip
-    results.append(
-        evaluate_dream(model, agents, c.dream.label, env_id, env_kwargs, pairs, budget, steps,
-                       episode_seeds)
-    )  # fmt: skip
+    dreamt = evaluate_dream(model, agents, c.dream.label, env_id, env_kwargs, pairs, budget,
+                            steps, episode_seeds)  # fmt: skip
+    results.append(dreamt)
+    # The reality gap: the same policy from the same first observations, imagined.
+    metric = "return" if reward_task else "final distance"
+    for record in records:
+        real = [e for e in dreamt.episodes if e["seed"] == record["seed"]]
+        imagined = imagine(model, agents[record["seed"]], env_id, env_kwargs, pairs,
+                           [e["steps"] for e in real], episode_seeds)  # fmt: skip
+        key = "ret" if reward_task else "final_distance"
+        record["reality_gap"] = {
+            "metric": metric,
+            "real": round(float(np.mean([e[key] for e in real])), 4),
+            "dream": round(float(np.mean(imagined)), 4),
+        }
+        gap = record["reality_gap"]
+        log.info(f"dream seed {record['seed']}: {metric} real {gap['real']}, dreamt {gap['dream']}")
     text = json.dumps({"checkpoint": str(c.checkpoint), "dataset": dataset, "runs": records},
                       indent=2)  # fmt: skip
     write_atomically(run_dir / "dream.json", lambda f: f.write(text.encode()))

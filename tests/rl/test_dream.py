@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor, VecNormali
 
 from wmrobot.errors import ConfigError
 from wmrobot.model import ModelConfig, WorldModel
-from wmrobot.rl.dream import DreamAgent, DreamVecEnv, dataset_latents
+from wmrobot.rl.dream import DreamAgent, DreamVecEnv, dataset_latents, imagine
 
 D = 6
 
@@ -187,6 +187,38 @@ def test_wmrobot_dream_trains_saves_and_evaluates_an_agent(tmp_path, monkeypatch
     assert rows["Dream SAC (SB3)"]["env_steps"] == rows["Mode-2 MPPI"]["env_steps"] > 0
     runs = json.loads((out / "dream.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["imagined_steps"] == 64 for r in runs)
+    gap = runs[0]["reality_gap"]  # the same policy, real and imagined
+    assert gap["metric"] == "final distance" and gap["real"] > 0 and gap["dream"] > 0
     saved = SAC.load(out / "agents" / "sac-seed0.zip")
     obs = np.zeros((1, *saved.observation_space.shape), np.float32)
     assert saved.predict(obs, deterministic=True)[0].shape == (1, 2)
+
+
+class Constant:
+    """A policy that always takes ``action``."""
+
+    def __init__(self, action: list[float]) -> None:
+        self.action = np.asarray(action, np.float32)
+
+    def predict(self, obs, deterministic=True):
+        return np.tile(self.action, (len(obs), 1)), None
+
+
+def test_imagine_rolls_the_policy_from_the_real_first_observations():
+    from wmrobot.agent import Observer
+    from wmrobot.envs import make_env
+
+    env_id, kwargs = "wmrobot/PointMaze-v0", {"layout": "open"}
+    model = goal_model()
+    pairs, steps = [{}, {}], [3, 5]
+    got = imagine(model, Constant([0.5, -0.2]), env_id, kwargs, pairs, steps)
+    env = make_env(env_id, kwargs)
+    observer = Observer(model, env.unwrapped.goal_observation)
+    for i, n in enumerate(steps):
+        obs, _ = env.reset(seed=i)
+        z, goal = observer({k: v[None] for k, v in obs.items()})
+        actions = torch.tensor([[0.5, -0.2]]).repeat(n, 1)[None]
+        with torch.no_grad():
+            want = model.task_cost(model.rollout(z, actions)[:, -1], goal)
+        assert got[i] == pytest.approx(float(want[0]), abs=1e-5)
+    env.close()

@@ -339,3 +339,49 @@ def train_in_dream(
         "dream_return": round(float(np.mean(returns)), 3) if returns else None,
     }
     return agent, record
+
+
+@torch.no_grad()
+def imagine(
+    model: WorldModel,
+    policy: Any,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    steps: list[int],
+    seeds: list[int] | None = None,
+) -> list[float]:
+    """The same policy's episodes in the dream, from the real episodes' first observations:
+    each pair's env is reset as :func:`~wmrobot.eval.rollout.evaluate` resets it, encoded, and
+    rolled ``steps[i]`` imagined steps (the real episode's length) with the policy's
+    deterministic actions. Per pair: the cost head's final distance to the goal (goal tasks,
+    beside the env's final distance) or the sum of predicted rewards (reward tasks, beside the
+    return)."""
+    from wmrobot.agent import Observer
+    from wmrobot.envs import make_env
+    from wmrobot.eval.rollout import _stack
+
+    env = make_env(env_id, env_kwargs)
+    goal_task = model.task != "reward"
+    observer = Observer(model, getattr(env.unwrapped, "goal_observation", None))
+    seeds = list(range(len(pairs))) if seeds is None else list(seeds)
+    first = [env.reset(seed=s, options=p)[0] for s, p in zip(seeds, pairs, strict=True)]
+    env.close()
+    z, goal_z = observer(_stack(first))
+    hidden = model.predictor.init_state(z)
+    left = torch.as_tensor(steps)
+    total = torch.zeros(len(pairs))
+    alive = torch.ones(len(pairs))
+    for t in range(int(left.max())):
+        obs = torch.cat([z, goal_z], -1) if goal_task else z
+        a, _ = policy.predict(obs.numpy(), deterministic=True)
+        a = torch.as_tensor(a, dtype=torch.float32)
+        z_next, hidden = model.predictor.step(z, a, hidden)
+        on = (t < left).float()
+        if not goal_task:
+            total += on * alive * model.reward(z, a)
+            alive = alive * model.cont(z_next).round()  # the model's own end of the episode
+        z = torch.where(on[:, None] > 0, z_next, z)  # a finished episode keeps its last state
+    if goal_task:
+        return model.task_cost(z, goal_z).tolist()
+    return total.tolist()
