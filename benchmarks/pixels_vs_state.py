@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from cli_runs import run, train_and_plan
 
 HERE = Path(__file__).resolve().parent
-WMROBOT = [sys.executable, "-m", "wmrobot.cli"]
 
 # The data of each task: `wmrobot collect` arguments, merged in this order (the recipes of
 # docs/BENCHMARKS.md's state sections), with frames at 64 px and no goal marker.
@@ -61,18 +56,6 @@ MODELS = {
 }
 
 
-def run(args: list[str], log: Path, threads: int) -> float:
-    """Run a wmrobot command, its output to ``log``; the wall time in seconds."""
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-           "OMP_NUM_THREADS": str(threads)}  # fmt: skip
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run([*WMROBOT, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): wmrobot {' '.join(args)}; see {log}")
-    return time.perf_counter() - start
-
-
 def dataset(env: str, work: Path, threads: int) -> Path:
     merged = work / "data.zarr"
     if merged.exists():
@@ -90,18 +73,9 @@ def dataset(env: str, work: Path, threads: int) -> Path:
     return merged
 
 
-def train_and_plan(env: str, kind: str, seed: int, data: Path, work: Path, threads: int) -> dict:
-    ckpt, plan = work / f"{kind}-seed{seed}", work / f"{kind}-seed{seed}-plan"
-    if not (ckpt / "model.pt").exists():
-        shutil.rmtree(ckpt, ignore_errors=True)
-        args = ["train", f"dataset={data}", f"seed={seed}", f"threads={threads}", f"out={ckpt}"]
-        run([*args, *MODELS[env][kind].split()], work / f"{kind}-seed{seed}-train.log", threads)
-    if not (plan / "results.json").exists():
-        run(["plan", f"checkpoint={ckpt}", f"env={env}", "seeds=[0,1,2]", f"threads={threads}",
-             "video=false", "baseline=false", f"out={plan}"],
-            work / f"{kind}-seed{seed}-plan.log", threads)  # fmt: skip
-    meta = json.loads((ckpt / "meta.json").read_text())
-    result = json.loads((plan / "results.json").read_text())["results"][0]
+def model_row(env: str, kind: str, seed: int, data: Path, work: Path, threads: int) -> dict:
+    meta, result = train_and_plan(env, data, work / f"{kind}-seed{seed}", seed,
+                                  MODELS[env][kind].split(), threads)  # fmt: skip
     return {
         "env": env,
         "model": kind,
@@ -127,7 +101,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = dataset(args.env, work, args.threads)
     rows = [
-        train_and_plan(args.env, kind, seed, data, work, args.threads)
+        model_row(args.env, kind, seed, data, work, args.threads)
         for seed in args.seeds
         for kind in args.models
     ]

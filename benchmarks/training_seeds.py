@@ -19,18 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from cli_runs import run, train_and_plan
 
 HERE = Path(__file__).resolve().parent
-WMROBOT = [sys.executable, "-m", "wmrobot.cli"]
 
 # Each task's dataset (`wmrobot collect` arguments: colored noise, about 10k steps) and the model
 # config its state recipe uses (docs/BENCHMARKS.md).
@@ -39,18 +34,6 @@ TASKS = {
     "reacher": ("policy=colored episodes=120 seed=0", "model=reacher_state"),
     "tworoom": ("policy=colored episodes=100 seed=0", "model=state_mlp"),
 }
-
-
-def run(args: list[str], log: Path, threads: int) -> float:
-    """Run a wmrobot command, its output to ``log``; the wall time in seconds."""
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-           "OMP_NUM_THREADS": str(threads)}  # fmt: skip
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run([*WMROBOT, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): wmrobot {' '.join(args)}; see {log}")
-    return time.perf_counter() - start
 
 
 def dataset(env: str, root: Path, threads: int) -> Path:
@@ -64,17 +47,8 @@ def dataset(env: str, root: Path, threads: int) -> Path:
 
 
 def seed_row(env: str, seed: int, data: Path, work: Path, train: list[str], threads: int) -> dict:
-    ckpt, plan = work / f"seed{seed}", work / f"seed{seed}-plan"
-    if not (ckpt / "model.pt").exists():
-        shutil.rmtree(ckpt, ignore_errors=True)
-        args = ["train", f"dataset={data}", f"seed={seed}", f"threads={threads}", f"out={ckpt}"]
-        run([*args, *TASKS[env][1].split(), *train], work / f"seed{seed}-train.log", threads)
-    if not (plan / "results.json").exists():
-        run(["plan", f"checkpoint={ckpt}", f"env={env}", "seeds=[0,1,2]", f"threads={threads}",
-             "video=false", "baseline=false", f"out={plan}"],
-            work / f"seed{seed}-plan.log", threads)  # fmt: skip
-    meta = json.loads((ckpt / "meta.json").read_text())
-    result = json.loads((plan / "results.json").read_text())["results"][0]
+    meta, result = train_and_plan(env, data, work / f"seed{seed}", seed,
+                                  [*TASKS[env][1].split(), *train], threads)  # fmt: skip
     return {
         "env": env,
         "seed": seed,

@@ -285,27 +285,34 @@ def _evaluation_set(env: Any) -> list[dict[str, Any]]:
     return pairs
 
 
-def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
-    """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo).
-    A reward task's set is ``env.eval.pairs`` episodes reset with seeds from ``env.eval.seed``
-    (the env draws its start; nothing else to pin)."""
-    from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
-
-    if c.env.eval.budget is None:  # the env's own time limit
+def _episodes(env: Any, model: Any, env_id: str, env_kwargs: dict) -> tuple[list, list | None]:
+    """The evaluation episodes: (pairs, episode seeds). A reward task's set is
+    ``env.eval.pairs`` episodes reset with seeds from ``env.eval.seed`` (the env draws its
+    start; nothing else to pin); a goal task's, its start/goal pairs (seeds None: episode i
+    resets with seed i). Sets ``env.eval.budget`` where the env's limit or a frozen set
+    decides it."""
+    if env.eval.budget is None:  # the env's own time limit
         from wmrobot.envs import episode_length
 
-        c.env.eval.budget = episode_length(env_id, env_kwargs) or 1000
-    budget, episode_seeds = c.env.eval.budget, None
+        env.eval.budget = episode_length(env_id, env_kwargs) or 1000
     if getattr(model, "task", "goal") == "reward":
-        pairs = [{}] * c.env.eval.pairs
-        episode_seeds = [c.env.eval.seed + i for i in range(len(pairs))]
+        pairs = [{}] * env.eval.pairs
+        return pairs, [env.eval.seed + i for i in range(len(pairs))]
+    return _evaluation_set(env), None  # a frozen set may set the budget
+
+
+def _evaluate(c: Any, model: Any, env_id: str, env_kwargs: dict, env_steps: int, run_dir: Path):
+    """Random floor (if asked) and Mode-2 MPC on the evaluation set, plus a GIF (plan, demo)."""
+    from wmrobot.bench import evaluate_actor, evaluate_planner, evaluate_random
+
+    pairs, episode_seeds = _episodes(c.env, model, env_id, env_kwargs)
+    budget = c.env.eval.budget
+    if episode_seeds is not None:
         log.info(
             f"evaluate: {len(pairs)} episodes (env seeds {episode_seeds[0]}..) x planner seeds "
             f"{list(c.seeds)}, {budget}-step budget"
         )
     else:
-        pairs = _evaluation_set(c.env)
-        budget = c.env.eval.budget  # a frozen set may have set it
         log.info(
             f"evaluate: {len(pairs)} start/goal pairs x seeds {list(c.seeds)}, {budget}-step budget"
         )
@@ -375,24 +382,14 @@ def run_plan(cfg: DictConfig, run_dir: Path) -> None:
     log.info(f"plan: results in {run_dir}/")
 
 
-def run_distill(cfg: DictConfig, run_dir: Path) -> None:
-    """``wmrobot distill``: a checkpoint with a Mode-1 actor head at ``out``."""
-    import csv
-    import dataclasses
-
-    import torch
-
-    from wmrobot.config import validate
+def _checkpoint_dataset(c: Any, meta: dict, model: Any, use: str) -> tuple[str, Any, str, dict]:
+    """The dataset a command reads beside a checkpoint (``c.dataset``, else the one it was
+    trained on), checked against the model and its task: (path, store, env id, env kwargs).
+    ``use`` says what to do instead when the dataset is of another task."""
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.distill import distill
     from wmrobot.errors import ConfigError
-    from wmrobot.provenance import git_revision, versions
-    from wmrobot.train import load_checkpoint, save_checkpoint
     from wmrobot.train.data import check_compatible
 
-    c = validate("distill", cfg)
-    torch.set_num_threads(c.threads)
-    model, meta = load_checkpoint(c.checkpoint)
     dataset = c.dataset or meta.get("dataset", {}).get("path")
     if not dataset:
         raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
@@ -401,8 +398,27 @@ def run_distill(cfg: DictConfig, run_dir: Path) -> None:
     data_env = store.attrs["env"]
     env_id, env_kwargs = check_same_task(
         meta, c.checkpoint, data_env["id"], data_env.get("kwargs") or {},
-        f"distil it on a dataset of its task (dataset={dataset} is not one)",
+        f"{use} on a dataset of its task (dataset={dataset} is not one)",
     )  # fmt: skip
+    return dataset, store, env_id, env_kwargs
+
+
+def run_distill(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot distill``: a checkpoint with a Mode-1 actor head at ``out``."""
+    import csv
+    import dataclasses
+
+    import torch
+
+    from wmrobot.config import validate
+    from wmrobot.distill import distill
+    from wmrobot.provenance import git_revision, versions
+    from wmrobot.train import load_checkpoint, save_checkpoint
+
+    c = validate("distill", cfg)
+    torch.set_num_threads(c.threads)
+    model, meta = load_checkpoint(c.checkpoint)
+    dataset, store, env_id, env_kwargs = _checkpoint_dataset(c, meta, model, "distil it")
     out = Path(c.out) if c.out else run_dir / "checkpoint"
     log.info(
         f"distill: {c.planner.name} on {env_id} -> a Mode-1 actor "
@@ -446,12 +462,9 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     from wmrobot.agent import observation_kwargs
     from wmrobot.bench import evaluate_dream, evaluate_planner, evaluate_random
     from wmrobot.config import validate
-    from wmrobot.datasets import EpisodeStore
-    from wmrobot.errors import ConfigError
     from wmrobot.files import write_atomically
     from wmrobot.rl.dream import dataset_latents, imagine, train_in_dream
     from wmrobot.train import load_checkpoint
-    from wmrobot.train.data import check_compatible
 
     c = validate("dream", cfg)
     torch.set_num_threads(c.threads)
@@ -459,26 +472,9 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     env_id, env_kwargs = check_same_task(
         meta, c.checkpoint, c.env.id, dict(c.env.kwargs), "dream on the env it was trained on"
     )
-    dataset = c.dataset or meta.get("dataset", {}).get("path")
-    if not dataset:
-        raise ConfigError("the checkpoint names no dataset: pass dataset=PATH")
-    store = EpisodeStore.open(dataset)
-    check_compatible(model, store)
-    data_env = store.attrs["env"]
-    check_same_task(
-        meta, c.checkpoint, data_env["id"], data_env.get("kwargs") or {},
-        f"dream from a dataset of its task (dataset={dataset} is not one)",
-    )  # fmt: skip
+    dataset, store, _, _ = _checkpoint_dataset(c, meta, model, "dream")
     reward_task = model.task == "reward"
-    if c.env.eval.budget is None:
-        from wmrobot.envs import episode_length
-
-        c.env.eval.budget = episode_length(env_id, env_kwargs) or 1000
-    if reward_task:
-        pairs = [{}] * c.env.eval.pairs
-        episode_seeds = [c.env.eval.seed + i for i in range(len(pairs))]
-    else:
-        pairs, episode_seeds = _evaluation_set(c.env), None
+    pairs, episode_seeds = _episodes(c.env, model, env_id, env_kwargs)
     budget, steps = c.env.eval.budget, meta["dataset"].get("transitions", 0)
     env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
     starts, goals = dataset_latents(model, store)
