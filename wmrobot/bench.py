@@ -147,14 +147,38 @@ def evaluate_actor(
 ) -> MethodResult:
     """Mode-1: the actor head (a reward task's policy prior), one forward pass per action. It
     is deterministic, so one run of the set (seed 0) is its whole result."""
+    agent = ActorAgent(model, goal_observation(env_id, env_kwargs))
+    per_seed, latency = _runs({0: agent}, env_id, env_kwargs, pairs, budget, episode_seeds)
+    return summarise("Mode-1 actor", env_steps, per_seed, latency, "deterministic")
+
+
+def goal_observation(env_id: str, env_kwargs: dict[str, Any]) -> Any:
+    """The task's ``goal_observation`` (None on a reward task)."""
     env = make_env(env_id, env_kwargs)
-    agent = ActorAgent(model, getattr(env.unwrapped, "goal_observation", None))
-    records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
-    records = [r.as_dict() for r in records]
-    obs, _ = env.reset(seed=0, options=pairs[0])
-    latency = decision_latency_ms(agent, obs, calls=200)
+    found = getattr(env.unwrapped, "goal_observation", None)
     env.close()
-    return summarise("Mode-1 actor", env_steps, {0: records}, latency, "deterministic")
+    return found
+
+
+def _runs(
+    agents: dict[int, Any],
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    budget: int,
+    episode_seeds: list[int] | None,
+) -> tuple[dict[int, list[dict[str, Any]]], float]:
+    """One run of the set per (seed, deterministic agent): the episode records per seed and
+    the mean decision latency (one env, 200 calls each)."""
+    env = make_env(env_id, env_kwargs)
+    per_seed, latencies = {}, []
+    for seed, agent in agents.items():
+        records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
+        per_seed[seed] = [r.as_dict() for r in records]
+        obs, _ = env.reset(seed=0, options=pairs[0])
+        latencies.append(decision_latency_ms(agent, obs, calls=200))
+    env.close()
+    return per_seed, float(np.mean(latencies))
 
 
 def evaluate_random(
@@ -196,17 +220,10 @@ def evaluate_dream(
     training. ``env_steps``: the dataset's, the only real steps they cost."""
     from wmrobot.rl.dream import DreamAgent
 
-    env = make_env(env_id, env_kwargs)
-    goal_obs = getattr(env.unwrapped, "goal_observation", None)  # None: a reward task
-    per_seed, latencies = {}, []
-    for seed, policy in agents.items():
-        agent = DreamAgent(model, policy, goal_obs)
-        records = evaluate(agent, env_id, env_kwargs, pairs, budget, episode_seeds)
-        per_seed[seed] = [r.as_dict() for r in records]
-        obs, _ = env.reset(seed=0, options=pairs[0])
-        latencies.append(decision_latency_ms(agent, obs, calls=200))
-    env.close()
-    return summarise(label, env_steps, per_seed, float(np.mean(latencies)), "training")
+    goal_obs = goal_observation(env_id, env_kwargs)
+    dreamers = {seed: DreamAgent(model, policy, goal_obs) for seed, policy in agents.items()}
+    per_seed, latency = _runs(dreamers, env_id, env_kwargs, pairs, budget, episode_seeds)
+    return summarise(label, env_steps, per_seed, latency, "training")
 
 
 def rl_result(cfg: RLConfig, steps: int, runs: list[dict[str, Any]]) -> MethodResult:

@@ -26,6 +26,18 @@ from wmrobot.model.world_model import WorldModel
 GOAL_REWARDS = ("cost", "critic", "reached")
 
 
+def check_goal_reward(goal_reward: str, tolerance: float | None) -> None:
+    """Refuse, in one line, an unknown ``dream.goal_reward``, or ``reached`` without a
+    tolerance."""
+    if goal_reward not in GOAL_REWARDS:
+        raise ConfigError(f"dream.goal_reward={goal_reward!r}: choose from {GOAL_REWARDS}")
+    if goal_reward == "reached" and (tolerance is None or tolerance <= 0):
+        raise ConfigError(
+            f"dream.goal_reward=reached needs dream.tolerance > 0 (now {tolerance}): the "
+            f"cost-head distance below which the goal counts as reached"
+        )
+
+
 def dataset_latents(
     model: WorldModel, store: Any, chunk: int = 2048
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -34,19 +46,17 @@ def dataset_latents(
     (M, D); for a goal task also each row shown as a goal, as a planner shows one (the task's
     ``goal_observation`` of the row's achieved goal, a frame as a still stack): (M, D), else
     None."""
-    from wmrobot.train.data import Batches, task_functions, to_device
+    from wmrobot.train.data import Batches
 
-    batches = Batches(store, model, horizon=1, batch_size=1)
     goal_task = model.task != "reward"
-    if goal_task:
-        batches.goal_observation = task_functions(store)[1]
+    batches = Batches(store, model, horizon=1, batch_size=1, goal_views=goal_task)
     ends = np.asarray(store.episode_ends)
     rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)
     starts, goals = [], []
     with torch.no_grad():
         for lo in range(0, len(rows), chunk):
             part = torch.as_tensor(rows[lo : lo + chunk])
-            starts.append(model.encode(to_device(batches.row_inputs(part), "cpu")).float())
+            starts.append(model.encode(batches.row_inputs(part)).float())
             if goal_task:
                 goals.append(model.encode(batches.goal_inputs(part)).float())
     return torch.cat(starts), (torch.cat(goals) if goal_task else None)
@@ -96,17 +106,11 @@ class DreamVecEnv(VecEnv):
         self.goal_task = model.task != "reward"
         if self.goal_task and goals is None:
             raise ConfigError("a goal task's dream needs goal latents (dataset_latents gives them)")
-        if goal_reward not in GOAL_REWARDS:
-            raise ConfigError(f"dream.goal_reward={goal_reward!r}: choose from {GOAL_REWARDS}")
+        check_goal_reward(goal_reward, tolerance)
         if goal_reward == "critic" and not model.has_value:
             raise ConfigError(
                 "dream.goal_reward=critic needs a checkpoint with a critic (train with "
                 "model.critic=true), or use dream.goal_reward=cost"
-            )
-        if goal_reward == "reached" and (tolerance is None or tolerance <= 0):
-            raise ConfigError(
-                f"dream.goal_reward=reached needs dream.tolerance > 0 (now {tolerance}): the "
-                f"cost-head distance below which the goal counts as reached"
             )
         self.model = model.eval()
         self.starts = starts.detach().float()
@@ -284,13 +288,7 @@ class DreamConfig:
         check_range("dream.gradient_steps", self.gradient_steps, 1)
         check_range("dream.learning_rate", self.learning_rate, 0, closed=False)
         check_range("dream.gamma", self.gamma, 0, 1)
-        if self.goal_reward not in GOAL_REWARDS:
-            raise ConfigError(f"dream.goal_reward={self.goal_reward!r}: choose from {GOAL_REWARDS}")
-        if self.goal_reward == "reached" and (self.tolerance is None or self.tolerance <= 0):
-            raise ConfigError(
-                f"dream.goal_reward=reached needs dream.tolerance > 0 (now {self.tolerance}): "
-                f"the cost-head distance that counts as reached, e.g. the task's success radius"
-            )
+        check_goal_reward(self.goal_reward, self.tolerance)
         if not self.net or min(self.net) < 1:
             raise ConfigError(f"dream.net={list(self.net)}: hidden widths >= 1, e.g. [256, 256]")
 

@@ -177,7 +177,8 @@ class Batches:
     ``critic`` is given, and beside windows only when ``joint``): windows of ``horizon``
     steps with encoder inputs along each (frame stacks built from the rows before it),
     actions, achieved goals and hindsight goals; and (state, next state, goal) transitions
-    for the critic's TD loss.
+    for the critic's TD loss. ``goal_views`` (implied by ``critic``): :meth:`goal_inputs` shows
+    rows as a planner shows goals (the task's ``goal_observation``).
     """
 
     def __init__(
@@ -189,6 +190,7 @@ class Batches:
         critic: CriticConfig | None = None,
         device: torch.device | str = "cpu",
         joint: bool = True,
+        goal_views: bool = False,
     ) -> None:
         # A reward task's rows have no achieved goal: only row_inputs serves them (the dream).
         self.ag_key = observation_keys(store)[1] if model.task != "reward" else None
@@ -204,6 +206,7 @@ class Batches:
         self.is_success = self.goal_observation = None
         if critic is not None:
             self.goals = HindsightGoals(ends, critic)
+        if critic is not None or goal_views:
             self.is_success, self.goal_observation = task_functions(store)
 
     def sample(self, gen: torch.Generator, windows: bool = True) -> dict[str, Any]:
