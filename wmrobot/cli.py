@@ -476,7 +476,14 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     reward_task = model.task == "reward"
     pairs, episode_seeds = _episodes(c.env, model, env_id, env_kwargs)
     budget, steps = c.env.eval.budget, meta["dataset"].get("transitions", 0)
-    env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
+    if c.rl_seeds:  # refused now, not after the dream's training
+        from wmrobot.envs import make_env
+        from wmrobot.rl.sac import check_task
+
+        probe = make_env(env_id, env_kwargs)
+        check_task(env_id, probe, c.rl)
+        probe.close()
+    state_kwargs, env_kwargs = env_kwargs, observation_kwargs(model, env_kwargs)  # pixels: frames
     starts, goals = dataset_latents(model, store)
     log.info(
         f"dream: {c.dream.label} in {env_id}'s dream, {c.dream.steps:,} imagined steps x "
@@ -502,6 +509,14 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     dreamt = evaluate_dream(model, agents, c.dream.label, env_id, env_kwargs, pairs, budget,
                             steps, episode_seeds)  # fmt: skip
     results.append(dreamt)
+    if c.rl_seeds:  # model-free, online, on as many real steps as the dataset holds
+        from wmrobot.bench import rl_result
+        from wmrobot.rl import run_seeds
+
+        log.info(f"{c.rl.label}: {steps:,} env steps per seed, seeds {list(c.rl_seeds)}")
+        runs = run_seeds(env_id, state_kwargs, c.rl, steps, list(c.rl_seeds), pairs, budget,
+                         run_dir / "agents", progress=sys.stderr.isatty())  # fmt: skip
+        results.append(rl_result(c.rl, steps, runs))
     # The reality gap: the same policy from the same first observations, imagined.
     metric = "return" if reward_task else "final distance"
     for record in records:

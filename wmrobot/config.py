@@ -224,6 +224,8 @@ class DreamCommand:
     threads: int
     out: Optional[str]  # noqa: UP045
     dream: DreamConfig
+    rl: RLConfig
+    rl_seeds: list[int]
 
     def __post_init__(self) -> None:
         _check_run(self)

@@ -18,9 +18,10 @@ from wmrobot.rl.dream import DreamAgent, DreamVecEnv, dataset_latents, imagine
 D = 6
 
 
-def goal_model(predictor: str = "mlp") -> WorldModel:
+def goal_model(predictor: str = "mlp", ensemble: int = 1) -> WorldModel:
     torch.manual_seed(0)
-    cfg = ModelConfig(D, 16, 1, 3, 0.9, 0.0, 1.0, predictor=predictor, history=4)
+    cfg = ModelConfig(D, 16, 1, 3, 0.9, 0.0, 1.0, predictor=predictor, history=4,
+                      ensemble=ensemble)  # fmt: skip
     return WorldModel(4, 2, cfg).eval()
 
 
@@ -126,12 +127,31 @@ def test_sac_learns_a_planted_reward_in_the_dream():
         ({"goal_reward": "reached"}, "needs dream.tolerance > 0"),
         ({"num_envs": 0}, "dream.envs"),
         ({"horizon": 0}, "dream.horizon"),
+        ({"penalty": -1.0}, "dream.penalty"),
     ],
 )
 def test_bad_dream_settings_are_refused_in_one_line(kwargs, match):
     settings = {"goals": latents(5, 2), **kwargs}
     with pytest.raises(ConfigError, match=match):
         DreamVecEnv(goal_model(), latents(5, 1), **settings)
+
+
+def test_the_penalty_pays_the_ensembles_disagreement_and_the_record_keeps_it():
+    model, starts, goals = goal_model(ensemble=3), latents(40, 1), latents(40, 2)
+    plain = DreamVecEnv(model, starts, goals, num_envs=6, horizon=20, seed=5)
+    penalised = DreamVecEnv(model, starts, goals, num_envs=6, horizon=20, seed=5, penalty=0.5)
+    obs = plain.reset()
+    assert np.array_equal(penalised.reset(), obs)
+    action = np.random.default_rng(0).uniform(-1, 1, (6, 2)).astype(np.float32)
+    with torch.no_grad():
+        spread = model.disagreement(torch.as_tensor(obs[:, :D]), torch.as_tensor(action))
+    assert (spread > 0).all()
+    _, reward, _, _ = plain.step(action)
+    _, paid, _, _ = penalised.step(action)
+    assert np.allclose(paid, reward - 0.5 * spread.numpy(), atol=1e-6)
+    assert penalised.disagreement == [pytest.approx(float(spread.sum()), rel=1e-5), 6]
+    with pytest.raises(ConfigError, match="dream.penalty=0.5 .* one predictor"):
+        DreamVecEnv(goal_model(), starts, goals, penalty=0.5)
 
 
 def test_a_transformer_predictor_is_refused():
@@ -183,9 +203,13 @@ def test_wmrobot_dream_trains_saves_and_evaluates_an_agent(tmp_path, monkeypatch
     dream = ["dream", f"checkpoint={ckpt}", f"out={out}", "dream.steps=64", "dream.envs=4"]
     tiny = ["planner.backend=torch", "planner.samples=8", "planner.elites=2", "planner.horizon=3"]
     args = [*dream, *easy, "planner_seeds=[0]", *tiny]
-    assert main([*args, "dream.goal_reward=critic", "seeds=[0,1]"]) == 0
+    her = ["rl_seeds=[0]", "rl.learning_starts=8", "rl.batch_size=8"]
+    assert main([*args, *her, "dream.goal_reward=critic", "seeds=[0,1]"]) == 0
     rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
-    assert set(rows) == {"random", "Mode-2 MPPI", "Dream SAC (SB3)"}
+    assert set(rows) == {"random", "Mode-2 MPPI", "Dream SAC (SB3)", "SAC+HER (SB3)"}
+    # The model-free row trains online on as many real steps as the dataset holds.
+    assert rows["SAC+HER (SB3)"]["env_steps"] == rows["Dream SAC (SB3)"]["env_steps"]
+    assert (out / "agents" / "sac_her_seed0.zip").is_file()
     assert len(rows["Dream SAC (SB3)"]["success"]) == 2  # one agent per seed
     assert rows["Dream SAC (SB3)"]["env_steps"] == rows["Mode-2 MPPI"]["env_steps"] > 0
     runs = json.loads((out / "dream.json").read_text())["runs"]

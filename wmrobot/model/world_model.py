@@ -43,6 +43,11 @@ class ModelConfig:
     ``proprio`` (fusion only): the indices of the state vector the encoder reads beside the
     frames, the agent's own state (e.g. Reacher's joint speeds ``[4, 5]``, Push's pusher
     ``[0, 1, 2, 3]``); None: the whole vector.
+    ``ensemble``: how many predictors (1: one). Members beyond the first learn the same
+    transitions on the detached latents, so they never move the encoder or the first
+    predictor; their disagreement (:meth:`WorldModel.disagreement`) is the model's own
+    estimate of its error (MOPO), which dream rollouts can be penalised by. Planners and
+    rollouts use the first. MLP predictors only.
     ``task``: "goal" (cost head, goal-conditioned critic) or "reward" (reward head r(z, a),
     continuation head c(z) when ``continuation``, an ensemble of ``q_heads`` action-value
     heads with target networks, and a Gaussian policy prior; ``head_hidden`` wide,
@@ -66,6 +71,7 @@ class ModelConfig:
     width: int = 32
     proprio: Optional[list[int]] = None  # noqa: UP045
     ema_end: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
+    ensemble: int = 1
     critic: bool = False
     critic_hidden: int = 128
     critic_depth: int = 2
@@ -98,6 +104,12 @@ class ModelConfig:
         check_range("model.head_depth", self.head_depth, 0)
         check_range("model.gamma", self.gamma, 0, 1)
         check_range("model.reward_scale", self.reward_scale, 0, closed=False)
+        check_range("model.ensemble", self.ensemble, 1)
+        if self.ensemble > 1 and self.predictor != "mlp":
+            raise ConfigError(
+                f"model.ensemble={self.ensemble} needs model.predictor=mlp (now "
+                f"{self.predictor}); drop the ensemble or use the MLP predictor"
+            )
         for key in ("latent_dim", "hidden", "goal_dim", "history", "frame_stack", "width"):
             check_range(f"model.{key}", getattr(self, key), 1)
         for key in ("critic_hidden", "critic_embed", "actor_hidden"):
@@ -217,7 +229,16 @@ class WorldModel(nn.Module):
             )
         if cfg.task == "reward":
             self._reward_heads(cfg, action_dim)
-            return
+        else:
+            self._goal_heads(cfg, action_dim)
+        # Built last: a model without an ensemble draws its initial weights as before.
+        self.members = nn.ModuleList(
+            make_predictor(cfg.predictor, cfg.latent_dim, action_dim, cfg.hidden, cfg.depth,
+                           cfg.history)
+            for _ in range(cfg.ensemble - 1)
+        )  # fmt: skip
+
+    def _goal_heads(self, cfg: ModelConfig, action_dim: int) -> None:
         self.cost_head = mlp(cfg.latent_dim, cfg.hidden, cfg.goal_dim, 1)
         if cfg.critic:  # the target network of its TD updates travels with it
             self.critic = Critic(
@@ -353,6 +374,19 @@ class WorldModel(nn.Module):
             z, state = self.predictor.step(z, acts[:, t], state)
             zs.append(z)
         return torch.stack(zs, dim=1).view(*lead, acts.shape[1], -1)
+
+    def predict_members(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """One step of every predictor of the ensemble, the first included: (..., D),
+        (..., A) -> (K, ..., D)."""
+        return torch.stack([self.predict(z, a)] + [m(z, a) for m in self.members])
+
+    def disagreement(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """How far the ensemble's predictions of the next latent spread: the norm over latent
+        dimensions of their standard deviation across members, (..., D), (..., A) -> (...);
+        0 without an ensemble."""
+        if not len(self.members):
+            return z.new_zeros(z.shape[:-1])
+        return self.predict_members(z, a).std(0, unbiased=False).norm(dim=-1)
 
     # --------------------------------------------------------------------------------- costs
     def task_cost(self, z: torch.Tensor, goal_z: torch.Tensor) -> torch.Tensor:

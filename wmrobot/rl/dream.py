@@ -74,7 +74,9 @@ class DreamVecEnv(VecEnv):
       (``goal_reward="cost"``, the cost head's distance to the goal, in the task's units),
       ``-(1 - gamma) V(z', goal_z)`` (``"critic"``: the critic's cost-to-go, which knows the
       walls a straight-line distance does not) or ``-1`` per step until the cost-head distance
-      is below ``tolerance`` (``"reached"``).
+      is below ``tolerance`` (``"reached"``). With ``penalty`` > 0, minus ``penalty`` times the
+      ensemble's disagreement on the step (:meth:`WorldModel.disagreement`, MOPO): where the
+      model does not know, the dream pays less (a checkpoint with ``model.ensemble`` > 1).
     - Termination: the continuation head ``c(z') < 0.5`` (reward tasks whose data terminate);
       reaching the goal (``goal_reward="reached"``). Truncation at ``horizon`` steps.
     - Reset: a start latent drawn uniformly from ``starts`` (M, D) and, on a goal task, a goal
@@ -95,8 +97,16 @@ class DreamVecEnv(VecEnv):
         seed: int = 0,
         goal_reward: str = "cost",
         tolerance: float | None = None,
+        penalty: float = 0.0,
     ) -> None:
         check_range("dream.envs", num_envs, 1)
+        check_range("dream.penalty", penalty, 0)
+        if penalty > 0 and not len(model.members):
+            raise ConfigError(
+                f"dream.penalty={penalty} weighs the disagreement of an ensemble, and this "
+                f"checkpoint has one predictor; train it with model.ensemble=3, or set "
+                f"dream.penalty=0"
+            )
         check_range("dream.horizon", horizon, 1)
         if model.cfg.predictor == "transformer":
             raise ConfigError(
@@ -116,6 +126,8 @@ class DreamVecEnv(VecEnv):
         self.starts = starts.detach().float()
         self.goals = None if goals is None else goals.detach().float()
         self.horizon, self.goal_reward, self.tolerance = horizon, goal_reward, tolerance
+        self.penalty = penalty
+        self.disagreement = [0.0, 0]  # its sum over imagined steps, and their count
         d = model.latent_dim
         width = 2 * d if self.goal_task else d
         obs_space = gym.spaces.Box(-np.inf, np.inf, (width,), np.float32)
@@ -163,6 +175,11 @@ class DreamVecEnv(VecEnv):
             reward = model.reward(self.z, a)
             if self.terminates:
                 terminated = model.cont(z_next) < 0.5
+        if self.penalty > 0:
+            spread = model.disagreement(self.z, a)
+            reward = reward - self.penalty * spread
+            self.disagreement[0] += float(spread.sum())
+            self.disagreement[1] += self.num_envs
         self.z = z_next
         self.steps += 1
         terminated = terminated.numpy()
@@ -265,7 +282,8 @@ class DreamConfig:
     """``wmrobot dream``'s imagined envs and its SB3 agent (configs/dream.yaml, ``dream.*``).
 
     ``envs`` imagined envs of at most ``horizon`` steps; ``goal_reward``/``tolerance`` as for
-    :class:`DreamVecEnv`; ``gradient_steps`` off-policy updates per vector step (SAC, TD3;
+    :class:`DreamVecEnv`, and ``penalty`` on the ensemble's
+    disagreement; ``gradient_steps`` off-policy updates per vector step (SAC, TD3;
     PPO updates per rollout); ``net`` the policy's (and critics') hidden widths."""
 
     algo: str = "sac"
@@ -274,6 +292,7 @@ class DreamConfig:
     horizon: int = 100
     goal_reward: str = "cost"
     tolerance: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
+    penalty: float = 0.0
     gradient_steps: int = 4
     learning_rate: float = 3e-4
     gamma: float = 0.99
@@ -286,6 +305,7 @@ class DreamConfig:
         check_range("dream.envs", self.envs, 1)
         check_range("dream.horizon", self.horizon, 1)
         check_range("dream.gradient_steps", self.gradient_steps, 1)
+        check_range("dream.penalty", self.penalty, 0)
         check_range("dream.learning_rate", self.learning_rate, 0, closed=False)
         check_range("dream.gamma", self.gamma, 0, 1)
         check_goal_reward(self.goal_reward, self.tolerance)
@@ -323,7 +343,7 @@ def train_in_dream(
     from stable_baselines3.common.vec_env import VecMonitor
 
     dream = DreamVecEnv(model, starts, goals, cfg.envs, cfg.horizon, seed, cfg.goal_reward,
-                        cfg.tolerance)  # fmt: skip
+                        cfg.tolerance, cfg.penalty)  # fmt: skip
     env = VecMonitor(dream)
     agent = make_dream_agent(env, cfg, seed)
     start = time.perf_counter()
@@ -336,6 +356,9 @@ def train_in_dream(
         "imagined_steps": cfg.steps,
         "dream_return": round(float(np.mean(returns)), 3) if returns else None,
     }
+    total, count = dream.disagreement
+    if count:  # the mean disagreement per imagined step, in latent units
+        record["disagreement"] = round(total / count, 4)
     return agent, record
 
 

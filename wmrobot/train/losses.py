@@ -54,6 +54,7 @@ def jepa_loss(
     imagined = model.rollout(z[:, 0], actions)  # autoregressive, K steps
     one_step = model.predict_sequence(z[:, :-1], actions)  # teacher-forced, frame-causal
     prediction = F.mse_loss(imagined, targets) + F.mse_loss(one_step, targets)
+    ensemble = member_loss(model, z.detach(), actions, targets)
 
     flat = z.reshape(-1, z.shape[-1])
     zero = flat.new_zeros(())
@@ -73,7 +74,7 @@ def jepa_loss(
     )
 
     total = (
-        w.prediction * prediction
+        w.prediction * (prediction + ensemble)
         + w.variance * variance
         + w.covariance * covariance
         + w.sigreg * sigreg
@@ -82,6 +83,7 @@ def jepa_loss(
     parts = {
         "loss": total.item(),
         "prediction": prediction.item(),
+        **({"ensemble": ensemble.item()} if len(model.members) else {}),
         "variance": variance.item(),
         "covariance": covariance.item(),
         "sigreg": sigreg.item(),
@@ -89,3 +91,23 @@ def jepa_loss(
         "z_std": flat.detach().std(dim=0).mean().item(),
     }
     return total, parts, z
+
+
+def member_loss(
+    model: WorldModel,
+    z: torch.Tensor,
+    actions: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The prediction loss of the ensemble's members beyond the first, summed: each rolled out
+    from ``z[:, 0]`` through ``actions`` (B, K, A) and teacher-forced on ``z[:, :-1]``, against
+    ``targets`` (B, K, D). ``z`` (B, K+1, D) comes detached, so the members learn the latent
+    space without shaping it. ``weights`` (K,) weigh the steps (a reward model's rho), else
+    the mean. 0 without members."""
+    total = z.new_zeros(())
+    for member in model.members:
+        for predicted in (member.rollout(z[:, 0], actions), member(z[:, :-1], actions)):
+            per_step = (predicted - targets).pow(2).mean(-1).mean(0)  # (K,)
+            total = total + (per_step.mean() if weights is None else (per_step * weights).sum())
+    return total

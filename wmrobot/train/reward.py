@@ -15,7 +15,7 @@ from wmrobot.errors import check_range
 from wmrobot.model.collapse import covariance_loss, sigreg_loss, variance_loss
 from wmrobot.model.world_model import WorldModel
 from wmrobot.train.data import REWARD_KEYS, check_reward_dataset, to_device
-from wmrobot.train.losses import LossWeights
+from wmrobot.train.losses import LossWeights, member_loss
 
 
 @dataclass
@@ -83,6 +83,9 @@ def reward_loss(
         return (per_step.mean(0) * weights).sum()
 
     prediction = weighted((imagined - targets).pow(2).mean(-1))
+    if len(model.members):  # the ensemble learns the same steps on the detached latents
+        z_in = torch.cat([z0[:, None], targets], dim=1).detach()
+        prediction = prediction + member_loss(model, z_in, actions, targets, weights)
     za = torch.cat([zs[:, :-1], actions], dim=-1)
     reward = weighted(model.scalar.loss(model.reward_head(za), rewards))
     with torch.no_grad():

@@ -91,7 +91,8 @@ class Objective(nn.Module):
         self.cfg, self.jepa = cfg, jepa
         # Only the trained parts are registered, so DDP averages exactly their gradients:
         # target networks follow by EMA/Polyak steps, the actor is trained by `wmrobot distill`.
-        trained = [model.encoder, model.predictor, model.cost_head] if jepa else []
+        trained = [model.encoder, model.predictor, model.members, model.cost_head]
+        trained = trained if jepa else []
         critic = [model.critic] if model.critic is not None else []
         self.trained = nn.ModuleList(trained + critic)
         object.__setattr__(self, "model", model)  # used, not registered (see above)
@@ -116,37 +117,42 @@ class Objective(nn.Module):
 
 
 def optimizers(model: WorldModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """AdamW on the encoder, predictor and cost head; Adam on the critic (its own lr). On a
+    """AdamW on the encoder, predictor and cost head (and the ensemble's members, a group of
+    their own); Adam on the critic (its own lr). On a
     reward task: AdamW on the encoder, predictor, reward, continuation and Q heads; Adam on
     the policy prior (its own lr)."""
     if model.task == "reward":
         parts = [model.encoder, model.predictor, model.reward_head, model.q]
         parts += [model.continuation] if model.continuation is not None else []
         return [
-            torch.optim.AdamW(
-                [p for m in parts for p in m.parameters()], lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-            ),
+            torch.optim.AdamW(_groups(parts, model), lr=cfg.lr, weight_decay=cfg.weight_decay),
             torch.optim.Adam(model.policy.parameters(), lr=cfg.reward.policy_lr),
         ]  # fmt: skip
-    parts = (model.encoder, model.predictor, model.cost_head)
-    out = [
-        torch.optim.AdamW(
-            [p for m in parts for p in m.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-    ]
+    parts = [model.encoder, model.predictor, model.cost_head]
+    out = [torch.optim.AdamW(_groups(parts, model), lr=cfg.lr, weight_decay=cfg.weight_decay)]
     if model.critic is not None:
         out.append(torch.optim.Adam(model.critic.parameters(), lr=cfg.critic.lr))
     return out
 
 
+def _groups(parts: list[torch.nn.Module], model: WorldModel) -> list[dict[str, Any]]:
+    """The parameters of ``parts``, then the ensemble's members as a group of their own (its
+    gradient clipped apart, so that the members never change the others' step)."""
+    groups = [{"params": [p for m in parts for p in m.parameters()]}]
+    if len(model.members):
+        groups.append({"params": list(model.members.parameters())})
+    return groups
+
+
 def descend(loss: torch.Tensor, opts: list[torch.optim.Optimizer], clip: float) -> None:
-    """One gradient step of each optimiser, its gradient norm clipped to ``clip``."""
+    """One gradient step of each optimiser, the gradient norm of each of its parameter groups
+    clipped to ``clip``."""
     for o in opts:
         o.zero_grad(set_to_none=True)
     loss.backward()  # under DDP, gradients arrive averaged over the ranks
     for o in opts:
-        torch.nn.utils.clip_grad_norm_(o.param_groups[0]["params"], clip)
+        for group in o.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], clip)
     for o in opts:
         o.step()
 
