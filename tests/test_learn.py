@@ -49,6 +49,17 @@ def rows(path: Path, drop: str) -> list[dict[str, str]]:
 TASKS = {
     "reward": ["model.head_hidden=32", "model.bins=21"],
     "goal": ["env=pointmaze", "model=state_mlp"],
+    "mbpo": [  # SAC on the latents, real and branched model rollouts
+        "model.head_hidden=32",
+        "model.bins=21",
+        "learn.actor=sac",
+        "dream.refresh_every=50",
+        "dream.rollouts=32",
+        "dream.branch_horizon=2",
+        "dream.updates=2",
+        "dream.batch_size=32",
+        "dream.net=[32,32]",
+    ],
 }
 
 
@@ -100,6 +111,9 @@ def _default_sigint() -> None:
         (["planner.policy_samples=-1"], "planner.policy_samples=-1"),
         (["env=pointmaze"], "is a goal task and model.task=reward"),
         (["model.task=goal"], "has no goals and model.task=goal"),
+        (["learn.actor=dance"], "learn.actor='dance' is unknown"),
+        (["learn.actor=sac", "env=pointmaze", "model=state_mlp"], "learns from rewards"),
+        (["learn.actor=sac", "dream.real_ratio=2"], "dream.real_ratio=2"),
     ],
 )
 def test_learn_bad_input_is_one_line(tmp_path, args, message):

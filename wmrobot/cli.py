@@ -585,6 +585,7 @@ def run_learn(cfg: DictConfig, run_dir: Path) -> None:
     learner = learn(
         run_dir, c.env.id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
         c.planner, c.learn, c.seed, c.resume, config_record=config_record, overrides=given,
+        branch=c.dream,
     )  # fmt: skip
     last = learner.p.curve[-1]
     score = f"return {last['return_mean']:.1f} ± {last['return_std']:.1f}"

@@ -17,6 +17,7 @@ from wmrobot.learn import LearnConfig
 from wmrobot.model.world_model import ModelConfig
 from wmrobot.planners import PlannerConfig
 from wmrobot.rl.dream import DreamConfig
+from wmrobot.rl.mbpo import BranchConfig
 from wmrobot.rl.sac import RLConfig
 from wmrobot.train.trainer import TrainConfig
 
@@ -206,6 +207,7 @@ class LearnCommand:
     seed: int
     threads: int
     out: Optional[str]  # noqa: UP045
+    dream: BranchConfig
     resume: bool = False
 
     def __post_init__(self) -> None:

@@ -42,6 +42,8 @@ from wmrobot.model.checkpoint import load_tensors
 from wmrobot.model.world_model import ModelConfig, WorldModel
 from wmrobot.planners import PlannerConfig, as_config
 from wmrobot.provenance import versions
+from wmrobot.rl.dream import DreamAgent
+from wmrobot.rl.mbpo import BranchConfig, Branched
 from wmrobot.train.checkpoint import save_checkpoint
 from wmrobot.train.data import Batches, build_model
 from wmrobot.train.metrics import MetricsLog
@@ -60,6 +62,7 @@ from wmrobot.train.trainer import (
 DATASET, STATE, CURVE, CHECKPOINT = "dataset.zarr", "learn_state.pt", "curve.csv", "checkpoint"
 RUN = "learn.json"  # the run's identity, written first: what resume=true continues
 OVERRIDES = "overrides.json"  # the command line's overrides, for `resume=true` alone
+ACTORS = ("planner", "sac")
 CURVE_COLUMNS = ("env_steps", "return_mean", "return_std", "success_mean", "updates", "wall_s")
 
 
@@ -75,7 +78,9 @@ class LearnConfig:
     action range's half-width. Every ``eval_every`` env steps (and at the end), the planner
     acts without noise in ``eval_episodes`` episodes reset with seeds ``eval_seed`` + i.
     ``checkpoint_every``: env steps between resumable states (written at the next episode
-    end).
+    end). ``actor``: who acts, the ``planner`` or ``sac``, an SB3 SAC agent on the model's
+    latents trained on real and branched model rollouts (MBPO; reward tasks;
+    :mod:`wmrobot.rl.mbpo`, settings ``dream.*``), whose deterministic policy is evaluated.
     """
 
     steps: int
@@ -88,8 +93,11 @@ class LearnConfig:
     eval_episodes: int = 10
     eval_seed: int = 10_000
     checkpoint_every: int = 1000
+    actor: str = "planner"
 
     def __post_init__(self) -> None:
+        if self.actor not in ACTORS:
+            raise ConfigError(f"learn.actor={self.actor!r} is unknown; choose from {ACTORS}")
         for key in ("steps", "seed_steps", "update_every", "eval_every", "eval_episodes"):
             check_range(f"learn.{key}", getattr(self, key), 1)
         for key in ("updates", "eval_seed", "checkpoint_every", "pretrain", "noise"):
@@ -130,7 +138,10 @@ class Learner:
         seed: int,
         progress: bool = True,
         overrides: list[str] | None = None,
+        branch: BranchConfig | None = None,
     ) -> None:
+        self.branch_cfg = (branch or BranchConfig()) if cfg.actor == "sac" else None
+        self.branched: Branched | None = None
         self.out, self.env_id, self.env_kwargs = out, env_id, dict(env_kwargs)
         self.model_cfg, self.train_cfg, self.cfg, self.seed = model_cfg, train_cfg, cfg, seed
         self.planner_cfg = as_config(planner)
@@ -145,6 +156,7 @@ class Learner:
                 "planner": dataclasses.asdict(self.planner_cfg),
                 "learn": dataclasses.asdict(cfg),
                 "seed": seed,
+                **({"dream": dataclasses.asdict(self.branch_cfg)} if self.branch_cfg else {}),
             },
             sort_keys=True,
             default=str,
@@ -182,6 +194,8 @@ class Learner:
                 self.agent = self.planning_agent()
         self.batches: RewardBatches | None = None
         self.log = None
+        if self.branch_cfg is not None:
+            self.branched = Branched(self.model, self.branch_cfg, self.seed)
 
     def planning_agent(self) -> PlanningAgent:
         """The planner on the current model (aiming at each episode's goal on a goal task)."""
@@ -213,6 +227,8 @@ class Learner:
             "noise_rng": json.dumps(self.rng.bit_generator.state),
             "planner_rng": json.dumps(planner.rng.bit_generator.state),
         }
+        if self.branched is not None:
+            state["branched"] = self.branched.state_dict()
         write_atomically(self.out / STATE, lambda f: torch.save(state, f))
 
     def load(self) -> None:
@@ -236,6 +252,8 @@ class Learner:
         planner = self.agent.controller.planner
         planner.rng.bit_generator.state = json.loads(state["planner_rng"])
         planner.refresh()  # the loaded weights
+        if self.branched is not None:
+            self.branched.load_state_dict(state["branched"])
 
     # --------------------------------------------------------------------------------- steps
     def train(self, n: int) -> None:
@@ -260,7 +278,12 @@ class Learner:
         self.agent.controller.planner.refresh()  # a compiled planner re-reads the weights
 
     def act(self, obs: Any) -> np.ndarray:
-        """The planner's action plus exploration noise, inside the bounds."""
+        """The planner's action plus exploration noise, inside the bounds; or the SAC agent's
+        sampled action on the observation's latent (``learn.actor=sac``)."""
+        if self.branched is not None:
+            with torch.no_grad():
+                z = self.model.encode(torch.as_tensor(np.asarray(obs))[None])
+            return self.branched.act(z)[0].astype(np.float32)
         action, _ = self.agent.predict(obs)
         mid, half = (t.numpy() for t in self.model.action_scale())
         noisy = action + self.cfg.noise * half * self.rng.standard_normal(action.shape)
@@ -272,6 +295,10 @@ class Learner:
         self.bar.update(1)
         if self.p.env_steps % self.cfg.update_every == 0:
             self.train(self.cfg.updates)
+        if self.branched is not None:
+            if self.p.env_steps % self.branch_cfg.refresh_every == 0:
+                self.branched.refresh(self.store)
+            self.branched.update(self.branch_cfg.updates)
         if self.p.env_steps >= self.p.next_eval:
             self.evaluate()
 
@@ -280,6 +307,8 @@ class Learner:
         ``wall_s``: seconds of the run so far, evaluations excluded)."""
         cfg, start = self.cfg, time.perf_counter()
         agent = self.planning_agent()
+        if self.branched is not None:
+            agent = DreamAgent(self.model, self.branched.policy)
         seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         records = evaluate(agent, self.env_id, self.env_kwargs, [{}] * len(seeds),
                            self.budget, seeds)  # fmt: skip
@@ -336,6 +365,11 @@ class Learner:
                 f"env.id={self.env_id} is a goal task and model.task=reward; learn it with a "
                 f"goal model: model=state_mlp (or model.task=auto)"
             )
+        if self.goal_task and self.branch_cfg is not None:
+            raise ConfigError(
+                f"learn.actor=sac (branched rollouts, MBPO) learns from rewards and "
+                f"{self.env_id} is a goal task; use learn.actor=planner, or `wmrobot dream`"
+            )
         if not self.goal_task and self.model_cfg.task == "goal":
             raise ConfigError(
                 f"env.id={self.env_id} has no goals and model.task=goal; learn it with a "
@@ -375,6 +409,8 @@ class Learner:
                             unit="step", disable=None if self.show else True)  # fmt: skip
             if fresh:
                 self.train(cfg.seed_steps if cfg.pretrain is None else cfg.pretrain)
+                if self.branched is not None:
+                    self.branched.refresh(self.store)
                 self.save()
             saved_at = self.p.env_steps
             while self.p.env_steps < cfg.steps:
@@ -499,12 +535,13 @@ def learn(
     progress: bool = True,
     config_record: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
+    branch: BranchConfig | None = None,
 ) -> Learner:
     """Run (or resume) the online loop into ``out`` (see the module's docstring); returns the
     learner, whose ``p.curve`` is the learning curve. ``overrides``: the command line's, kept in
     ``out/overrides.json`` for a resume that names only ``out``."""
     learner = Learner(Path(out), env_id, env_kwargs, model_cfg, train_cfg, planner, cfg, seed,
-                      progress, overrides)  # fmt: skip
+                      progress, overrides, branch)  # fmt: skip
     learner.run(resume)
     learner.write_model(config_record)
     return learner
