@@ -7,9 +7,11 @@ step, so it is not trained), steps ``DreamVecEnv`` with N envs at once, and step
 (gymnasium, one env, the same uniform random actions, resets included) in the same process, on
 one thread, alternating rounds so that a busy machine slows both alike. Run::
 
-    python benchmarks/dream_throughput.py [--envs 1 16 256 1024] [--rounds 3]
+    python benchmarks/dream_throughput.py [--envs 1 16 256 1024] [--rounds 3] [--ensemble 1 3]
 
-Prints steps/s and dream / real per task and N (the median over rounds).
+Prints steps/s and dream / real per task, ensemble size K and N (the median over rounds). With
+K > 1 (``model.ensemble=K``) every step also runs the K - 1 other predictors for the MOPO
+penalty (``dream.penalty``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ TASKS = {
 }
 
 
-def build(env: str, model: str, root: Path):
+def build(env: str, model: str, root: Path, ensemble: int = 1):
     from wmrobot.cli import _model_config
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
@@ -44,7 +46,8 @@ def build(env: str, model: str, root: Path):
     path = root / f"{env}.zarr"
     collect(str(path), env_cfg.id, dict(env_cfg.kwargs), episodes=2, seed=0, progress=False)
     store = EpisodeStore.open(path)
-    train = validate("train", compose("train", [f"dataset={path}", model]))
+    train = validate("train", compose("train", [f"dataset={path}", model,
+                                                f"model.ensemble={ensemble}"]))  # fmt: skip
     torch.manual_seed(0)
     wm = build_model(store, _model_config(train.model)).eval()
     starts, goals = dataset_latents(wm, store)
@@ -54,7 +57,8 @@ def build(env: str, model: str, root: Path):
 def dream_rate(model, starts, goals, n: int, seconds: float = 1.0) -> float:
     from wmrobot.rl.dream import DreamVecEnv
 
-    env = DreamVecEnv(model, starts, goals, num_envs=n, horizon=1000, seed=0)
+    penalty = 1.0 if len(model.members) else 0.0
+    env = DreamVecEnv(model, starts, goals, num_envs=n, horizon=1000, seed=0, penalty=penalty)
     env.reset()
     low, high = env.action_space.low, env.action_space.high
     actions = np.random.default_rng(0).uniform(low, high, (64, n, len(low))).astype(np.float32)
@@ -88,21 +92,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 16, 256, 1024])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ensemble", type=int, nargs="+", default=[1, 3])
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'task':<18} {'N envs':>7} {'dream steps/s':>14} {'real steps/s':>13} {'ratio':>7}")
+        head = f"{'task':<18} {'K':>2} {'N envs':>7} {'dream steps/s':>14} {'real steps/s':>13}"
+        print(f"{head} {'ratio':>7}")
         for task, (env, model) in TASKS.items():
-            wm, starts, goals, env_cfg = build(env, model, Path(tmp))
-            for n in args.envs:
-                dream, real = [], []
-                for _ in range(args.rounds):
-                    real.append(real_rate(env_cfg))
-                    dream.append(dream_rate(wm, starts, goals, n))
-                d, r = statistics.median(dream), statistics.median(real)
-                print(f"{task:<18} {n:>7} {d:>14,.0f} {r:>13,.0f} {d / r:>7.1f}")
-        print("one thread; the models are `wmrobot train`'s default sizes, one model, no ensemble")
+            for k in args.ensemble:
+                wm, starts, goals, env_cfg = build(env, model, Path(tmp), k)
+                for n in args.envs:
+                    dream, real = [], []
+                    for _ in range(args.rounds):
+                        real.append(real_rate(env_cfg))
+                        dream.append(dream_rate(wm, starts, goals, n))
+                    d, r = statistics.median(dream), statistics.median(real)
+                    print(f"{task:<18} {k:>2} {n:>7} {d:>14,.0f} {r:>13,.0f} {d / r:>7.1f}")
+        print("one thread; `wmrobot train`'s default model sizes; K: predictors (model.ensemble)")
 
 
 if __name__ == "__main__":

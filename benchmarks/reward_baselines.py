@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import statistics
 import sys
 import time
@@ -150,10 +151,13 @@ LEARN_ENV = {
 }
 
 
-def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int) -> None:
+def run_wmrobot(
+    env_id: str, budget: int, seed: int, csv_path: Path, eval_every: int, extra: tuple = ()
+) -> None:
     """``wmrobot learn`` for ``budget`` env steps (its random seed data included) in the run
     folder beside the CSV (``<method>-seed<k>/``, not kept in git), resumed if it is there;
-    its curve (evaluations on the same fixed seeds) becomes the CSV."""
+    its curve (evaluations on the same fixed seeds) becomes the CSV. ``extra``: overrides of
+    the method (``mbpo``: SAC on the latents with branched model rollouts)."""
     from wmrobot.cli import _model_config
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
@@ -164,9 +168,10 @@ def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every:
     overrides = list(LEARN_ENV.get(env_id, ["env=gym", f"env.id={env_id}"]))
     overrides += [f"learn.steps={budget}", f"learn.eval_every={eval_every}", f"seed={seed}"]
     overrides += [f"learn.eval_seed={EVAL_SEEDS[0]}", f"learn.eval_episodes={len(EVAL_SEEDS)}"]
-    c = validate("learn", compose("learn", overrides))
+    c = validate("learn", compose("learn", [*overrides, *extra]))
     learner = learn(run, env_id, dict(c.env.kwargs), _model_config(c.model), c.model.train,
-                    c.planner, c.learn, seed, resume=(run / RUN).exists())  # fmt: skip
+                    c.planner, c.learn, seed, resume=(run / RUN).exists(),
+                    branch=c.dream)  # fmt: skip
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
@@ -174,7 +179,11 @@ def run_wmrobot(env_id: str, budget: int, seed: int, csv_path: Path, eval_every:
         writer.writerows(learner.p.curve)
 
 
-METHODS: dict[str, Method] = {"sac": run_sac, "wmrobot": run_wmrobot}
+METHODS: dict[str, Method] = {
+    "sac": run_sac,
+    "wmrobot": run_wmrobot,
+    "mbpo": functools.partial(run_wmrobot, extra=("learn.actor=sac",)),
+}
 
 
 def read_curve(path: Path) -> np.ndarray:
