@@ -83,6 +83,22 @@ def test_reached_goals_terminate_with_zero_reward():
     assert not done.any() and (reward == -1).all()
 
 
+@pytest.mark.parametrize("goal_reward", ["cost", "critic"])
+def test_a_tolerance_ends_shaped_episodes_at_the_goal_and_keeps_their_reward(goal_reward):
+    model, starts = goal_model(), latents(10, 1)
+    model.critic = torch.nn.Identity()  # a stand-in value: only termination is checked here
+    model.value = lambda z, goal_z: (z - goal_z).norm(dim=-1)
+    shaped = DreamVecEnv(model, starts, starts, 8, 50, goal_reward=goal_reward)
+    ended = DreamVecEnv(model, starts, starts, 8, 50, goal_reward=goal_reward, tolerance=1e6)
+    shaped.reset(), ended.reset()
+    action = np.zeros((8, 2), np.float32)
+    _, want, done, _ = shaped.step(action)
+    _, reward, reached, infos = ended.step(action)
+    assert not done.any() and reached.all()
+    assert not any(info["TimeLimit.truncated"] for info in infos)
+    assert np.allclose(reward, want) and (reward < 0).all()
+
+
 def test_a_reward_tasks_dream_pays_the_reward_head_and_ends_where_the_model_says():
     model = reward_model()
     env = DreamVecEnv(model, latents(30, 1), None, num_envs=5, horizon=7)
@@ -125,6 +141,7 @@ def test_sac_learns_a_planted_reward_in_the_dream():
         ({"goals": None}, "needs goal latents"),
         ({"goal_reward": "bonus"}, "dream.goal_reward='bonus'"),
         ({"goal_reward": "reached"}, "needs dream.tolerance > 0"),
+        ({"tolerance": -0.1}, "dream.tolerance=-0.1"),
         ({"num_envs": 0}, "dream.envs"),
         ({"horizon": 0}, "dream.horizon"),
         ({"penalty": -1.0}, "dream.penalty"),

@@ -27,14 +27,19 @@ GOAL_REWARDS = ("cost", "critic", "reached")
 
 
 def check_goal_reward(goal_reward: str, tolerance: float | None) -> None:
-    """Refuse, in one line, an unknown ``dream.goal_reward``, or ``reached`` without a
-    tolerance."""
+    """Refuse, in one line, an unknown ``dream.goal_reward``, ``reached`` without a tolerance,
+    or a tolerance that is not positive."""
     if goal_reward not in GOAL_REWARDS:
         raise ConfigError(f"dream.goal_reward={goal_reward!r}: choose from {GOAL_REWARDS}")
-    if goal_reward == "reached" and (tolerance is None or tolerance <= 0):
+    if goal_reward == "reached" and tolerance is None:
         raise ConfigError(
-            f"dream.goal_reward=reached needs dream.tolerance > 0 (now {tolerance}): the "
-            f"cost-head distance below which the goal counts as reached"
+            "dream.goal_reward=reached needs dream.tolerance > 0 (now None): the cost-head "
+            "distance below which the goal counts as reached"
+        )
+    if tolerance is not None and tolerance <= 0:
+        raise ConfigError(
+            f"dream.tolerance={tolerance}: the cost-head distance that counts as reaching the "
+            f"goal must be > 0, or null (episodes end at the horizon only)"
         )
 
 
@@ -78,7 +83,9 @@ class DreamVecEnv(VecEnv):
       ensemble's disagreement on the step (:meth:`WorldModel.disagreement`, MOPO): where the
       model does not know, the dream pays less (a checkpoint with ``model.ensemble`` > 1).
     - Termination: the continuation head ``c(z') < 0.5`` (reward tasks whose data terminate);
-      reaching the goal (``goal_reward="reached"``). Truncation at ``horizon`` steps.
+      on a goal task, reaching the goal: the cost-head distance below ``tolerance`` (required
+      by ``"reached"``, optional with the others; the dream then stops paying at the goal, as
+      the real env ends there). Truncation at ``horizon`` steps.
     - Reset: a start latent drawn uniformly from ``starts`` (M, D) and, on a goal task, a goal
       latent from ``goals`` (M, D), independently (hindsight goals from the dataset).
 
@@ -168,8 +175,9 @@ class DreamVecEnv(VecEnv):
                 reward = -cost
             elif self.goal_reward == "critic":  # the cost-to-go, in units of 1 / (1 - gamma)
                 reward = -model.value(z_next, self.goal_z) * (1 - model.gamma)
-            else:
+            if self.tolerance is not None:
                 terminated = cost < self.tolerance
+            if self.goal_reward == "reached":
                 reward = torch.where(terminated, 0.0, -1.0)
         else:
             reward = model.reward(self.z, a)
