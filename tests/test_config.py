@@ -19,6 +19,8 @@ REQUIRED = {
     "eval_model": ["checkpoint=ckpt", "dataset=d.zarr"],
     "learn": [],
     "dream": ["checkpoint=ckpt"],
+    "bench": [],
+    "cell": ["cell=umaze-mppi-10000-s0", "out=b"],
 }
 
 

@@ -38,6 +38,8 @@ commands:
   dream     train SB3 agents (sac, td3, ppo) inside a checkpoint's world model, then
             evaluate them in the real env beside its planner
   demo      collect -> train -> plan, plus random and SAC+HER baselines, in one table
+  bench     planners vs model-free RL at equal env-step budgets: a suite of tasks x methods x
+            budgets x seeds, one resumable cell each (parallel), report.md and curves
   data      info | validate | replay | merge | convert: look into, check, re-simulate,
             merge or convert (to and from Minari) datasets
   envs      list | show | evalsets: the task suite, frames under factor settings, the
@@ -80,6 +82,13 @@ DESCRIPTIONS = {
     "demo": "Run the whole path on defaults: collect, train, plan, and SAC+HER trained online\n"
     "with as many env steps as the dataset holds; prints one table, writes plots and a GIF.\n"
     "example: wmrobot demo episodes=50 rl_seeds=[0]",
+    "bench": "Planners against model-free RL at equal env-step budgets: every cell of a suite\n"
+    "(tasks x methods x budgets x seeds) in its own run directory, through Hydra's launcher;\n"
+    "finished cells are kept, so the same command resumes. Writes report.md, results.csv and\n"
+    "a learning-curve PNG per task.\n"
+    "example: wmrobot bench suite=small workers=2 out=runs/bench/small",
+    "cell": "One cell of a bench, TASK-METHOD-BUDGET-sSEED of the suite pinned in out/.\n"
+    "example: wmrobot cell out=runs/bench/small cell=umaze-mppi-10000-s0",
 }
 
 # One line for the options a user reaches for first; every other key is listed without one.
@@ -641,6 +650,55 @@ def run_demo(cfg: DictConfig, run_dir: Path) -> None:
     log.info(f"demo: {time.perf_counter() - t0:.0f} s in all; artifacts in {run_dir}/")
 
 
+def run_bench(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot bench``: the suite's unfinished cells through Hydra's launcher (``wmrobot
+    cell -m``, in a process of its own), then the report from every finished cell."""
+    import subprocess
+
+    from wmrobot.config import validate
+    from wmrobot.errors import WmrobotError
+    from wmrobot.suite import pending, pin, report
+
+    c = validate("bench", cfg)
+    out = Path(c.out) if c.out else run_dir
+    pin(c.suite, out)
+    cells = [] if c.report_only else pending(c.suite, out)
+    total = len(c.suite.cells())
+    log.info(f"bench {c.suite.name}: {total} cells, {total - len(pending(c.suite, out))} done, "
+             f"{len(cells)} to run ({c.launcher}, {c.workers} at a time) in {out}/")  # fmt: skip
+    failed = None
+    if cells:
+        start = time.perf_counter()
+        launch = [f"hydra/launcher={c.launcher}"] if c.launcher != "basic" else []
+        if c.launcher == "joblib":
+            launch.append(f"hydra.launcher.n_jobs={c.workers}")
+        args = [sys.executable, "-m", "wmrobot.cli", "cell", "-m", f"out={out}",
+                f"cell={','.join(cells)}", *launch]  # fmt: skip
+        done = subprocess.run(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        log.info(f"bench: {len(cells)} cells in {time.perf_counter() - start:.0f} s")
+        failed = done.returncode
+    text = report(out, c.suite)
+    print(text)
+    left = len(pending(c.suite, out))
+    if not c.report_only and (failed or left):
+        raise WmrobotError(
+            f"{left} of {total} cells have no result (see {out}/hydra/); the same command "
+            f"runs them again, finished cells are kept"
+        )
+    log.info(f"bench: {out / 'report.md'}, results.csv, curves-*.png")
+
+
+def run_cell(cfg: DictConfig, run_dir: Path) -> None:
+    """``wmrobot cell``: one cell of a bench (what ``wmrobot bench`` launches)."""
+    from wmrobot.config import validate
+    from wmrobot.suite import run_cell as run
+
+    c = validate("cell", cfg)
+    result = run(c.cell, Path(c.out))
+    log.info(f"cell {c.cell}: {result['label']}, {result['env_steps']:,} env steps, success "
+             f"{result['success']:.2f}, return {result['return']}")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------- main
 JOBS: dict[str, Callable[[DictConfig, Path], None]] = {
     "collect": run_collect,
@@ -650,6 +708,8 @@ JOBS: dict[str, Callable[[DictConfig, Path], None]] = {
     "dream": run_dream,
     "learn": run_learn,
     "demo": run_demo,
+    "bench": run_bench,
+    "cell": run_cell,
 }
 # Commands with positional arguments of their own (eval model is a Hydra app inside).
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -695,7 +755,9 @@ def main(argv: list[str] | None = None) -> int:
         from wmrobot.learn import RUN as resume_file
 
         rest = resumed_overrides(rest)
-    return run_app(command, command, JOBS[command], rest, command != "collect", resume_file)
+    # bench resumes its own out= (a pinned suite); a cell writes into its bench's folder.
+    out_folder = command not in ("collect", "bench", "cell")
+    return run_app(command, command, JOBS[command], rest, out_folder, resume_file)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from wmrobot.planners import PlannerConfig
 from wmrobot.rl.dream import DreamConfig
 from wmrobot.rl.mbpo import BranchConfig
 from wmrobot.rl.sac import RLConfig
+from wmrobot.suite import Suite
 from wmrobot.train.trainer import TrainConfig
 
 
@@ -233,6 +234,24 @@ class DreamCommand:
         _check_run(self)
 
 
+@dataclass
+class BenchCommand:
+    suite: Suite
+    workers: int
+    launcher: str
+    report_only: bool
+    out: Optional[str]  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        check_range("workers", self.workers, 1)
+
+
+@dataclass
+class CellCommand:
+    cell: str
+    out: str
+
+
 SCHEMAS = {
     "collect": CollectCommand,
     "train": TrainCommand,
@@ -242,6 +261,8 @@ SCHEMAS = {
     "eval_model": EvalModelCommand,
     "learn": LearnCommand,
     "dream": DreamCommand,
+    "bench": BenchCommand,
+    "cell": CellCommand,
 }
 
 

@@ -1,0 +1,100 @@
+"""`wmrobot bench`: the tiny suite through Hydra's launcher; finished cells are kept, a killed
+cell runs again, the report's numbers are the cells' own; bad input gets one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wmrobot.errors import ConfigError
+from wmrobot.suite import Suite, bootstrap_ci, parse_cell, steps_to_reach
+
+ENV = {**os.environ, "MUJOCO_GL": "egl"}
+
+
+def bench(out: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "wmrobot.cli", "bench", "suite=tiny", f"out={out}", *args]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+
+
+def results(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (out / "cells").glob("*/result.json")}
+
+
+def test_the_tiny_suite_runs_resumes_and_reports_its_cells(tmp_path):
+    out = tmp_path / "bench"
+    done = bench(out, "workers=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = results(out)
+    assert len(cells) == 8  # 1 task x 2 methods x 2 budgets x 2 seeds
+    for cell, r in cells.items():
+        assert (out / "cells" / cell / "config.json").is_file()
+        assert r["env_steps"] == (0 if r["method"] == "random" else r["budget"])
+        assert len(r["episodes"]) == 2 and r["return"] == np.mean([e["ret"] for e in r["episodes"]])
+    # The report's numbers are the cells': results.csv row by row, report.md's means.
+    rows = {r["cell"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert set(rows) == set(cells)
+    for cell, r in cells.items():
+        assert float(rows[cell]["return"]) == pytest.approx(r["return"])
+    report = (out / "report.md").read_text()
+    for method in ("random", "ppo"):
+        for budget in (64, 128):
+            mine = [r["return"] for r in cells.values()
+                    if r["method"] == method and r["budget"] == budget]  # fmt: skip
+            mean, lo, hi = bootstrap_ci(mine)
+            assert f"{mean:.1f} [{lo:.1f}, {hi:.1f}] (2)" in report
+    assert (out / "curves-pendulum.png").stat().st_size > 0
+
+    # Resume: nothing runs again. A cell killed half way (no result) runs again, alone.
+    stamps = {c: (out / "cells" / c / "result.json").stat().st_mtime_ns for c in cells}
+    killed = "pendulum-ppo-128-s1"
+    (out / "cells" / killed / "result.json").unlink()
+    (out / "cells" / killed / "agent.zip").write_text("half-written")
+    again = bench(out, "workers=1", "launcher=basic")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "7 done, 1 to run" in again.stdout + again.stderr
+    after = results(out)
+    assert after[killed]["return"] == cells[killed]["return"]  # same seed, same result
+    for c in cells:
+        if c != killed:
+            assert (out / "cells" / c / "result.json").stat().st_mtime_ns == stamps[c]
+
+
+def test_a_folder_of_another_suite_and_bad_cells_are_refused_in_one_line(tmp_path):
+    out = tmp_path / "bench"
+    done = bench(out, "report_only=true")
+    assert done.returncode == 0, done.stderr[-2000:]  # pins the suite, runs nothing
+    other = bench(out, "report_only=true", "suite.seeds=[5]")
+    assert other.returncode == 2
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds the cells of another suite" in lines[0]
+    args = [sys.executable, "-m", "wmrobot.cli", "cell", f"out={out}", "cell=pendulum-sac-64"]
+    cell = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    assert cell.returncode == 2 and "is not TASK-METHOD-BUDGET-sSEED" in cell.stderr
+    with pytest.raises(ConfigError, match="'teleport' is unknown"):
+        Suite("x", {"a": {"env": "pointmaze"}}, ["teleport"], [10], [0])
+    with pytest.raises(ConfigError, match="suite.budgets"):
+        Suite("x", {"a": {"env": "pointmaze"}}, ["random"], [0], [0])
+    assert parse_cell("umaze-mppi-10000-s2") == ("umaze", "mppi", 10000, 2)
+
+
+def test_steps_to_reach_uses_the_best_model_free_final_score():
+    def cells(*points):
+        return {b: {"mean": m, "env_steps": b} for b, m in points}
+
+    methods = {
+        "sac": cells((10, 20.0), (30, 100.0)),
+        "ppo": cells((10, 5.0), (30, 50.0)),
+        "mppi": cells((10, 95.0), (30, 99.0)),
+        "random": cells((10, 0.0), (30, 0.0)),
+    }
+    target, reach = steps_to_reach(methods)
+    assert target == 90.0
+    assert reach == {"sac": 30, "ppo": None, "mppi": 10, "random": None}

@@ -1,0 +1,494 @@
+"""``wmrobot bench``: planners against model-free RL at equal env-step budgets.
+
+A suite (``configs/suite/<name>.yaml``) is tasks x methods x env-step budgets x seeds. Each
+combination is a *cell*, with a run directory of its own under ``<out>/cells/<id>/``: its
+``config.json`` first and its ``result.json`` last, written atomically, so a cell with a result
+is finished and never runs again, and a cell killed half way (no result) runs again from the
+start. The world-model methods of a (task, budget, seed) share one model, built once under
+``<out>/models/`` behind a file lock, whose env steps each of them counts.
+
+Methods (a cell's env steps are everything it took from the real env, its dataset included):
+
+- ``random``: uniform random actions (0 env steps).
+- ``mppi``: Mode-2 MPPI through the cell's world model. Goal task: ``budget`` env steps of the
+  task's collection policy, then ``wmrobot train``. Reward task: ``wmrobot learn`` (online,
+  the planner acting) for ``budget`` env steps.
+- ``dream``: an SB3 SAC agent trained in the same model's dream (``dream_steps`` imagined
+  steps), acting through the encoder.
+- ``sac``: SB3 SAC trained online for ``budget`` env steps (goal task: with hindsight
+  relabelling, ``configs/rl/sac_her.yaml``; reward task: rl-zoo3's settings).
+- ``ppo``: SB3 PPO with SB3's defaults, online for ``budget`` env steps.
+
+Every method is scored on the task's evaluation set (a goal task's frozen start/goal pairs, a
+reward task's fixed episode seeds) with its step budget. :func:`report` folds the cells into
+``report.md``, ``results.csv`` and one learning-curve PNG per task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import fcntl
+import json
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wmrobot.errors import ConfigError, check_range
+from wmrobot.files import write_atomically
+
+METHODS = ("random", "mppi", "dream", "sac", "ppo")
+MODEL_FREE = ("sac", "ppo")
+WORLD_MODEL = ("mppi", "dream")
+SUITE_FILE, CONFIG, RESULT = "suite.json", "config.json", "result.json"
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass
+class TaskSpec:
+    """A task of the suite: an env config (``configs/env/<env>.yaml``) and overrides of the
+    commands' configs for it (``env.*``, ``model.*``, ``policy.*``, ``planner.*``)."""
+
+    env: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    """Tasks x methods x env-step budgets x seeds (``configs/suite/<name>.yaml``)."""
+
+    name: str
+    tasks: dict[str, TaskSpec]
+    methods: list[str]
+    budgets: list[int]
+    seeds: list[int]
+    dream_steps: int = 100_000
+
+    def __post_init__(self) -> None:
+        self.tasks = {
+            k: v if isinstance(v, TaskSpec) else TaskSpec(**v) for k, v in self.tasks.items()
+        }
+        if not self.tasks:
+            raise ConfigError("suite.tasks is empty; name at least one task: {name: {env: ...}}")
+        for name in self.tasks:
+            if not NAME.match(name):
+                raise ConfigError(f"suite.tasks: {name!r} must be a letter then letters, digits, _")
+        for method in self.methods:
+            if method not in METHODS:
+                raise ConfigError(f"suite.methods: {method!r} is unknown; choose from {METHODS}")
+        if not self.methods or not self.budgets or not self.seeds:
+            raise ConfigError("suite.methods, suite.budgets and suite.seeds need a value each")
+        for budget in self.budgets:
+            check_range("suite.budgets", budget, 1)
+        for seed in self.seeds:
+            check_range("suite.seeds", seed, 0)
+        check_range("suite.dream_steps", self.dream_steps, 1)
+        self.budgets = sorted(set(int(b) for b in self.budgets))
+
+    def cells(self) -> list[str]:
+        return [cell_id(t, m, b, s) for t in self.tasks for m in self.methods
+                for b in self.budgets for s in self.seeds]  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cell_id(task: str, method: str, budget: int, seed: int) -> str:
+    return f"{task}-{method}-{budget}-s{seed}"
+
+
+def parse_cell(cell: str) -> tuple[str, str, int, int]:
+    """``task-method-budget-sSEED`` -> its parts, or a one-line error."""
+    parts = cell.split("-")
+    if len(parts) != 4 or not parts[2].isdigit() or not re.fullmatch(r"s\d+", parts[3]):
+        raise ConfigError(
+            f"cell={cell!r} is not TASK-METHOD-BUDGET-sSEED (e.g. umaze-mppi-10000-s0)"
+        )
+    return parts[0], parts[1], int(parts[2]), int(parts[3][1:])
+
+
+def pin(suite: Suite, out: Path) -> None:
+    """Write the suite into ``out`` before any cell runs; a folder pinned to another suite is
+    refused (its cells would mix two configurations)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path, text = out / SUITE_FILE, json.dumps(suite.record(), indent=2, sort_keys=True)
+    if path.exists():
+        if json.loads(path.read_text()) != json.loads(text):
+            raise ConfigError(
+                f"{str(out)!r} holds the cells of another suite ({path.name} differs); resume "
+                f"it with the same suite, or bench into a new out="
+            )
+        return
+    write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def pinned(out: Path) -> Suite:
+    path = out / SUITE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{str(out)!r} has no {SUITE_FILE}; run `wmrobot bench out={out}`")
+    return Suite(**json.loads(path.read_text()))
+
+
+def pending(suite: Suite, out: Path) -> list[str]:
+    """The cells without a result, in the suite's order."""
+    return [c for c in suite.cells() if not (out / "cells" / c / RESULT).is_file()]
+
+
+# --------------------------------------------------------------------------------- a cell
+@dataclass
+class TaskSetup:
+    """What the methods of one task need: the composed config (``demo``'s for a goal task,
+    ``learn``'s for a reward task), the evaluation set and its budget."""
+
+    config: Any
+    goal: bool
+    env_id: str
+    env_kwargs: dict[str, Any]
+    pairs: list[dict[str, Any]]
+    episode_seeds: list[int] | None
+    budget: int
+
+
+def setup(spec: TaskSpec) -> TaskSetup:
+    from wmrobot.cli import _episodes
+    from wmrobot.cli_common import compose
+    from wmrobot.config import validate
+    from wmrobot.envs import make_env
+    from wmrobot.rl.sac import is_goal_env
+
+    probe_cfg = validate("learn", compose("learn", [f"env={spec.env}", *_env_only(spec)]))
+    probe = make_env(probe_cfg.env.id, dict(probe_cfg.env.kwargs))
+    goal = is_goal_env(probe)
+    probe.close()
+    if goal:
+        c = validate("demo", compose("demo", [f"env={spec.env}", *spec.overrides]))
+    else:
+        c = validate("learn", compose("learn", [f"env={spec.env}", *spec.overrides]))
+    env_id, env_kwargs = c.env.id, dict(c.env.kwargs)
+
+    class _Task:  # what _episodes reads of a model
+        task = "goal" if goal else "reward"
+
+    pairs, episode_seeds = _episodes(c.env, _Task, env_id, env_kwargs)
+    return TaskSetup(c, goal, env_id, env_kwargs, pairs, episode_seeds, c.env.eval.budget)
+
+
+def _env_only(spec: TaskSpec) -> list[str]:
+    return [o for o in spec.overrides if o.lstrip("+~").startswith("env.")]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def world_model(
+    task: str, t: TaskSetup, budget: int, seed: int, out: Path
+) -> tuple[Path, Path, int]:
+    """The (task, budget, seed) world model, built once for every method that uses it:
+    (checkpoint, dataset, env steps it cost). A goal task's: ``budget`` env steps of the task's
+    collection policy and ``wmrobot train``; a reward task's: ``wmrobot learn`` online for
+    ``budget`` env steps."""
+    import torch
+
+    from wmrobot.cli import _collect, _model_config, _train
+    from wmrobot.datasets import EpisodeStore
+
+    home = out / "models" / f"{task}-{budget}-s{seed}"
+    done = home / "done.json"
+    with _locked(out / "models" / f"{task}-{budget}-s{seed}.lock"):
+        if not done.is_file():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            c = t.config
+            torch.set_num_threads(1)
+            if t.goal:
+                c = dataclasses.replace(c, seed=seed)
+                c.steps = budget  # collect stops at the first episode end past it
+                _collect(c, str(home / "dataset.zarr"))
+                c.model.train.seed = seed
+                _train(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
+                data = home / "dataset.zarr"
+            else:
+                from wmrobot.learn import learn
+
+                lc = dataclasses.replace(c.learn, steps=budget, eval_every=budget,
+                                         seed_steps=min(c.learn.seed_steps, budget // 2),
+                                         checkpoint_every=budget)  # fmt: skip
+                learn(home / "learn", t.env_id, t.env_kwargs, _model_config(c.model),
+                      c.model.train, c.planner, lc, seed, progress=False)  # fmt: skip
+                data = home / "learn" / "dataset.zarr"
+                shutil.copytree(home / "learn" / "checkpoint", home / "checkpoint")
+            steps = EpisodeStore.open(str(data)).n_transitions
+            text = json.dumps({"env_steps": steps, "dataset": str(data)})
+            write_atomically(done, lambda f: f.write(text.encode()))
+    record = json.loads(done.read_text())
+    return home / "checkpoint", Path(record["dataset"]), int(record["env_steps"])
+
+
+def run_cell(cell: str, out: Path) -> dict[str, Any]:
+    """Run one cell of the suite pinned in ``out`` (nothing when it has a result); its result."""
+    import torch
+
+    from wmrobot.provenance import git_revision, versions
+
+    suite = pinned(out)
+    task, method, budget, seed = parse_cell(cell)
+    if task not in suite.tasks or method not in suite.methods:
+        raise ConfigError(f"cell={cell!r} is not in suite {suite.name!r}")
+    home = out / "cells" / cell
+    if (home / RESULT).is_file():
+        return json.loads((home / RESULT).read_text())
+    shutil.rmtree(home, ignore_errors=True)  # a killed run's leftovers
+    home.mkdir(parents=True)
+    config = {"cell": cell, "task": task, "method": method, "budget": budget, "seed": seed,
+              "spec": dataclasses.asdict(suite.tasks[task]), "suite": suite.name,
+              "versions": versions(), "git_revision": git_revision()}  # fmt: skip
+    write_atomically(home / CONFIG, lambda f: f.write(json.dumps(config, indent=2).encode()))
+    torch.set_num_threads(1)
+    t = setup(suite.tasks[task])
+    start = time.perf_counter()
+    row = METHOD_RUNS[method](task, t, budget, seed, out, home, suite)
+    result = {
+        **{k: config[k] for k in ("cell", "task", "method", "budget", "seed")},
+        "goal": t.goal,
+        "label": row.method,
+        "env_steps": row.env_steps,
+        "success": row.success[0],
+        "return": row.returns[0] if row.returns else None,
+        "steps_to_success": None if np.isnan(row.steps_to_success) else row.steps_to_success,
+        "latency_ms": row.latency_ms,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "episodes": row.episodes,
+    }
+    write_atomically(home / RESULT, lambda f: f.write(json.dumps(result, indent=1).encode()))
+    return result
+
+
+def _random(task, t, budget, seed, out, home, suite):
+    from wmrobot.bench import evaluate_random
+
+    return evaluate_random(t.env_id, t.env_kwargs, t.pairs, t.budget, [seed], t.episode_seeds)
+
+
+def _mppi(task, t, budget, seed, out, home, suite):
+    from wmrobot.bench import evaluate_planner
+    from wmrobot.train import load_checkpoint
+
+    ckpt, _, steps = world_model(task, t, budget, seed, out)
+    model, _ = load_checkpoint(ckpt)
+    return evaluate_planner(model, t.config.planner, t.env_id, t.env_kwargs, t.pairs, t.budget,
+                            [seed], env_steps=steps, episode_seeds=t.episode_seeds)  # fmt: skip
+
+
+def _dream(task, t, budget, seed, out, home, suite):
+    from wmrobot.bench import evaluate_dream
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.rl.dream import DreamConfig, dataset_latents, train_in_dream
+    from wmrobot.train import load_checkpoint
+
+    ckpt, data, steps = world_model(task, t, budget, seed, out)
+    model, _ = load_checkpoint(ckpt)
+    starts, goals = dataset_latents(model, EpisodeStore.open(str(data)))
+    reward = "critic" if t.goal and model.critic is not None else "cost"
+    cfg = DreamConfig(steps=suite.dream_steps, horizon=t.budget, goal_reward=reward)
+    agent, _ = train_in_dream(model, starts, goals, cfg, seed, progress=False)
+    agent.save(home / "agent.zip")
+    return evaluate_dream(model, {seed: agent}, cfg.label, t.env_id, t.env_kwargs, t.pairs,
+                          t.budget, steps, t.episode_seeds)  # fmt: skip
+
+
+def _sb3(algo: str):
+    def run(task, t, budget, seed, out, home, suite):
+        from stable_baselines3 import PPO
+
+        from wmrobot.bench import _runs, summarise
+        from wmrobot.envs import make_env
+        from wmrobot.rl.sac import make_sac, policy_name
+        from wmrobot.rl.zoo import make_zoo_sac
+
+        env = make_env(t.env_id, t.env_kwargs, max_episode_steps=t.budget)
+        if algo == "ppo":  # rollouts that end on the budget (SB3's defaults: 2048, batch 64)
+            n_steps = _divisor(budget, 2048)
+            agent = PPO(policy_name(env), env, n_steps=n_steps,
+                        batch_size=_divisor(n_steps, 64), seed=seed, device="cpu",
+                        verbose=0)  # fmt: skip
+            label = "PPO"
+        elif t.goal:
+            agent, label = make_sac(env, t.config.rl, budget, seed), t.config.rl.label
+        else:
+            agent, label = make_zoo_sac(t.env_id, seed, env), "SAC (SB3)"
+        agent.learn(total_timesteps=budget)
+        agent.save(home / "agent.zip")
+        env.close()
+        per_seed, latency = _runs({seed: agent}, t.env_id, t.env_kwargs, t.pairs, t.budget,
+                                  t.episode_seeds)  # fmt: skip
+        label = label if "(" in label else f"{label} (SB3)"
+        # Every step it took: PPO's last rollout may run past the budget.
+        return summarise(label, int(agent.num_timesteps), per_seed, latency, "training")
+
+    return run
+
+
+def _divisor(n: int, near: int) -> int:
+    """The largest divisor of ``n`` in [near / 4, near], else ``min(n, near)`` (then PPO's last
+    rollout runs past the budget, and the cell counts those steps too)."""
+    top = min(n, near)
+    return next((d for d in range(top, max(top // 4, 1) - 1, -1) if n % d == 0), top)
+
+
+METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "sac": _sb3("sac"),
+               "ppo": _sb3("ppo")}  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- report
+def bootstrap_ci(values: list[float], level: float = 0.95, draws: int = 10_000) -> tuple:
+    """The mean of ``values`` and its percentile-bootstrap interval (seeded: the same values
+    give the same interval)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    rng = np.random.default_rng(0)
+    means = x[rng.integers(0, len(x), (draws, len(x)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob(f"*/{RESULT}"))]
+
+
+def _score(r: dict[str, Any]) -> float:
+    return 100 * r["success"] if r["goal"] else r["return"]
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """task -> method -> budget -> {mean, lo, hi, seeds, env_steps, wall_s, latency_ms, label}."""
+    grouped: dict[str, dict[str, dict[int, list]]] = {}
+    for r in results:
+        grouped.setdefault(r["task"], {}).setdefault(r["method"], {}).setdefault(
+            r["budget"], []
+        ).append(r)
+    out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for task, methods in grouped.items():
+        for method, budgets in methods.items():
+            for budget, rows in sorted(budgets.items()):
+                mean, lo, hi = bootstrap_ci([_score(r) for r in rows])
+                out.setdefault(task, {}).setdefault(method, {})[budget] = {
+                    "mean": mean, "lo": lo, "hi": hi, "seeds": sorted(r["seed"] for r in rows),
+                    "env_steps": int(np.mean([r["env_steps"] for r in rows])),
+                    "wall_s": float(np.mean([r["wall_s"] for r in rows])),
+                    "latency_ms": float(np.mean([r["latency_ms"] for r in rows])),
+                    "label": rows[0]["label"], "goal": rows[0]["goal"],
+                }  # fmt: skip
+    return out
+
+
+def steps_to_reach(methods: dict[str, dict[int, dict[str, Any]]]) -> tuple[float | None, dict]:
+    """90% of the best model-free method's final score (its mean at its largest budget), and
+    per method the smallest budget whose mean reaches it (None: not within the suite)."""
+    finals = [
+        cells[max(cells)]["mean"] for m, cells in methods.items() if m in MODEL_FREE and cells
+    ]
+    if not finals:
+        return None, {}
+    best = max(finals)
+    target = 0.9 * best if best >= 0 else 1.1 * best
+    reach = {m: next((cells[b]["env_steps"] for b in sorted(cells)
+                      if cells[b]["mean"] >= target), None)
+             for m, cells in methods.items()}  # fmt: skip
+    return target, reach
+
+
+def report(out: Path, suite: Suite) -> str:
+    """``report.md``, ``results.csv`` and ``curves-<task>.png`` from the finished cells; the
+    markdown."""
+    from wmrobot.provenance import git_revision, versions
+
+    results = load_results(out)
+    table = summary(results)
+    with open(out / "results.csv", "w", newline="") as f:
+        keys = [k for k in (results[0] if results else {}) if k != "episodes"]
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    done, total = len(results), len(suite.cells())
+    v = versions()
+    lines = [
+        f"# wmrobot bench: suite {suite.name}",
+        "",
+        f"{done} of {total} cells finished. Machine: {platform.machine()}, "
+        f"{platform.processor() or platform.system()}, Python {platform.python_version()}; "
+        f"torch {v.get('torch')}, mujoco {v.get('mujoco')}, stable-baselines3 "
+        f"{v.get('stable_baselines3', v.get('stable-baselines3'))}; git {git_revision()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "Each value: mean over seeds [95% bootstrap interval] (seeds). Env steps: all a method "
+        "took from the real env (a world model's dataset included).",
+    ]
+    for task, methods in table.items():
+        goal = next(iter(next(iter(methods.values())).values()))["goal"]
+        unit = "success %" if goal else "return"
+        budgets = sorted({b for cells in methods.values() for b in cells})
+        target, reach = steps_to_reach(methods)
+        lines += ["", f"## {task} ({suite.tasks[task].env}): {unit}", ""]
+        head = ["method", *[f"{b:,} steps" for b in budgets], "wall s", "latency ms"]
+        if target is not None:
+            head.append(f"env steps to {target:.1f}")
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for method in METHODS:
+            if method not in methods:
+                continue
+            cells = methods[method]
+            values = [
+                f"{c['mean']:.1f} [{c['lo']:.1f}, {c['hi']:.1f}] ({len(c['seeds'])})"
+                if (c := cells.get(b)) else "–"
+                for b in budgets
+            ]  # fmt: skip
+            last = cells[max(cells)]
+            row = [last["label"], *values, f"{last['wall_s']:.0f}", f"{last['latency_ms']:.2f}"]
+            if target is not None:
+                row.append(f"{reach[method]:,}" if reach.get(method) else f"> {max(budgets):,}")
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", f"![{task}](curves-{task}.png)"]
+        _curves(methods, out / f"curves-{task}.png", f"{task}: {unit} against env steps", unit)
+    text = "\n".join(lines) + "\n"
+    write_atomically(out / "report.md", lambda f: f.write(text.encode()))
+    return text
+
+
+def _curves(methods: dict, path: Path, title: str, unit: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        if method not in methods:
+            continue
+        cells = methods[method]
+        budgets = sorted(cells)
+        x = [cells[b]["env_steps"] or b for b in budgets]
+        mean = [cells[b]["mean"] for b in budgets]
+        ax.plot(x, mean, marker="o", label=cells[budgets[-1]]["label"])
+        ax.fill_between(x, [cells[b]["lo"] for b in budgets], [cells[b]["hi"] for b in budgets],
+                        alpha=0.2)  # fmt: skip
+    ax.set(xlabel="env steps", ylabel=unit, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
