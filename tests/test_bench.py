@@ -98,3 +98,29 @@ def test_steps_to_reach_uses_the_best_model_free_final_score():
     target, reach = steps_to_reach(methods)
     assert target == 90.0
     assert reach == {"sac": 30, "ppo": None, "mppi": 10, "random": None}
+
+
+def test_a_reward_tasks_world_model_is_one_online_run_resumed_budget_by_budget(tmp_path):
+    """mppi on a reward task: `wmrobot learn` to the first budget, resumed to the next; each
+    budget's model keeps its own dataset, and counts every step and second before it."""
+    from wmrobot.suite import pin, run_cell
+
+    small = ["+env.kwargs.max_episode_steps=40", "env.eval.pairs=2", "model.head_hidden=32",
+             "model.latent_dim=8", "model.hidden=32", "planner.samples=16", "planner.elites=4",
+             "planner.policy_samples=4", "learn.pretrain=10"]  # fmt: skip
+    suite = Suite("t", {"pend": {"env": "inverted_pendulum", "overrides": small}}, ["mppi"],
+                  [100, 160], [0])  # fmt: skip
+    out = tmp_path / "b"
+    pin(suite, out)
+    late = run_cell("pend-mppi-160-s0", out)  # builds the 100-step model on its way
+    early = run_cell("pend-mppi-100-s0", out)
+    models = out / "models"
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == [
+        "pend-100-s0", "pend-160-s0", "pend-s0-learn"]  # fmt: skip
+    curve = list(csv.DictReader(open(models / "pend-s0-learn" / "curve.csv")))
+    assert [int(r["env_steps"]) for r in curve] == [100, 160]
+    assert early["env_steps"] == 100 and late["env_steps"] == 160
+    first = json.loads((models / "pend-100-s0" / "done.json").read_text())
+    second = json.loads((models / "pend-160-s0" / "done.json").read_text())
+    assert second["seconds"] > first["seconds"] > 0  # the online run's earlier part included
+    assert early["wall_s"] >= first["seconds"]  # a cached model's time is the cell's too

@@ -193,55 +193,73 @@ def _locked(path: Path):
 
 
 def world_model(
-    task: str, t: TaskSetup, budget: int, seed: int, out: Path
+    task: str, t: TaskSetup, budget: int, seed: int, out: Path, budgets: list[int]
 ) -> tuple[Path, Path, int]:
     """The (task, budget, seed) world model, built once for every method that uses it:
-    (checkpoint, dataset, env steps it cost). A goal task's: ``budget`` env steps of the task's
-    collection policy and ``wmrobot train``; a reward task's: ``wmrobot learn`` online for
-    ``budget`` env steps."""
+    (checkpoint, dataset, env steps it cost, which every method that uses it counts).
+
+    A goal task's: ``budget`` env steps of the task's collection policy, then ``wmrobot
+    train``. A reward task's: ``wmrobot learn`` online for ``budget`` env steps. One online run
+    per task and seed serves every budget: it is resumed from the last budget to the next
+    (``budgets``, the suite's, built in order), its checkpoint and dataset copied at each, so a
+    30k-step model costs 30k steps of learning, not 40k."""
+    models = out / "models"
+    before = 0.0  # an online run's earlier budgets: part of this model's cost
+    spent = 0.0  # building here, inside the calling cell's own wall time
+    with _locked(models / f"{task}-s{seed}.lock"):
+        for b in [x for x in budgets if x < budget] + [budget]:
+            home = models / f"{task}-{b}-s{seed}"
+            if not (home / "done.json").is_file():
+                start = time.perf_counter()
+                _build(task, t, b, seed, home, models / f"{task}-s{seed}-learn", budgets)
+                record = json.loads((home / "done.json").read_text())
+                spent += time.perf_counter() - start
+                record["seconds"] = round(time.perf_counter() - start + before, 1)
+                text = json.dumps(record)
+                write_atomically(home / "done.json", lambda f, text=text: f.write(text.encode()))
+            if not t.goal:
+                before = float(json.loads((home / "done.json").read_text())["seconds"])
+    record = json.loads((home / "done.json").read_text())
+    MODEL_SECONDS[0] = max(float(record["seconds"]) - spent, 0.0)
+    return home / "checkpoint", home / "dataset.zarr", int(record["env_steps"])
+
+
+def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, budgets) -> None:
     import torch
 
     from wmrobot.cli import _collect, _model_config, _train
     from wmrobot.datasets import EpisodeStore
 
-    home = out / "models" / f"{task}-{budget}-s{seed}"
-    done = home / "done.json"
-    cached = True
-    with _locked(out / "models" / f"{task}-{budget}-s{seed}.lock"):
-        if not done.is_file():
-            cached = False
-            start = time.perf_counter()
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir(parents=True)
-            c = t.config
-            torch.set_num_threads(1)
-            if t.goal:
-                c = dataclasses.replace(c, seed=seed)
-                c.steps = budget  # collect stops at the first episode end past it
-                _collect(c, str(home / "dataset.zarr"))
-                c.model.train.seed = seed
-                _train(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
-                data = home / "dataset.zarr"
-            else:
-                from wmrobot.learn import learn
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    c = t.config
+    torch.set_num_threads(1)
+    if t.goal:
+        c = dataclasses.replace(c, seed=seed)
+        c.steps = budget  # collect stops at the first episode end past it
+        _collect(c, str(home / "dataset.zarr"))
+        c.model.train.seed = seed
+        _train(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
+    else:
+        from wmrobot.learn import RUN, learn
 
-                lc = dataclasses.replace(c.learn, steps=budget, eval_every=budget,
-                                         seed_steps=min(c.learn.seed_steps, budget // 2),
-                                         checkpoint_every=budget)  # fmt: skip
-                learn(home / "learn", t.env_id, t.env_kwargs, _model_config(c.model),
-                      c.model.train, c.planner, lc, seed, progress=False)  # fmt: skip
-                data = home / "learn" / "dataset.zarr"
-                shutil.copytree(home / "learn" / "checkpoint", home / "checkpoint")
-            steps = EpisodeStore.open(str(data)).n_transitions
-            seconds = round(time.perf_counter() - start, 1)
-            text = json.dumps({"env_steps": steps, "dataset": str(data), "seconds": seconds})
-            write_atomically(done, lambda f: f.write(text.encode()))
-    record = json.loads(done.read_text())
-    MODEL_SECONDS[0] = float(record["seconds"]) if cached else 0.0  # else in the cell's time
-    return home / "checkpoint", Path(record["dataset"]), int(record["env_steps"])
+        # Fixed over the budgets, so that each resumes the same run: an evaluation at each
+        # budget's end (learn evaluates when it stops), resumable states at the smallest.
+        lc = dataclasses.replace(c.learn, steps=budget, eval_every=max(budgets),
+                                 seed_steps=min(c.learn.seed_steps, min(budgets) // 2),
+                                 checkpoint_every=min(budgets))  # fmt: skip
+        learn(run, t.env_id, t.env_kwargs, _model_config(c.model), c.model.train, c.planner,
+              lc, seed, resume=(run / RUN).exists(), progress=False)  # fmt: skip
+        shutil.copytree(run / "checkpoint", home / "checkpoint")
+        shutil.copytree(run / "dataset.zarr", home / "dataset.zarr")
+    steps = EpisodeStore.open(str(home / "dataset.zarr")).n_transitions
+    text = json.dumps({"env_steps": steps})
+    write_atomically(home / "done.json", lambda f: f.write(text.encode()))
 
 
-MODEL_SECONDS = [0.0]  # the last world model's build time, which its cells count as theirs
+# The last world model's build time that its cell did not spend itself (built by another cell,
+# or an online run's earlier budgets): the cell adds it to its wall time.
+MODEL_SECONDS = [0.0]
 
 
 def run_cell(cell: str, out: Path) -> dict[str, Any]:
@@ -294,7 +312,7 @@ def _mppi(task, t, budget, seed, out, home, suite):
     from wmrobot.bench import evaluate_planner
     from wmrobot.train import load_checkpoint
 
-    ckpt, _, steps = world_model(task, t, budget, seed, out)
+    ckpt, _, steps = world_model(task, t, budget, seed, out, suite.budgets)
     model, _ = load_checkpoint(ckpt)
     return evaluate_planner(model, t.config.planner, t.env_id, t.env_kwargs, t.pairs, t.budget,
                             [seed], env_steps=steps, episode_seeds=t.episode_seeds)  # fmt: skip
@@ -306,7 +324,7 @@ def _dream(task, t, budget, seed, out, home, suite):
     from wmrobot.rl.dream import DreamConfig, dataset_latents, train_in_dream
     from wmrobot.train import load_checkpoint
 
-    ckpt, data, steps = world_model(task, t, budget, seed, out)
+    ckpt, data, steps = world_model(task, t, budget, seed, out, suite.budgets)
     model, _ = load_checkpoint(ckpt)
     starts, goals = dataset_latents(model, EpisodeStore.open(str(data)))
     reward = "critic" if t.goal and model.critic is not None else "cost"
