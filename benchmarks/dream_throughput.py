@@ -35,11 +35,11 @@ TASKS = {
 
 
 def build(env: str, model: str, root: Path, ensemble: int = 1):
-    from wmrobot.cli import _model_config
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
     from wmrobot.datasets import EpisodeStore, collect
     from wmrobot.rl.dream import dataset_latents
+    from wmrobot.steps import model_config as _model_config
     from wmrobot.train.data import build_model
 
     env_cfg = validate("collect", compose("collect", [f"env={env}"])).env

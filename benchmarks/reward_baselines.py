@@ -158,10 +158,10 @@ def run_wmrobot(
     folder beside the CSV (``<method>-seed<k>/``, not kept in git), resumed if it is there;
     its curve (evaluations on the same fixed seeds) becomes the CSV. ``extra``: overrides of
     the method (``mbpo``: SAC on the latents with branched model rollouts)."""
-    from wmrobot.cli import _model_config
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
     from wmrobot.learn import RUN, learn
+    from wmrobot.steps import model_config as _model_config
 
     torch.set_num_threads(1)
     run = csv_path.with_suffix("")

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from wmrobot.cli import _model_config, compose
+from wmrobot.cli_common import compose
 from wmrobot.config import validate
 from wmrobot.datasets import collect
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.model import ModelConfig
+from wmrobot.steps import model_config as _model_config
 from wmrobot.train import TrainConfig, train
 
 

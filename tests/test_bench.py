@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wmrobot.bench.spec import Suite, parse_cell
+from wmrobot.bench.suite import bootstrap_ci, steps_to_reach
 from wmrobot.errors import ConfigError
-from wmrobot.suite import Suite, bootstrap_ci, parse_cell, steps_to_reach
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -103,7 +104,7 @@ def test_steps_to_reach_uses_the_best_model_free_final_score():
 def test_a_reward_tasks_world_model_is_one_online_run_resumed_budget_by_budget(tmp_path):
     """mppi on a reward task: `wmrobot learn` to the first budget, resumed to the next; each
     budget's model keeps its own dataset, and counts every step and second before it."""
-    from wmrobot.suite import pin, run_cell
+    from wmrobot.bench.suite import pin, run_cell
 
     small = ["+env.kwargs.max_episode_steps=40", "env.eval.pairs=2", "model.head_hidden=32",
              "model.latent_dim=8", "model.hidden=32", "planner.samples=16", "planner.elites=4",

@@ -136,8 +136,8 @@ def test_unknown_options_and_groups_are_config_errors():
     "env", ["pointmaze_umaze", "pointmaze_medium", "tworoom", "reacher", "reacher_pose", "push"]
 )
 def test_env_configs_with_a_frozen_set_take_its_pairs_and_budget(env):
-    from wmrobot.cli import _evaluation_set
     from wmrobot.envs.evalsets import load_evalset
+    from wmrobot.steps import evaluation_set as _evaluation_set
 
     typed = checked("plan", f"env={env}")
     frozen = load_evalset(typed.env.eval.file)
@@ -146,7 +146,7 @@ def test_env_configs_with_a_frozen_set_take_its_pairs_and_budget(env):
 
 
 def test_a_frozen_set_of_another_env_is_refused():
-    from wmrobot.cli import _evaluation_set
+    from wmrobot.steps import evaluation_set as _evaluation_set
 
     typed = checked("plan", "env=pointmaze", "env.eval.file=tworoom")
     with pytest.raises(ConfigError, match="is a set for wmrobot/TwoRoom-v0"):

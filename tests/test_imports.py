@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "wmrobot.cli*",
             "wmrobot.*_cli",
             "wmrobot.config*",  # config and configs
+            "wmrobot.steps",
         ),
         ("composition", "model/train", "planners", "datasets", "envs", "leaves"),
     ),

@@ -10,6 +10,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from wmrobot.agent import MODES
+from wmrobot.bench.spec import Suite
 from wmrobot.datasets.policies import PolicySpec
 from wmrobot.distill import DistillConfig
 from wmrobot.errors import ConfigError, EnvError, check_range
@@ -19,7 +20,6 @@ from wmrobot.planners import PlannerConfig
 from wmrobot.rl.dream import DreamConfig
 from wmrobot.rl.mbpo import BranchConfig
 from wmrobot.rl.sac import RLConfig
-from wmrobot.suite import Suite
 from wmrobot.train.trainer import TrainConfig
 
 

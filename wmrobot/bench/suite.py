@@ -32,86 +32,19 @@ import dataclasses
 import fcntl
 import json
 import platform
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wmrobot.errors import ConfigError, check_range
+from wmrobot.bench.spec import METHODS, MODEL_FREE, Suite, TaskSpec, parse_cell
+from wmrobot.errors import ConfigError
 from wmrobot.files import write_atomically
 
-METHODS = ("random", "mppi", "dream", "sac", "ppo")
-MODEL_FREE = ("sac", "ppo")
-WORLD_MODEL = ("mppi", "dream")
 SUITE_FILE, CONFIG, RESULT = "suite.json", "config.json", "result.json"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-@dataclass
-class TaskSpec:
-    """A task of the suite: an env config (``configs/env/<env>.yaml``) and overrides of the
-    commands' configs for it (``env.*``, ``model.*``, ``policy.*``, ``planner.*``)."""
-
-    env: str
-    overrides: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Suite:
-    """Tasks x methods x env-step budgets x seeds (``configs/suite/<name>.yaml``)."""
-
-    name: str
-    tasks: dict[str, TaskSpec]
-    methods: list[str]
-    budgets: list[int]
-    seeds: list[int]
-    dream_steps: int = 100_000
-
-    def __post_init__(self) -> None:
-        self.tasks = {
-            k: v if isinstance(v, TaskSpec) else TaskSpec(**v) for k, v in self.tasks.items()
-        }
-        if not self.tasks:
-            raise ConfigError("suite.tasks is empty; name at least one task: {name: {env: ...}}")
-        for name in self.tasks:
-            if not NAME.match(name):
-                raise ConfigError(f"suite.tasks: {name!r} must be a letter then letters, digits, _")
-        for method in self.methods:
-            if method not in METHODS:
-                raise ConfigError(f"suite.methods: {method!r} is unknown; choose from {METHODS}")
-        if not self.methods or not self.budgets or not self.seeds:
-            raise ConfigError("suite.methods, suite.budgets and suite.seeds need a value each")
-        for budget in self.budgets:
-            check_range("suite.budgets", budget, 1)
-        for seed in self.seeds:
-            check_range("suite.seeds", seed, 0)
-        check_range("suite.dream_steps", self.dream_steps, 1)
-        self.budgets = sorted(set(int(b) for b in self.budgets))
-
-    def cells(self) -> list[str]:
-        return [cell_id(t, m, b, s) for t in self.tasks for m in self.methods
-                for b in self.budgets for s in self.seeds]  # fmt: skip
-
-    def record(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def cell_id(task: str, method: str, budget: int, seed: int) -> str:
-    return f"{task}-{method}-{budget}-s{seed}"
-
-
-def parse_cell(cell: str) -> tuple[str, str, int, int]:
-    """``task-method-budget-sSEED`` -> its parts, or a one-line error."""
-    parts = cell.split("-")
-    if len(parts) != 4 or not parts[2].isdigit() or not re.fullmatch(r"s\d+", parts[3]):
-        raise ConfigError(
-            f"cell={cell!r} is not TASK-METHOD-BUDGET-sSEED (e.g. umaze-mppi-10000-s0)"
-        )
-    return parts[0], parts[1], int(parts[2]), int(parts[3][1:])
 
 
 def pin(suite: Suite, out: Path) -> None:
@@ -157,11 +90,11 @@ class TaskSetup:
 
 
 def setup(spec: TaskSpec) -> TaskSetup:
-    from wmrobot.cli import _episodes
     from wmrobot.cli_common import compose
     from wmrobot.config import validate
     from wmrobot.envs import make_env
     from wmrobot.rl.sac import is_goal_env
+    from wmrobot.steps import evaluation_episodes
 
     ids = [o for o in spec.overrides if o.lstrip("+~").startswith("env.id=")]  # gym tasks
     probe_cfg = validate("collect", compose("collect", [f"env={spec.env}", *ids]))
@@ -174,10 +107,10 @@ def setup(spec: TaskSpec) -> TaskSetup:
         c = validate("learn", compose("learn", [f"env={spec.env}", *spec.overrides]))
     env_id, env_kwargs = c.env.id, dict(c.env.kwargs)
 
-    class _Task:  # what _episodes reads of a model
+    class _Task:  # what evaluation_episodes reads of a model
         task = "goal" if goal else "reward"
 
-    pairs, episode_seeds = _episodes(c.env, _Task, env_id, env_kwargs)
+    pairs, episode_seeds = evaluation_episodes(c.env, _Task, env_id, env_kwargs)
     return TaskSetup(c, goal, env_id, env_kwargs, pairs, episode_seeds, c.env.eval.budget)
 
 
@@ -227,8 +160,8 @@ def world_model(
 def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, budgets) -> None:
     import torch
 
-    from wmrobot.cli import _collect, _model_config, _train
     from wmrobot.datasets import EpisodeStore
+    from wmrobot.steps import collect_dataset, model_config, train_model
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -237,9 +170,9 @@ def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, bu
     if t.goal:
         c = dataclasses.replace(c, seed=seed)
         c.steps = budget  # collect stops at the first episode end past it
-        _collect(c, str(home / "dataset.zarr"))
+        collect_dataset(c, str(home / "dataset.zarr"))
         c.model.train.seed = seed
-        _train(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
+        train_model(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
     else:
         from wmrobot.learn import RUN, learn
 
@@ -248,7 +181,7 @@ def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, bu
         lc = dataclasses.replace(c.learn, steps=budget, eval_every=max(budgets),
                                  seed_steps=min(c.learn.seed_steps, min(budgets) // 2),
                                  checkpoint_every=min(budgets))  # fmt: skip
-        learn(run, t.env_id, t.env_kwargs, _model_config(c.model), c.model.train, c.planner,
+        learn(run, t.env_id, t.env_kwargs, model_config(c.model), c.model.train, c.planner,
               lc, seed, resume=(run / RUN).exists(), progress=False)  # fmt: skip
         shutil.copytree(run / "checkpoint", home / "checkpoint")
         shutil.copytree(run / "dataset.zarr", home / "dataset.zarr")

@@ -1,4 +1,4 @@
-"""Methods evaluated side by side on one fixed start/goal set: summaries, tables, plots."""
+"""Methods evaluated side by side on one fixed evaluation set: summaries, tables, plots."""
 
 from __future__ import annotations
 
