@@ -222,6 +222,8 @@ CASES = [
     case("plan-evalset-other-env", f"plan checkpoint={{ck}} env.eval.file=reacher {TP}", "reacher"),
     case("plan-out-a-file", f"plan checkpoint={{ck}} out={{notes}} {TP} {TE}", "notes.txt"),
     case("plan-sweep-bad-value", "plan -m checkpoint={ck} planner.samples=0,8", "samples"),
+    case("plan-dream-agent-not-sb3", f"plan checkpoint={{ck}} dream_agents=[{{notes}}] {TP}",
+         "is not a saved stable-baselines3 model"),
     # distill
     case("dream-no-checkpoint", "dream", "checkpoint"),
     case("dream-checkpoint-evil-pickle", "dream checkpoint={evil}", "evil"),
@@ -233,6 +235,14 @@ CASES = [
     case("dream-other-env", "dream checkpoint={ck} env=reacher", "Reacher"),
     case("dream-dataset-other-layout", "dream checkpoint={ck} dataset={c}", "open"),
     case("dream-seeds-empty", "dream checkpoint={ck} seeds=[]", "seeds"),
+    case("dream-penalty-one-predictor", "dream checkpoint={ck} dream.penalty=1",
+         "one predictor"),
+    case("dream-her-on-reward-task", "dream checkpoint={ck} rl_seeds=[0] rl=sac_her env=gym "
+         "env.id=InvertedPendulum-v5", "InvertedPendulum"),
+    case("bench-suite-unknown", "bench suite=huge", "huge"),
+    case("bench-workers-zero", "bench suite=tiny workers=0", "workers=0"),
+    case("bench-method-unknown", "bench suite=tiny suite.methods=[teleport]", "teleport"),
+    case("cell-bad-id", "cell out={root} cell=nonsense", "TASK-METHOD-BUDGET-sSEED"),
     case("distill-no-checkpoint", "distill", "checkpoint"),
     case("distill-checkpoint-missing", "distill checkpoint={root}/no_ck", "no_ck"),
     case("distill-checkpoint-evil-pickle", "distill checkpoint={evil}", "evil"),

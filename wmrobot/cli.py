@@ -295,9 +295,37 @@ def run_plan(cfg: DictConfig, run_dir: Path) -> None:
     if c.agent.mode != "2" and "distill" in meta:  # the actor's DAgger episodes count too
         steps += meta["distill"]["env_steps"]
     env_kwargs = observation_kwargs(model, env_kwargs)  # pixel models see frames
+    dreamers = _dream_agents(model, c.dream_agents)  # refused before any evaluation runs
     results, pairs = _evaluate(c, model, env_id, env_kwargs, steps, run_dir)
+    if dreamers:
+        from wmrobot.bench import evaluate_dream
+
+        label, agents = dreamers
+        _, episode_seeds = _episodes(c.env, model, env_id, env_kwargs)
+        results.append(evaluate_dream(model, agents, label, env_id, env_kwargs, pairs,
+                                      c.env.eval.budget, steps, episode_seeds))  # fmt: skip
     _report(results, run_dir, c, env_id, meta, pairs)
     log.info(f"plan: results in {run_dir}/")
+
+
+def _dream_agents(model: Any, paths: list[str]) -> tuple[str, dict[int, Any]] | None:
+    """SB3 agents saved by ``wmrobot dream`` for ``model``, loaded without unpickling anything
+    from their files, as {index: agent}, with their row's label; None without paths."""
+    if not paths:
+        return None
+    import torch
+
+    from wmrobot.datasets.policies import load_sb3
+    from wmrobot.errors import ConfigError
+    from wmrobot.rl.dream import DreamVecEnv
+
+    zeros = torch.zeros(1, model.latent_dim)
+    spaces = DreamVecEnv(model, zeros, None if model.task == "reward" else zeros, num_envs=1)
+    agents = {i: load_sb3(str(p), spaces) for i, p in enumerate(paths)}
+    kinds = {type(a).__name__ for a in agents.values()}
+    if len(kinds) > 1:
+        raise ConfigError(f"dream_agents mixes algorithms {sorted(kinds)}; give one kind per run")
+    return f"Dream {kinds.pop()} (SB3)", agents
 
 
 def _checkpoint_dataset(c: Any, meta: dict, model: Any, use: str) -> tuple[str, Any, str, dict]:
@@ -381,7 +409,7 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     from wmrobot.bench import evaluate_dream, evaluate_planner, evaluate_random
     from wmrobot.config import validate
     from wmrobot.files import write_atomically
-    from wmrobot.rl.dream import dataset_latents, imagine, train_in_dream
+    from wmrobot.rl.dream import check_penalty, dataset_latents, imagine, train_in_dream
     from wmrobot.train import load_checkpoint
 
     c = validate("dream", cfg)
@@ -390,6 +418,7 @@ def run_dream(cfg: DictConfig, run_dir: Path) -> None:
     env_id, env_kwargs = check_same_task(
         meta, c.checkpoint, c.env.id, dict(c.env.kwargs), "dream on the env it was trained on"
     )
+    check_penalty(model, c.dream.penalty)  # before anything is written
     dataset, store, _, _ = _checkpoint_dataset(c, meta, model, "dream")
     reward_task = model.task == "reward"
     pairs, episode_seeds = _episodes(c.env, model, env_id, env_kwargs)
@@ -664,6 +693,17 @@ def main(argv: list[str] | None = None) -> int:
         from wmrobot.learn import RUN as resume_file
 
         rest = resumed_overrides(rest)
+    if command == "cell" and not {"-m", "--multirun"} & set(rest):
+        from wmrobot.bench.spec import parse_cell
+        from wmrobot.bench.suite import pinned
+        from wmrobot.errors import ConfigError
+
+        given = dict(a.split("=", 1) for a in rest if "=" in a)
+        try:  # before Hydra makes its run directory in the bench's folder
+            parse_cell(given.get("cell", ""))
+            pinned(Path(given.get("out", ".")))
+        except ConfigError as e:
+            return error(command, str(e))
     # bench resumes its own out= (a pinned suite); a cell writes into its bench's folder.
     out_folder = command not in ("collect", "bench", "cell")
     return run_app(command, command, JOBS[command], rest, out_folder, resume_file)

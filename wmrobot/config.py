@@ -3,7 +3,7 @@ it is built (``__post_init__``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -142,6 +142,7 @@ class PlanCommand:
     video: bool
     threads: int
     out: Optional[str]  # noqa: UP045
+    dream_agents: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_run(self)

@@ -245,6 +245,14 @@ def test_wmrobot_dream_trains_saves_and_evaluates_an_agent(tmp_path, monkeypatch
     trained = SAC.load(out / "agents" / "sac-seed0.zip")
     act = lambda agent: agent.predict(obs, deterministic=True)[0]  # noqa: E731
     assert np.allclose(act(saved), act(trained))
+    # `wmrobot plan` puts saved dream agents beside the planner, with the same results.
+    agents = [str(out / "agents" / f"sac-seed{s}.zip") for s in (0, 1)]
+    plan = ["plan", f"checkpoint={ckpt}", f"out={tmp_path / 'plan'}", *easy, "seeds=[0]", *tiny,
+            f"dream_agents=[{','.join(agents)}]", "video=false", "baseline=false"]  # fmt: skip
+    assert main(plan) == 0
+    planned = json.loads((tmp_path / "plan" / "results.json").read_text())["results"]
+    assert [r["method"] for r in planned] == ["Mode-2 MPPI", "Dream SAC (SB3)"]
+    assert planned[1]["success"] == rows["Dream SAC (SB3)"]["success"]
 
 
 class Constant:

@@ -43,6 +43,18 @@ def check_goal_reward(goal_reward: str, tolerance: float | None) -> None:
         )
 
 
+def check_penalty(model: WorldModel, penalty: float) -> None:
+    """Refuse, in one line, a negative ``dream.penalty`` or one on a model without an
+    ensemble."""
+    check_range("dream.penalty", penalty, 0)
+    if penalty > 0 and not len(model.members):
+        raise ConfigError(
+            f"dream.penalty={penalty} weighs the disagreement of an ensemble, and this "
+            f"checkpoint has one predictor; train it with model.ensemble=3, or set "
+            f"dream.penalty=0"
+        )
+
+
 def dataset_latents(
     model: WorldModel, store: Any, chunk: int = 2048
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -107,13 +119,7 @@ class DreamVecEnv(VecEnv):
         penalty: float = 0.0,
     ) -> None:
         check_range("dream.envs", num_envs, 1)
-        check_range("dream.penalty", penalty, 0)
-        if penalty > 0 and not len(model.members):
-            raise ConfigError(
-                f"dream.penalty={penalty} weighs the disagreement of an ensemble, and this "
-                f"checkpoint has one predictor; train it with model.ensemble=3, or set "
-                f"dream.penalty=0"
-            )
+        check_penalty(model, penalty)
         check_range("dream.horizon", horizon, 1)
         if model.cfg.predictor == "transformer":
             raise ConfigError(
