@@ -15,6 +15,9 @@ Methods (a cell's env steps are everything it took from the real env, its datase
   the planner acting) for ``budget`` env steps.
 - ``dream``: an SB3 SAC agent trained in the same model's dream (``dream_steps`` imagined
   steps), acting through the encoder.
+- ``gcbc``: goal-conditioned behaviour cloning with hindsight goals on the same dataset as the
+  goal task's world model (offline; :mod:`wmrobot.rl.offline`). Goal tasks only: on a reward
+  task its cells finish at once as skipped.
 - ``sac``: SB3 SAC trained online for ``budget`` env steps (goal task: with hindsight
   relabelling, ``configs/rl/sac_her.yaml``; reward task: rl-zoo3's settings).
 - ``ppo``: SB3 PPO with SB3's defaults, online for ``budget`` env steps.
@@ -161,16 +164,16 @@ def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, bu
     import torch
 
     from wmrobot.datasets import EpisodeStore
-    from wmrobot.steps import collect_dataset, model_config, train_model
+    from wmrobot.steps import model_config, train_model
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     c = t.config
     torch.set_num_threads(1)
     if t.goal:
+        data, _ = goal_dataset(task, t, budget, seed, home.parent.parent)
+        shutil.copytree(data, home / "dataset.zarr")
         c = dataclasses.replace(c, seed=seed)
-        c.steps = budget  # collect stops at the first episode end past it
-        collect_dataset(c, str(home / "dataset.zarr"))
         c.model.train.seed = seed
         train_model(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
     else:
@@ -188,6 +191,27 @@ def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, bu
     steps = EpisodeStore.open(str(home / "dataset.zarr")).n_transitions
     text = json.dumps({"env_steps": steps})
     write_atomically(home / "done.json", lambda f: f.write(text.encode()))
+
+
+def goal_dataset(task: str, t: TaskSetup, budget: int, seed: int, out: Path) -> tuple[Path, int]:
+    """A goal task's (budget, seed) dataset, collected once by the task's collection policy
+    for every method that learns from it offline (the world models, GCBC): its path and the
+    env steps it holds."""
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.steps import collect_dataset
+
+    home = out / "data" / f"{task}-{budget}-s{seed}"
+    with _locked(out / "data" / f"{task}-{budget}-s{seed}.lock"):
+        if not (home / "done.json").is_file():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            c = dataclasses.replace(t.config, seed=seed)
+            c.steps = budget  # collect stops at the first episode end past it
+            collect_dataset(c, str(home / "dataset.zarr"))
+            steps = EpisodeStore.open(str(home / "dataset.zarr")).n_transitions
+            text = json.dumps({"env_steps": steps})
+            write_atomically(home / "done.json", lambda f: f.write(text.encode()))
+    return home / "dataset.zarr", int(json.loads((home / "done.json").read_text())["env_steps"])
 
 
 # The last world model's build time that its cell did not spend itself (built by another cell,
@@ -216,6 +240,11 @@ def run_cell(cell: str, out: Path) -> dict[str, Any]:
     write_atomically(home / CONFIG, lambda f: f.write(json.dumps(config, indent=2).encode()))
     torch.set_num_threads(1)
     t = setup(suite.tasks[task])
+    if method in GOAL_ONLY and not t.goal:  # done, with nothing to report
+        result = {"cell": cell, "task": task, "method": method, "budget": budget, "seed": seed,
+                  "skipped": GOAL_ONLY[method]}  # fmt: skip
+        write_atomically(home / RESULT, lambda f: f.write(json.dumps(result).encode()))
+        return result
     start, MODEL_SECONDS[0] = time.perf_counter(), 0.0
     row = METHOD_RUNS[method](task, t, budget, seed, out, home, suite)
     result = {
@@ -268,6 +297,22 @@ def _dream(task, t, budget, seed, out, home, suite):
                           t.budget, steps, t.episode_seeds)  # fmt: skip
 
 
+def _gcbc(task, t, budget, seed, out, home, suite):
+    import torch
+
+    from wmrobot.bench import _runs, summarise
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.rl.offline import GCBCAgent, GCBCConfig, train_gcbc
+
+    data, steps = goal_dataset(task, t, budget, seed, out)
+    policy, losses = train_gcbc(EpisodeStore.open(str(data)), GCBCConfig(), seed)
+    torch.save(policy.state_dict(), home / "gcbc.pt")
+    (home / "losses.json").write_text(json.dumps(losses))
+    per_seed, latency = _runs({seed: GCBCAgent(policy)}, t.env_id, t.env_kwargs, t.pairs,
+                              t.budget, t.episode_seeds)  # fmt: skip
+    return summarise("GCBC (offline)", steps, per_seed, latency, "training")
+
+
 def _sb3(algo: str):
     def run(task, t, budget, seed, out, home, suite):
         from stable_baselines3 import PPO
@@ -307,8 +352,9 @@ def _divisor(n: int, near: int) -> int:
     return next((d for d in range(top, max(top // 4, 1) - 1, -1) if n % d == 0), top)
 
 
-METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "sac": _sb3("sac"),
-               "ppo": _sb3("ppo")}  # fmt: skip
+METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "gcbc": _gcbc,
+               "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
+GOAL_ONLY = {"gcbc": "GCBC learns to reach goals: a goal task's method"}
 
 
 # -------------------------------------------------------------------------------- report
@@ -325,7 +371,9 @@ def bootstrap_ci(values: list[float], level: float = 0.95, draws: int = 10_000) 
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob(f"*/{RESULT}"))]
+    """The finished cells' results (cells skipped as not applying to their task left out)."""
+    found = [json.loads(p.read_text()) for p in sorted((out / "cells").glob(f"*/{RESULT}"))]
+    return [r for r in found if "skipped" not in r]
 
 
 def _score(r: dict[str, Any]) -> float:
@@ -382,7 +430,7 @@ def report(out: Path, suite: Suite) -> str:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    done, total = len(results), len(suite.cells())
+    done, total = len(list((out / "cells").glob(f"*/{RESULT}"))), len(suite.cells())
     v = versions()
     lines = [
         f"# wmrobot bench: suite {suite.name}",

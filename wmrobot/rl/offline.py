@@ -1,0 +1,130 @@
+"""Offline baselines on the same dataset a world model sees: goal-conditioned behaviour cloning
+with hindsight relabelling (GCBC, the "offline" row of stable-worldmodel's and PLDM's tables).
+
+Every row of a goal task's dataset with an action is paired with a goal the same episode
+achieved later (``future``, uniformly among its later rows) or any row's achieved goal, and the
+policy regresses the row's action from (observation, goal). No env steps beyond the dataset's;
+no world model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wmrobot.errors import ConfigError, DatasetError, check_range
+from wmrobot.model.layers import mlp
+
+KEYS = ("obs/observation", "obs/achieved_goal", "action")
+
+
+@dataclass
+class GCBCConfig:
+    """``steps`` Adam updates of ``batch_size`` at ``lr`` on an MLP of ``hidden`` widths;
+    a goal is a later row's achieved goal of the same episode with probability ``future``,
+    else any row's."""
+
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    future: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_range("gcbc.steps", self.steps, 1)
+        check_range("gcbc.batch_size", self.batch_size, 1)
+        check_range("gcbc.lr", self.lr, 0, closed=False)
+        check_range("gcbc.future", self.future, 0, 1)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"gcbc.hidden={list(self.hidden)}: widths >= 1, e.g. [256, 256]")
+
+
+class GCBCPolicy(nn.Module):
+    """a = mid + half * tanh(MLP([(obs - mean) / std, (goal - gmean) / gstd]))."""
+
+    def __init__(self, obs_dim: int, goal_dim: int, action_dim: int, hidden: list[int]):
+        super().__init__()
+        self.net = mlp(obs_dim + goal_dim, hidden[0], action_dim, len(hidden))
+        for name, size in (("obs", obs_dim), ("goal", goal_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(size))
+            self.register_buffer(f"{name}_std", torch.ones(size))
+        self.register_buffer("action_mid", torch.zeros(action_dim))
+        self.register_buffer("action_half", torch.ones(action_dim))
+
+    def forward(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([(obs - self.obs_mean) / self.obs_std,
+                       (goal - self.goal_mean) / self.goal_std], dim=-1)  # fmt: skip
+        return self.action_mid + self.action_half * torch.tanh(self.net(x))
+
+
+def train_gcbc(store: Any, cfg: GCBCConfig, seed: int) -> tuple[GCBCPolicy, list[float]]:
+    """GCBC on ``store`` (a goal task's dataset); the policy and its loss every 100 steps."""
+    missing = [k for k in KEYS if k not in store.keys]
+    if missing:
+        raise DatasetError(f"GCBC needs a goal task's dataset; it has no {missing[0]!r}")
+    data = store.load(list(KEYS))
+    ends = np.asarray(store.episode_ends)
+    starts = np.concatenate([[0], ends[:-1]])
+    rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)  # rows with an action
+    episode_end = np.repeat(ends, ends - starts)[rows]  # one past the episode's last row
+    obs = torch.as_tensor(data["obs/observation"], dtype=torch.float32)
+    achieved = torch.as_tensor(data["obs/achieved_goal"], dtype=torch.float32)
+    actions = torch.as_tensor(data["action"][rows], dtype=torch.float32)
+    low, high = actions.min(0).values, actions.max(0).values
+    torch.manual_seed(seed)
+    policy = GCBCPolicy(obs.shape[1], achieved.shape[1], actions.shape[1], list(cfg.hidden))
+    policy.obs_mean.copy_(obs.mean(0))
+    policy.obs_std.copy_(obs.std(0).clamp_min(1e-6))
+    policy.goal_mean.copy_(achieved.mean(0))
+    policy.goal_std.copy_(achieved.std(0).clamp_min(1e-6))
+    policy.action_mid.copy_((high + low) / 2)
+    policy.action_half.copy_(((high - low) / 2).clamp_min(1e-6))
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for step in range(cfg.steps):
+        pick = rng.integers(0, len(rows), cfg.batch_size)
+        r = rows[pick]
+        goal_rows = hindsight_rows(r, episode_end[pick], len(achieved), cfg.future, rng)
+        loss = (policy(obs[r], achieved[goal_rows]) - actions[pick]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == cfg.steps - 1:
+            losses.append(round(loss.item(), 5))
+    return policy.eval(), losses
+
+
+def hindsight_rows(
+    rows: np.ndarray, episode_end: np.ndarray, n_rows: int, future: float, rng: np.random.Generator
+) -> np.ndarray:
+    """For each row, the row whose achieved goal is its goal: with probability ``future`` one of
+    the same episode's later rows, uniformly (``episode_end``: one past the episode's last
+    row), else any of the ``n_rows``."""
+    later = rows + 1 + (rng.random(len(rows)) * (episode_end - rows - 1)).astype(np.int64)
+    anywhere = rng.integers(0, n_rows, len(rows))
+    return np.where(rng.random(len(rows)) < future, later, anywhere)
+
+
+class GCBCAgent:
+    """A GCBC policy acting in a goal env: (observation, desired goal) -> action."""
+
+    def __init__(self, policy: GCBCPolicy) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        pass
+
+    @torch.no_grad()
+    def predict(
+        self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        o = torch.as_tensor(np.asarray(obs["observation"]), dtype=torch.float32)
+        g = torch.as_tensor(np.asarray(obs["desired_goal"]), dtype=torch.float32)
+        single = o.ndim == 1
+        action = self.policy(o.reshape(-1, o.shape[-1]), g.reshape(-1, g.shape[-1])).numpy()
+        return (action[0] if single else action), None
