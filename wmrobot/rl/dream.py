@@ -190,7 +190,7 @@ class DreamVecEnv(VecEnv):
             if self.terminates:
                 terminated = model.cont(z_next) < 0.5
         if self.penalty > 0:
-            spread = model.disagreement(self.z, a)
+            spread = model.disagreement(self.z, a, first=z_next)
             reward = reward - self.penalty * spread
             self.disagreement[0] += float(spread.sum())
             self.disagreement[1] += self.num_envs
