@@ -8,10 +8,12 @@ step, so it is not trained), steps ``DreamVecEnv`` with N envs at once, and step
 one thread, alternating rounds so that a busy machine slows both alike. Run::
 
     python benchmarks/dream_throughput.py [--envs 1 16 256 1024] [--rounds 3] [--ensemble 1 3]
+        [--compile]
 
 Prints steps/s and dream / real per task, ensemble size K and N (the median over rounds). With
 K > 1 (``model.ensemble=K``) every step also runs the K - 1 other predictors for the MOPO
-penalty (``dream.penalty``).
+penalty (``dream.penalty``). ``--compile`` adds rows with the step through ``torch.compile``
+(``dream.compile=true``), whose compilation (once per N) is not timed.
 """
 
 from __future__ import annotations
@@ -54,11 +56,16 @@ def build(env: str, model: str, root: Path, ensemble: int = 1):
     return wm, starts, goals, env_cfg
 
 
-def dream_rate(model, starts, goals, n: int, seconds: float = 1.0) -> float:
+def dream_env(model, starts, goals, n: int, compile: bool):
     from wmrobot.rl.dream import DreamVecEnv
 
     penalty = 1.0 if len(model.members) else 0.0
-    env = DreamVecEnv(model, starts, goals, num_envs=n, horizon=1000, seed=0, penalty=penalty)
+    return DreamVecEnv(model, starts, goals, num_envs=n, horizon=1000, seed=0, penalty=penalty,
+                       compile=compile)  # fmt: skip
+
+
+def dream_rate(env, seconds: float = 1.0) -> float:
+    n = env.num_envs
     env.reset()
     low, high = env.action_space.low, env.action_space.high
     actions = np.random.default_rng(0).uniform(low, high, (64, n, len(low))).astype(np.float32)
@@ -93,22 +100,27 @@ def main() -> None:
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 16, 256, 1024])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ensemble", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--compile", action="store_true", help="also dream.compile=true rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
     with tempfile.TemporaryDirectory() as tmp:
-        head = f"{'task':<18} {'K':>2} {'N envs':>7} {'dream steps/s':>14} {'real steps/s':>13}"
-        print(f"{head} {'ratio':>7}")
+        head = f"{'task':<18} {'K':>2} {'step':>8} {'N envs':>7} {'dream steps/s':>14}"
+        print(f"{head} {'real steps/s':>13} {'ratio':>7}")
         for task, (env, model) in TASKS.items():
             for k in args.ensemble:
                 wm, starts, goals, env_cfg = build(env, model, Path(tmp), k)
-                for n in args.envs:
-                    dream, real = [], []
-                    for _ in range(args.rounds):
-                        real.append(real_rate(env_cfg))
-                        dream.append(dream_rate(wm, starts, goals, n))
-                    d, r = statistics.median(dream), statistics.median(real)
-                    print(f"{task:<18} {k:>2} {n:>7} {d:>14,.0f} {r:>13,.0f} {d / r:>7.1f}")
+                for compiled in (False, True) if args.compile else (False,):
+                    for n in args.envs:
+                        dream_env_n = dream_env(wm, starts, goals, n, compiled)
+                        step = "compiled" if dream_env_n.compiled else "eager"
+                        dream, real = [], []
+                        for _ in range(args.rounds):
+                            real.append(real_rate(env_cfg))
+                            dream.append(dream_rate(dream_env_n))
+                        d, r = statistics.median(dream), statistics.median(real)
+                        print(f"{task:<18} {k:>2} {step:>8} {n:>7} {d:>14,.0f} {r:>13,.0f} "
+                              f"{d / r:>7.1f}")  # fmt: skip
         print("one thread; `wmrobot train`'s default model sizes; K: predictors (model.ensemble)")
 
 

@@ -331,3 +331,19 @@ def test_an_agent_trained_in_the_dream_of_a_planted_system_solves_the_real_one()
                       [{}] * 8, 30)  # fmt: skip
     # Optimal: walk to 0 at 0.2 per step, then stay (return about -1.3 from |x| = 1).
     assert np.mean([r.ret for r in records]) > -3 > np.mean([r.ret for r in random])
+
+
+def test_a_compiled_dream_steps_as_the_eager_one():
+    """dream.compile: the same transitions, rewards and ends (torch.compile of the step)."""
+    model, starts, goals = goal_model(ensemble=2), latents(30, 1), latents(30, 2)
+    eager = DreamVecEnv(model, starts, goals, num_envs=8, horizon=3, seed=1, penalty=0.5)
+    fast = DreamVecEnv(model, starts, goals, num_envs=8, horizon=3, seed=1, penalty=0.5,
+                       compile=True)  # fmt: skip
+    assert fast.compiled and not eager.compiled
+    assert np.array_equal(eager.reset(), fast.reset())
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # past an episode's end: resets draw alike
+        action = rng.uniform(-1, 1, (8, 2)).astype(np.float32)
+        (o1, r1, d1, _), (o2, r2, d2, _) = eager.step(action), fast.step(action)
+        assert np.allclose(o1, o2, atol=1e-5) and np.allclose(r1, r2, atol=1e-5)
+        assert np.array_equal(d1, d2)
