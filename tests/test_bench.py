@@ -125,3 +125,21 @@ def test_a_reward_tasks_world_model_is_one_online_run_resumed_budget_by_budget(t
     second = json.loads((models / "pend-160-s0" / "done.json").read_text())
     assert second["seconds"] > first["seconds"] > 0  # the online run's earlier part included
     assert early["wall_s"] >= first["seconds"]  # a cached model's time is the cell's too
+
+
+def test_methods_of_the_other_kind_of_task_finish_as_skipped_and_mbpo_saves_its_agent(tmp_path):
+    from wmrobot.bench.suite import load_results, pending, pin, run_cell
+
+    small = ["+env.kwargs.max_episode_steps=40", "env.eval.pairs=2", "model.head_hidden=32",
+             "model.latent_dim=8", "model.hidden=32", "learn.pretrain=10", "dream.updates=2",
+             "dream.rollouts=16", "dream.refresh_every=50", "dream.net=[32,32]"]  # fmt: skip
+    suite = Suite("t", {"pend": {"env": "inverted_pendulum", "overrides": small}},
+                  ["gcbc", "mbpo"], [120], [0])  # fmt: skip
+    out = tmp_path / "b"
+    pin(suite, out)
+    skipped = run_cell("pend-gcbc-120-s0", out)
+    assert "reward task" in skipped["skipped"] or "goal task" in skipped["skipped"]
+    mbpo = run_cell("pend-mbpo-120-s0", out)
+    assert mbpo["label"] == "MBPO SAC" and mbpo["env_steps"] == 120
+    assert (out / "models" / "pend-120-s0-sac" / "agent.zip").is_file()
+    assert pending(suite, out) == [] and [r["method"] for r in load_results(out)] == ["mbpo"]

@@ -60,6 +60,7 @@ from wmrobot.train.trainer import (
 )
 
 DATASET, STATE, CURVE, CHECKPOINT = "dataset.zarr", "learn_state.pt", "curve.csv", "checkpoint"
+AGENT = "agent.zip"  # learn.actor=sac: the SB3 agent on the model's latents
 RUN = "learn.json"  # the run's identity, written first: what resume=true continues
 OVERRIDES = "overrides.json"  # the command line's overrides, for `resume=true` alone
 ACTORS = ("planner", "sac")
@@ -434,7 +435,8 @@ class Learner:
         return self.model
 
     def write_model(self, config_record: dict[str, Any] | None) -> Path:
-        """The final model as a checkpoint ``wmrobot plan`` takes."""
+        """The final model as a checkpoint ``wmrobot plan`` takes (and, with ``learn.actor=sac``,
+        the SAC agent as ``agent.zip``: ``wmrobot plan dream_agents=[out/agent.zip]``)."""
         store = EpisodeStore.open(str(self.out / DATASET))
         meta = {
             "dataset": {
@@ -453,6 +455,8 @@ class Learner:
             "versions": versions(),
             "config": config_record or {},
         }
+        if self.branched is not None:  # the SAC agent, for `wmrobot plan dream_agents=[...]`
+            self.branched.policy.save(self.out / AGENT)
         return save_checkpoint(self.model, self.out / CHECKPOINT, meta)
 
 

@@ -15,6 +15,8 @@ Methods (a cell's env steps are everything it took from the real env, its datase
   the planner acting) for ``budget`` env steps.
 - ``dream``: an SB3 SAC agent trained in the same model's dream (``dream_steps`` imagined
   steps), acting through the encoder.
+- ``mbpo``: ``wmrobot learn learn.actor=sac`` for ``budget`` env steps (SAC on the latents
+  with branched model rollouts), its agent evaluated; reward tasks only.
 - ``gcbc``: goal-conditioned behaviour cloning with hindsight goals on the same dataset as the
   goal task's world model (offline; :mod:`wmrobot.rl.offline`). Goal tasks only: on a reward
   task its cells finish at once as skipped.
@@ -129,7 +131,13 @@ def _locked(path: Path):
 
 
 def world_model(
-    task: str, t: TaskSetup, budget: int, seed: int, out: Path, budgets: list[int]
+    task: str,
+    t: TaskSetup,
+    budget: int,
+    seed: int,
+    out: Path,
+    budgets: list[int],
+    actor: str = "planner",
 ) -> tuple[Path, Path, int]:
     """The (task, budget, seed) world model, built once for every method that uses it:
     (checkpoint, dataset, env steps it cost, which every method that uses it counts).
@@ -138,16 +146,18 @@ def world_model(
     train``. A reward task's: ``wmrobot learn`` online for ``budget`` env steps. One online run
     per task and seed serves every budget: it is resumed from the last budget to the next
     (``budgets``, the suite's, built in order), its checkpoint and dataset copied at each, so a
-    30k-step model costs 30k steps of learning, not 40k."""
-    models = out / "models"
+    30k-step model costs 30k steps of learning, not 40k. ``actor="sac"``: the online run acts
+    with MBPO's SAC agent instead (reward tasks), saved beside the checkpoint as ``agent.zip``."""
+    models, kind = out / "models", "" if actor == "planner" else f"-{actor}"
     before = 0.0  # an online run's earlier budgets: part of this model's cost
     spent = 0.0  # building here, inside the calling cell's own wall time
-    with _locked(models / f"{task}-s{seed}.lock"):
+    with _locked(models / f"{task}-s{seed}{kind}.lock"):
         for b in [x for x in budgets if x < budget] + [budget]:
-            home = models / f"{task}-{b}-s{seed}"
+            home = models / f"{task}-{b}-s{seed}{kind}"
             if not (home / "done.json").is_file():
                 start = time.perf_counter()
-                _build(task, t, b, seed, home, models / f"{task}-s{seed}-learn", budgets)
+                run = models / f"{task}-s{seed}{kind}-learn"
+                _build(task, t, b, seed, home, run, budgets, actor)
                 record = json.loads((home / "done.json").read_text())
                 spent += time.perf_counter() - start
                 record["seconds"] = round(time.perf_counter() - start + before, 1)
@@ -160,7 +170,9 @@ def world_model(
     return home / "checkpoint", home / "dataset.zarr", int(record["env_steps"])
 
 
-def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, budgets) -> None:
+def _build(
+    task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, budgets, actor: str
+) -> None:
     import torch
 
     from wmrobot.datasets import EpisodeStore
@@ -177,16 +189,18 @@ def _build(task, t: TaskSetup, budget: int, seed: int, home: Path, run: Path, bu
         c.model.train.seed = seed
         train_model(c, str(home / "dataset.zarr"), home / "checkpoint", {"suite_cell": task})
     else:
-        from wmrobot.learn import RUN, learn
+        from wmrobot.learn import AGENT, RUN, learn
 
         # Fixed over the budgets, so that each resumes the same run: an evaluation at each
         # budget's end (learn evaluates when it stops), resumable states at the smallest.
         lc = dataclasses.replace(c.learn, steps=budget, eval_every=max(budgets),
                                  seed_steps=min(c.learn.seed_steps, min(budgets) // 2),
-                                 checkpoint_every=min(budgets))  # fmt: skip
+                                 checkpoint_every=min(budgets), actor=actor)  # fmt: skip
         learn(run, t.env_id, t.env_kwargs, model_config(c.model), c.model.train, c.planner,
-              lc, seed, resume=(run / RUN).exists(), progress=False)  # fmt: skip
+              lc, seed, resume=(run / RUN).exists(), progress=False, branch=c.dream)  # fmt: skip
         shutil.copytree(run / "checkpoint", home / "checkpoint")
+        if actor == "sac":
+            shutil.copy(run / AGENT, home / AGENT)
         shutil.copytree(run / "dataset.zarr", home / "dataset.zarr")
     steps = EpisodeStore.open(str(home / "dataset.zarr")).n_transitions
     text = json.dumps({"env_steps": steps})
@@ -240,9 +254,10 @@ def run_cell(cell: str, out: Path) -> dict[str, Any]:
     write_atomically(home / CONFIG, lambda f: f.write(json.dumps(config, indent=2).encode()))
     torch.set_num_threads(1)
     t = setup(suite.tasks[task])
-    if method in GOAL_ONLY and not t.goal:  # done, with nothing to report
+    skip = GOAL_ONLY.get(method) if not t.goal else REWARD_ONLY.get(method)
+    if skip:  # done, with nothing to report
         result = {"cell": cell, "task": task, "method": method, "budget": budget, "seed": seed,
-                  "skipped": GOAL_ONLY[method]}  # fmt: skip
+                  "skipped": skip}  # fmt: skip
         write_atomically(home / RESULT, lambda f: f.write(json.dumps(result).encode()))
         return result
     start, MODEL_SECONDS[0] = time.perf_counter(), 0.0
@@ -294,6 +309,22 @@ def _dream(task, t, budget, seed, out, home, suite):
     agent, _ = train_in_dream(model, starts, goals, cfg, seed, progress=False)
     agent.save(home / "agent.zip")
     return evaluate_dream(model, {seed: agent}, cfg.label, t.env_id, t.env_kwargs, t.pairs,
+                          t.budget, steps, t.episode_seeds)  # fmt: skip
+
+
+def _mbpo(task, t, budget, seed, out, home, suite):
+    import torch
+
+    from wmrobot.bench import evaluate_dream
+    from wmrobot.datasets.policies import load_sb3
+    from wmrobot.rl.dream import DreamVecEnv
+    from wmrobot.train import load_checkpoint
+
+    ckpt, _, steps = world_model(task, t, budget, seed, out, suite.budgets, actor="sac")
+    model, _ = load_checkpoint(ckpt)
+    spaces = DreamVecEnv(model, torch.zeros(1, model.latent_dim), None, num_envs=1)
+    agent = load_sb3(str(ckpt.parent / "agent.zip"), spaces)
+    return evaluate_dream(model, {seed: agent}, "MBPO SAC", t.env_id, t.env_kwargs, t.pairs,
                           t.budget, steps, t.episode_seeds)  # fmt: skip
 
 
@@ -352,9 +383,11 @@ def _divisor(n: int, near: int) -> int:
     return next((d for d in range(top, max(top // 4, 1) - 1, -1) if n % d == 0), top)
 
 
-METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "gcbc": _gcbc,
-               "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
+METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "mbpo": _mbpo,
+               "gcbc": _gcbc, "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
+# Methods that apply to one kind of task: on the other their cells finish at once, skipped.
 GOAL_ONLY = {"gcbc": "GCBC learns to reach goals: a goal task's method"}
+REWARD_ONLY = {"mbpo": "MBPO's SAC learns from rewards: a reward task's method"}
 
 
 # -------------------------------------------------------------------------------- report
