@@ -10,7 +10,7 @@ from typing import Any
 
 from wmrobot.errors import ConfigError, check_range
 
-METHODS = ("random", "mppi", "dream", "mbpo", "gcbc", "sac", "ppo")
+METHODS = ("random", "mppi", "mode1", "dream", "mbpo", "gcbc", "sac", "ppo")
 MODEL_FREE = ("sac", "ppo")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 

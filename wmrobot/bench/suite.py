@@ -13,6 +13,9 @@ Methods (a cell's env steps are everything it took from the real env, its datase
 - ``mppi``: Mode-2 MPPI through the cell's world model. Goal task: ``budget`` env steps of the
   task's collection policy, then ``wmrobot train``. Reward task: ``wmrobot learn`` (online,
   the planner acting) for ``budget`` env steps.
+- ``mode1``: the Mode-1 actor of the same model (goal task: distilled from the planner on the
+  dataset's states, no DAgger rounds, so no env steps beyond the dataset; reward task: the
+  policy prior learnt beside the model).
 - ``dream``: an SB3 SAC agent trained in the same model's dream (``dream_steps`` imagined
   steps), acting through the encoder.
 - ``mbpo``: ``wmrobot learn learn.actor=sac`` for ``budget`` env steps (SAC on the latents
@@ -312,6 +315,30 @@ def _dream(task, t, budget, seed, out, home, suite):
                           t.budget, steps, t.episode_seeds)  # fmt: skip
 
 
+def _mode1(task, t, budget, seed, out, home, suite):
+    """The Mode-1 actor: on a goal task distilled from the planner on the world model's own
+    dataset states (imitation, no DAgger rounds: no env steps beyond the dataset); on a reward
+    task the learnt policy prior."""
+    import dataclasses
+
+    from wmrobot.bench import evaluate_actor
+    from wmrobot.cli_common import compose
+    from wmrobot.config import validate
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.distill import distill
+    from wmrobot.train import load_checkpoint
+
+    ckpt, data, steps = world_model(task, t, budget, seed, out, suite.budgets)
+    model, _ = load_checkpoint(ckpt)
+    if t.goal:
+        actor = validate("distill", compose("distill", ["checkpoint=-"])).actor
+        actor = dataclasses.replace(actor, rounds=0)
+        distill(model, t.config.planner, EpisodeStore.open(str(data)), t.env_id, t.env_kwargs,
+                actor, seed, say=lambda _: None)  # fmt: skip
+    return evaluate_actor(model, t.env_id, t.env_kwargs, t.pairs, t.budget, steps,
+                          t.episode_seeds)  # fmt: skip
+
+
 def _mbpo(task, t, budget, seed, out, home, suite):
     import torch
 
@@ -383,7 +410,7 @@ def _divisor(n: int, near: int) -> int:
     return next((d for d in range(top, max(top // 4, 1) - 1, -1) if n % d == 0), top)
 
 
-METHOD_RUNS = {"random": _random, "mppi": _mppi, "dream": _dream, "mbpo": _mbpo,
+METHOD_RUNS = {"random": _random, "mppi": _mppi, "mode1": _mode1, "dream": _dream, "mbpo": _mbpo,
                "gcbc": _gcbc, "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
 # Methods that apply to one kind of task: on the other their cells finish at once, skipped.
 GOAL_ONLY = {"gcbc": "GCBC learns to reach goals: a goal task's method"}
