@@ -145,17 +145,19 @@ def world_model(
     """The (task, budget, seed) world model, built once for every method that uses it:
     (checkpoint, dataset, env steps it cost, which every method that uses it counts).
 
-    A goal task's: ``budget`` env steps of the task's collection policy, then ``wmrobot
-    train``. A reward task's: ``wmrobot learn`` online for ``budget`` env steps. One online run
-    per task and seed serves every budget: it is resumed from the last budget to the next
-    (``budgets``, the suite's, built in order), its checkpoint and dataset copied at each, so a
-    30k-step model costs 30k steps of learning, not 40k. ``actor="sac"``: the online run acts
-    with MBPO's SAC agent instead (reward tasks), saved beside the checkpoint as ``agent.zip``."""
+    A goal task's: ``budget`` env steps of the task's collection policy (:func:`goal_dataset`),
+    then ``wmrobot train``, each budget on its own. A reward task's: ``wmrobot learn`` online
+    for ``budget`` env steps; one online run per task and seed serves every budget, resumed
+    from one budget to the next (the suite's ``budgets``, in order) with its checkpoint and
+    dataset copied at each, so a 30k-step model costs 30k steps of learning, not 40k.
+    ``actor="sac"``: the online run acts with MBPO's SAC agent instead (reward tasks), saved
+    beside the checkpoint as ``agent.zip``."""
     models, kind = out / "models", "" if actor == "planner" else f"-{actor}"
     before = 0.0  # an online run's earlier budgets: part of this model's cost
     spent = 0.0  # building here, inside the calling cell's own wall time
     with _locked(models / f"{task}-s{seed}{kind}.lock"):
-        for b in [x for x in budgets if x < budget] + [budget]:
+        earlier = [] if t.goal else [x for x in budgets if x < budget]  # one online run
+        for b in [*earlier, budget]:
             home = models / f"{task}-{b}-s{seed}{kind}"
             if not (home / "done.json").is_file():
                 start = time.perf_counter()
