@@ -143,3 +143,19 @@ def test_methods_of_the_other_kind_of_task_finish_as_skipped_and_mbpo_saves_its_
     assert mbpo["label"] == "MBPO SAC" and mbpo["env_steps"] == 120
     assert (out / "models" / "pend-120-s0-sac" / "agent.zip").is_file()
     assert pending(suite, out) == [] and [r["method"] for r in load_results(out)] == ["mbpo"]
+
+
+def test_the_verdict_says_who_wins_and_what_the_world_model_buys():
+    from wmrobot.bench.suite import verdict
+
+    def cells(label, *points):
+        return {b: {"mean": m, "env_steps": b, "label": label} for b, m in points}
+
+    methods = {"sac": cells("SAC", (10, 50.0), (30, 100.0)),
+               "mppi": cells("MPPI", (10, 95.0), (30, 96.0))}  # fmt: skip
+    target, reach = steps_to_reach(methods)
+    text = verdict(methods, reach)
+    assert "MPPI, scores 96.0 against 100.0" in text and "Model-free RL wins here" in text
+    assert "10 (world model) against 30 (model-free), 3.0x" in text
+    methods["mppi"] = cells("MPPI", (10, 100.0), (30, 100.0))
+    assert "wins here" not in verdict(methods, steps_to_reach(methods)[1])

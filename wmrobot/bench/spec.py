@@ -12,6 +12,7 @@ from wmrobot.errors import ConfigError, check_range
 
 METHODS = ("random", "mppi", "mode1", "dream", "mbpo", "gcbc", "sac", "ppo")
 MODEL_FREE = ("sac", "ppo")
+WORLD_MODEL = ("mppi", "mode1", "dream", "mbpo")  # wmrobot's own methods
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 

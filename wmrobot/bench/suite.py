@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from wmrobot.bench.spec import METHODS, MODEL_FREE, Suite, TaskSpec, parse_cell
+from wmrobot.bench.spec import METHODS, MODEL_FREE, WORLD_MODEL, Suite, TaskSpec, parse_cell
 from wmrobot.errors import ConfigError
 from wmrobot.files import write_atomically
 
@@ -480,6 +480,41 @@ def steps_to_reach(methods: dict[str, dict[int, dict[str, Any]]]) -> tuple[float
     return target, reach
 
 
+def verdict(methods: dict[str, dict[int, dict[str, Any]]], reach: dict[str, int | None]) -> str:
+    """One plain sentence per task: which side is ahead at the largest budget, and the sample
+    efficiency (env steps to 90% of the best model-free final score) of the best of each."""
+
+    def best(group: tuple[str, ...]) -> tuple[str, dict[str, Any]] | None:
+        finals = [(m, c[max(c)]) for m, c in methods.items() if m in group and c]
+        return max(finals, key=lambda x: x[1]["mean"]) if finals else None
+
+    ours, theirs = best(WORLD_MODEL), best(MODEL_FREE)
+    if ours is None or theirs is None:
+        return "Verdict: needs a world-model method and a model-free one."
+    (_, a), (_, b) = ours, theirs
+    ahead = a["mean"] >= b["mean"]
+    text = (
+        f"Verdict: at its largest budget the best world-model method, {a['label']}, scores "
+        f"{a['mean']:.1f} against {b['mean']:.1f} for the best model-free one, {b['label']}."
+    )
+    if not ahead:
+        text += (
+            " Model-free RL wins here. What the world model buys instead: it learns from "
+            "offline data without rewards or interaction, one model serves every goal, and "
+            "a new cost needs no retraining."
+        )
+    fast = [reach[m] for m in WORLD_MODEL if reach.get(m)]
+    slow = [reach[m] for m in MODEL_FREE if reach.get(m)]
+    if fast and slow:
+        text += (
+            f" Env steps to 90% of the best model-free final score: {min(fast):,} (world "
+            f"model) against {min(slow):,} (model-free), {min(slow) / min(fast):.1f}x."
+        )
+    elif slow:
+        text += " No world-model method reaches 90% of the best model-free final score."
+    return text
+
+
 def report(out: Path, suite: Suite) -> str:
     """``report.md``, ``results.csv`` and ``curves-<task>.png`` from the finished cells; the
     markdown."""
@@ -530,7 +565,7 @@ def report(out: Path, suite: Suite) -> str:
             if target is not None:
                 row.append(f"{reach[method]:,}" if reach.get(method) else f"> {max(budgets):,}")
             lines.append("| " + " | ".join(row) + " |")
-        lines += ["", f"![{task}](curves-{task}.png)"]
+        lines += ["", verdict(methods, reach), "", f"![{task}](curves-{task}.png)"]
         _curves(methods, out / f"curves-{task}.png", f"{task}: {unit} against env steps", unit)
     text = "\n".join(lines) + "\n"
     write_atomically(out / "report.md", lambda f: f.write(text.encode()))
