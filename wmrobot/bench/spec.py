@@ -13,6 +13,19 @@ from wmrobot.errors import ConfigError, check_range
 METHODS = ("random", "mppi", "mode1", "dream", "mbpo", "gcbc", "sac", "ppo")
 MODEL_FREE = ("sac", "ppo")
 WORLD_MODEL = ("mppi", "mode1", "dream", "mbpo")  # wmrobot's own methods
+# Published fixed-budget success rates of the peers on their versions of our tasks, all from
+# camera frames (ours in a suite are from the state unless its task says pixels): DINO-WM
+# (Zhou et al. 2024) and LeWM, as cited in issue 25. Their maze is D4RL's, their Reacher DMC's;
+# DINO-WM's Push-T success rises with data (200 trajectories 8%, 1k 48%, 5k 72%, 10k 88%,
+# 18.5k 92%). Keyed by our env config name.
+PEERS: dict[str, list[tuple[str, str, str]]] = {
+    "pointmaze_umaze": [("DINO-WM", "98%", "pixels; D4RL's PointMaze")],
+    "pointmaze_medium": [("DINO-WM", "98%", "pixels; D4RL's PointMaze")],
+    "tworoom": [("DINO-WM", "100%", "pixels; their Two-Room")],
+    "push": [("DINO-WM", "90%", "pixels; 2D Push-T, 18.5k trajectories: 92%"),
+             ("LeWM", "96%", "pixels; 2D Push-T")],
+    "reacher": [("LeWM", "86%", "pixels; DMC's Reacher")],
+}  # fmt: skip
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 

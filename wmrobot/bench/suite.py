@@ -48,7 +48,15 @@ from typing import Any
 
 import numpy as np
 
-from wmrobot.bench.spec import METHODS, MODEL_FREE, WORLD_MODEL, Suite, TaskSpec, parse_cell
+from wmrobot.bench.spec import (
+    METHODS,
+    MODEL_FREE,
+    PEERS,
+    WORLD_MODEL,
+    Suite,
+    TaskSpec,
+    parse_cell,
+)
 from wmrobot.errors import ConfigError
 from wmrobot.files import write_atomically
 
@@ -565,7 +573,13 @@ def report(out: Path, suite: Suite) -> str:
             if target is not None:
                 row.append(f"{reach[method]:,}" if reach.get(method) else f"> {max(budgets):,}")
             lines.append("| " + " | ".join(row) + " |")
-        lines += ["", verdict(methods, reach), "", f"![{task}](curves-{task}.png)"]
+        lines += ["", verdict(methods, reach)]
+        peers = PEERS.get(suite.tasks[task].env, [])
+        if peers:
+            shown = "; ".join(f"{name} {figure} ({how})" for name, figure, how in peers)
+            lines += ["", f"Published beside ours (their versions of the task; ours above "
+                          f"from the state unless the task says pixels): {shown}."]  # fmt: skip
+        lines += ["", f"![{task}](curves-{task}.png)"]
         _curves(methods, out / f"curves-{task}.png", f"{task}: {unit} against env steps", unit)
     text = "\n".join(lines) + "\n"
     write_atomically(out / "report.md", lambda f: f.write(text.encode()))
