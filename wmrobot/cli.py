@@ -94,6 +94,20 @@ DESCRIPTIONS = {
     "example: wmrobot cell out=runs/bench/small cell=umaze-mppi-10000-s0",
 }
 
+# What an option means for one command where it differs from OPTION_HELP's general line.
+COMMAND_HELP = {
+    "bench": {
+        "workers": "cells run at a time (joblib processes)",
+        "launcher": "Hydra launcher of the cells: joblib | basic | submitit_slurm (a cluster)",
+        "report_only": "write report.md from the finished cells, run nothing",
+        "out": "the bench folder (default runs/bench/<suite name>); the same out= resumes it",
+        "suite.budgets": "env-step budgets, pinned before any run (datasets count in them)",
+        "suite.methods": "of random, mppi, mode1, dream, mbpo, gcbc, sac, ppo",
+        "suite.dream_steps": "imagined steps of each dream agent (no env steps)",
+    },
+    "cell": {"out": "the bench folder holding suite.json", "cell": "TASK-METHOD-BUDGET-sSEED"},
+}
+
 # One line for the options a user reaches for first; every other key is listed without one.
 OPTION_HELP = {
     "env": "task config group",
@@ -178,7 +192,8 @@ def command_help(command: str, cfg: Any) -> str:
                 continue
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             entry = f"{path}={json.dumps(shown)}"
-            lines.append(f"  {entry:<34} {OPTION_HELP.get(path, '')}".rstrip())
+            said = COMMAND_HELP.get(command, {}).get(path, OPTION_HELP.get(path, ""))
+            lines.append(f"  {entry:<34} {said}".rstrip())
 
     raw = OmegaConf.to_container(cfg, resolve=False)
     walk(OmegaConf.create(raw), "")
