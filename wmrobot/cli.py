@@ -102,7 +102,7 @@ COMMAND_HELP = {
         "report_only": "write report.md from the finished cells, run nothing",
         "out": "the bench folder (default runs/bench/<suite name>); the same out= resumes it",
         "suite.budgets": "env-step budgets, pinned before any run (datasets count in them)",
-        "suite.methods": "of random, mppi, mode1, dream, mbpo, gcbc, sac, ppo",
+        "suite.methods": "of random, mppi, mode1, dream, mbpo, gcbc, gciql, sac, ppo",
         "suite.dream_steps": "imagined steps of each dream agent (no env steps)",
     },
     "cell": {"out": "the bench folder holding suite.json", "cell": "TASK-METHOD-BUDGET-sSEED"},

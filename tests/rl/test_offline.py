@@ -8,10 +8,18 @@ import pytest
 
 from wmrobot.agent import RandomAgent
 from wmrobot.datasets import EpisodeStore, collect
+from wmrobot.datasets.policies import PolicySpec
 from wmrobot.envs import eval_pairs, make_env
 from wmrobot.errors import ConfigError, DatasetError
 from wmrobot.eval.rollout import evaluate
-from wmrobot.rl.offline import GCBCAgent, GCBCConfig, hindsight_rows, train_gcbc
+from wmrobot.rl.offline import (
+    GCBCAgent,
+    GCBCConfig,
+    GCIQLConfig,
+    hindsight_rows,
+    train_gcbc,
+    train_gciql,
+)
 
 
 def test_hindsight_goals_come_from_the_episodes_future_or_anywhere():
@@ -45,9 +53,28 @@ def test_gcbc_learns_to_reach_goals_from_expert_data_alone(tmp_path):
     assert success >= 0.3 > np.mean([r.success for r in floor])  # 0.5 here; random 0
 
 
+def test_gciql_learns_goal_reaching_from_colored_noise_data(tmp_path):
+    """GCIQL from 60 episodes of colored-noise actions (no expert, no reward in the data):
+    60% of 10 open-maze pairs here, where random actions reach none."""
+    kwargs = {"layout": "open"}
+    path = str(tmp_path / "noise.zarr")
+    collect(path, "wmrobot/PointMaze-v0", kwargs, PolicySpec("random", beta=1.0), episodes=60,
+            seed=0, progress=False)  # fmt: skip
+    env = make_env("wmrobot/PointMaze-v0", kwargs)
+    cfg = GCIQLConfig(steps=2000, batch_size=128, hidden=[128, 128])
+    policy, log = train_gciql(EpisodeStore.open(path), env.unwrapped.is_success, cfg, seed=0)
+    pairs = eval_pairs(env, 10, seed=7)
+    env.close()
+    assert len(log) == 21 and all(np.isfinite(list(row.values())).all() for row in log)
+    records = evaluate(GCBCAgent(policy), "wmrobot/PointMaze-v0", kwargs, pairs, budget=100)
+    assert np.mean([r.success for r in records]) >= 0.4
+
+
 def test_bad_gcbc_input_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="gcbc.future"):
         GCBCConfig(future=1.5)
+    with pytest.raises(ConfigError, match="gciql.expectile"):
+        GCIQLConfig(expectile=1.0)
     path = str(tmp_path / "ip.zarr")
     collect(path, "InvertedPendulum-v5", {}, "random", episodes=2, seed=0, progress=False)
     with pytest.raises(DatasetError, match="goal task's dataset"):

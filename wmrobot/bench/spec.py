@@ -10,7 +10,7 @@ from typing import Any
 
 from wmrobot.errors import ConfigError, check_range
 
-METHODS = ("random", "mppi", "mode1", "dream", "mbpo", "gcbc", "sac", "ppo")
+METHODS = ("random", "mppi", "mode1", "dream", "mbpo", "gcbc", "gciql", "sac", "ppo")
 MODEL_FREE = ("sac", "ppo")
 WORLD_MODEL = ("mppi", "mode1", "dream", "mbpo")  # wmrobot's own methods
 # Published fixed-budget success rates of the peers on their versions of our tasks, all from

@@ -23,6 +23,8 @@ Methods (a cell's env steps are everything it took from the real env, its datase
 - ``gcbc``: goal-conditioned behaviour cloning with hindsight goals on the same dataset as the
   goal task's world model (offline; :mod:`wmrobot.rl.offline`). Goal tasks only: on a reward
   task its cells finish at once as skipped.
+- ``gciql``: goal-conditioned implicit Q-learning with hindsight goals on the same dataset
+  (offline; reward -1 per step until the task's own success test). Goal tasks only.
 - ``sac``: SB3 SAC trained online for ``budget`` env steps (goal task: with hindsight
   relabelling, ``configs/rl/sac_her.yaml``; reward task: rl-zoo3's settings).
 - ``ppo``: SB3 PPO with SB3's defaults, online for ``budget`` env steps.
@@ -381,6 +383,26 @@ def _gcbc(task, t, budget, seed, out, home, suite):
     return summarise("GCBC (offline)", steps, per_seed, latency, "training")
 
 
+def _gciql(task, t, budget, seed, out, home, suite):
+    import torch
+
+    from wmrobot.bench import _runs, summarise
+    from wmrobot.datasets import EpisodeStore
+    from wmrobot.envs import make_env
+    from wmrobot.rl.offline import GCBCAgent, GCIQLConfig, train_gciql
+
+    data, steps = goal_dataset(task, t, budget, seed, out)
+    env = make_env(t.env_id, t.env_kwargs)
+    policy, log = train_gciql(EpisodeStore.open(str(data)), env.unwrapped.is_success,
+                              GCIQLConfig(), seed)  # fmt: skip
+    env.close()
+    torch.save(policy.state_dict(), home / "gciql.pt")
+    (home / "losses.json").write_text(json.dumps(log))
+    per_seed, latency = _runs({seed: GCBCAgent(policy)}, t.env_id, t.env_kwargs, t.pairs,
+                              t.budget, t.episode_seeds)  # fmt: skip
+    return summarise("GCIQL (offline)", steps, per_seed, latency, "training")
+
+
 def _sb3(algo: str):
     def run(task, t, budget, seed, out, home, suite):
         from stable_baselines3 import PPO
@@ -421,9 +443,10 @@ def _divisor(n: int, near: int) -> int:
 
 
 METHOD_RUNS = {"random": _random, "mppi": _mppi, "mode1": _mode1, "dream": _dream, "mbpo": _mbpo,
-               "gcbc": _gcbc, "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
+               "gcbc": _gcbc, "gciql": _gciql, "sac": _sb3("sac"), "ppo": _sb3("ppo")}  # fmt: skip
 # Methods that apply to one kind of task: on the other their cells finish at once, skipped.
-GOAL_ONLY = {"gcbc": "GCBC learns to reach goals: a goal task's method"}
+GOAL_ONLY = {"gcbc": "GCBC learns to reach goals: a goal task's method",
+             "gciql": "GCIQL learns to reach goals: a goal task's method"}  # fmt: skip
 REWARD_ONLY = {"mbpo": "MBPO's SAC learns from rewards: a reward task's method"}
 
 

@@ -1,10 +1,13 @@
-"""Offline baselines on the same dataset a world model sees: goal-conditioned behaviour cloning
-with hindsight relabelling (GCBC, the "offline" row of stable-worldmodel's and PLDM's tables).
+"""Offline baselines on the same dataset a world model sees, no env steps beyond it and no world
+model: goal-conditioned behaviour cloning (GCBC) and goal-conditioned implicit Q-learning
+(GCIQL), both with hindsight relabelling (stable-worldmodel's offline rows).
 
 Every row of a goal task's dataset with an action is paired with a goal the same episode
-achieved later (``future``, uniformly among its later rows) or any row's achieved goal, and the
-policy regresses the row's action from (observation, goal). No env steps beyond the dataset's;
-no world model.
+achieved later (``future``, uniformly among its later rows) or any row's achieved goal. GCBC
+regresses the row's action from (observation, goal). GCIQL (Kostrikov et al. 2022, in the
+goal-conditioned form of OGBench) learns Q(s, a, g) and V(s, g) from the reward -1 per step until
+the next row's achieved goal reaches g (the env's own ``is_success``), V by expectile regression
+on the Q targets, then extracts the policy by advantage-weighted regression.
 """
 
 from __future__ import annotations
@@ -128,3 +131,112 @@ class GCBCAgent:
         single = o.ndim == 1
         action = self.policy(o.reshape(-1, o.shape[-1]), g.reshape(-1, g.shape[-1])).numpy()
         return (action[0] if single else action), None
+
+
+@dataclass
+class GCIQLConfig:
+    """GCIQL's updates (``steps`` of ``batch_size`` at ``lr``), discount ``gamma``, V's
+    ``expectile``, the AWR temperature ``beta``, target Polyak step ``tau``, network ``hidden``
+    widths and the share of ``future`` goals (the rest: any row's)."""
+
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 3e-4
+    gamma: float = 0.99
+    expectile: float = 0.9
+    beta: float = 3.0
+    tau: float = 0.005
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    future: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_range("gciql.steps", self.steps, 1)
+        check_range("gciql.batch_size", self.batch_size, 1)
+        check_range("gciql.lr", self.lr, 0, closed=False)
+        check_range("gciql.gamma", self.gamma, 0, 1)
+        check_range("gciql.expectile", self.expectile, 0, 1, closed=False)
+        check_range("gciql.beta", self.beta, 0)
+        check_range("gciql.tau", self.tau, 0, 1)
+        check_range("gciql.future", self.future, 0, 1)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"gciql.hidden={list(self.hidden)}: widths >= 1, e.g. [256, 256]")
+
+
+def train_gciql(
+    store: Any, is_success: Any, cfg: GCIQLConfig, seed: int
+) -> tuple[GCBCPolicy, list[dict[str, float]]]:
+    """GCIQL on ``store``; ``is_success(achieved (N, G), goal (N, G)) -> (N,) bool`` is the
+    task's own test (``env.unwrapped.is_success``). The policy (acting as GCBC's does) and the
+    losses every 100 steps."""
+    import copy
+
+    missing = [k for k in KEYS if k not in store.keys]
+    if missing:
+        raise DatasetError(f"GCIQL needs a goal task's dataset; it has no {missing[0]!r}")
+    data = store.load(list(KEYS))
+    ends = np.asarray(store.episode_ends)
+    starts = np.concatenate([[0], ends[:-1]])
+    rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)
+    episode_end = np.repeat(ends, ends - starts)[rows]
+    obs = torch.as_tensor(data["obs/observation"], dtype=torch.float32)
+    achieved_np = np.asarray(data["obs/achieved_goal"], dtype=np.float64)
+    achieved = torch.as_tensor(achieved_np, dtype=torch.float32)
+    actions = torch.as_tensor(data["action"][rows], dtype=torch.float32)
+    torch.manual_seed(seed)
+    policy = GCBCPolicy(obs.shape[1], achieved.shape[1], actions.shape[1], list(cfg.hidden))
+    low, high = actions.min(0).values, actions.max(0).values
+    policy.obs_mean.copy_(obs.mean(0))
+    policy.obs_std.copy_(obs.std(0).clamp_min(1e-6))
+    policy.goal_mean.copy_(achieved.mean(0))
+    policy.goal_std.copy_(achieved.std(0).clamp_min(1e-6))
+    policy.action_mid.copy_((high + low) / 2)
+    policy.action_half.copy_(((high - low) / 2).clamp_min(1e-6))
+    o_dim, g_dim, a_dim, h = obs.shape[1], achieved.shape[1], actions.shape[1], cfg.hidden
+
+    def norm(o: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(o - policy.obs_mean) / policy.obs_std,
+                          (g - policy.goal_mean) / policy.goal_std], -1)  # fmt: skip
+
+    q = nn.ModuleList(mlp(o_dim + g_dim + a_dim, h[0], 1, len(h)) for _ in range(2))
+    q_target = copy.deepcopy(q).requires_grad_(False)
+    v = mlp(o_dim + g_dim, h[0], 1, len(h))
+    opt_q = torch.optim.Adam(q.parameters(), lr=cfg.lr)
+    opt_v = torch.optim.Adam(v.parameters(), lr=cfg.lr)
+    opt_pi = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(seed)
+    log = []
+    for step in range(cfg.steps):
+        pick = rng.integers(0, len(rows), cfg.batch_size)
+        r = rows[pick]
+        g_rows = hindsight_rows(r, episode_end[pick], len(achieved), cfg.future, rng)
+        reached = torch.as_tensor(is_success(achieved_np[r + 1], achieved_np[g_rows]))
+        reward, done = reached.float() - 1.0, reached.float()  # -1 per step until reached
+        s, s2, g, a = obs[r], obs[r + 1], achieved[g_rows], actions[pick]
+        a_unit = (a - policy.action_mid) / policy.action_half
+        x, x2 = norm(s, g), norm(s2, g)
+        with torch.no_grad():
+            q_t = torch.min(*(m(torch.cat([x, a_unit], -1))[:, 0] for m in q_target))
+            target = reward + cfg.gamma * (1 - done) * v(x2)[:, 0]
+        diff = q_t - v(x)[:, 0]
+        weight = torch.where(diff > 0, cfg.expectile, 1 - cfg.expectile)
+        v_loss = (weight * diff.pow(2)).mean()
+        opt_v.zero_grad(set_to_none=True)
+        v_loss.backward()
+        opt_v.step()
+        q_loss = sum((m(torch.cat([x, a_unit], -1))[:, 0] - target).pow(2).mean() for m in q)
+        opt_q.zero_grad(set_to_none=True)
+        q_loss.backward()
+        opt_q.step()
+        with torch.no_grad():
+            for p, pt in zip(q.parameters(), q_target.parameters(), strict=True):
+                pt.lerp_(p, cfg.tau)
+            adv = q_t - v(x)[:, 0]
+            w = torch.exp(cfg.beta * adv).clamp(max=100.0)
+        pi_loss = (w * (policy(s, g) - a).pow(2).sum(-1)).mean()
+        opt_pi.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        opt_pi.step()
+        if step % 100 == 0 or step == cfg.steps - 1:
+            log.append({"step": step, "q": round(q_loss.item(), 5),
+                        "v": round(v_loss.item(), 5), "pi": round(pi_loss.item(), 5)})  # fmt: skip
+    return policy.eval(), log
