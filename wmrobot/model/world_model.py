@@ -375,11 +375,6 @@ class WorldModel(nn.Module):
             zs.append(z)
         return torch.stack(zs, dim=1).view(*lead, acts.shape[1], -1)
 
-    def predict_members(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """One step of every predictor of the ensemble, the first included: (..., D),
-        (..., A) -> (K, ..., D)."""
-        return torch.stack([self.predict(z, a)] + [m(z, a) for m in self.members])
-
     def disagreement(
         self, z: torch.Tensor, a: torch.Tensor, first: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -58,41 +58,75 @@ class GCBCPolicy(nn.Module):
         self.register_buffer("action_mid", torch.zeros(action_dim))
         self.register_buffer("action_half", torch.ones(action_dim))
 
+    def inputs(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """(observation, goal), each normalised by the dataset's statistics, side by side."""
+        return torch.cat([(obs - self.obs_mean) / self.obs_std,
+                          (goal - self.goal_mean) / self.goal_std], dim=-1)  # fmt: skip
+
     def forward(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([(obs - self.obs_mean) / self.obs_std,
-                       (goal - self.goal_mean) / self.goal_std], dim=-1)  # fmt: skip
-        return self.action_mid + self.action_half * torch.tanh(self.net(x))
+        return self.action_mid + self.action_half * torch.tanh(self.net(self.inputs(obs, goal)))
+
+
+@dataclass
+class GoalData:
+    """A goal task's dataset as the offline methods read it: ``rows`` with an action, the end
+    (one past the last row) of each one's episode, every row's observation and achieved goal
+    (also as float64 for the env's success test), and the rows' actions."""
+
+    rows: np.ndarray
+    episode_end: np.ndarray
+    obs: torch.Tensor
+    achieved: torch.Tensor
+    achieved64: np.ndarray
+    actions: torch.Tensor
+
+    @classmethod
+    def load(cls, store: Any, method: str) -> GoalData:
+        missing = [k for k in KEYS if k not in store.keys]
+        if missing:
+            raise DatasetError(f"{method} needs a goal task's dataset; it has no {missing[0]!r}")
+        data = store.load(list(KEYS))
+        ends = np.asarray(store.episode_ends)
+        starts = np.concatenate([[0], ends[:-1]])
+        rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)
+        achieved64 = np.asarray(data["obs/achieved_goal"], dtype=np.float64)
+        return cls(rows, np.repeat(ends, ends - starts)[rows],
+                   torch.as_tensor(data["obs/observation"], dtype=torch.float32),
+                   torch.as_tensor(achieved64, dtype=torch.float32), achieved64,
+                   torch.as_tensor(data["action"][rows], dtype=torch.float32))  # fmt: skip
+
+    def policy(self, hidden: list[int], seed: int) -> GCBCPolicy:
+        """A fresh policy (seeded) normalised by this data, its actions inside the data's."""
+        torch.manual_seed(seed)
+        obs, achieved, actions = self.obs, self.achieved, self.actions
+        policy = GCBCPolicy(obs.shape[1], achieved.shape[1], actions.shape[1], list(hidden))
+        low, high = actions.min(0).values, actions.max(0).values
+        policy.obs_mean.copy_(obs.mean(0))
+        policy.obs_std.copy_(obs.std(0).clamp_min(1e-6))
+        policy.goal_mean.copy_(achieved.mean(0))
+        policy.goal_std.copy_(achieved.std(0).clamp_min(1e-6))
+        policy.action_mid.copy_((high + low) / 2)
+        policy.action_half.copy_(((high - low) / 2).clamp_min(1e-6))
+        return policy
+
+    def batch(self, size: int, future: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """``size`` random rows with an action (indices into ``actions`` and into the rows) and
+        each one's hindsight goal row."""
+        pick = rng.integers(0, len(self.rows), size)
+        r = self.rows[pick]
+        return pick, r, hindsight_rows(r, self.episode_end[pick], len(self.obs), future, rng)
 
 
 def train_gcbc(store: Any, cfg: GCBCConfig, seed: int) -> tuple[GCBCPolicy, list[float]]:
     """GCBC on ``store`` (a goal task's dataset); the policy and its loss every 100 steps."""
-    missing = [k for k in KEYS if k not in store.keys]
-    if missing:
-        raise DatasetError(f"GCBC needs a goal task's dataset; it has no {missing[0]!r}")
-    data = store.load(list(KEYS))
-    ends = np.asarray(store.episode_ends)
-    starts = np.concatenate([[0], ends[:-1]])
-    rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)  # rows with an action
-    episode_end = np.repeat(ends, ends - starts)[rows]  # one past the episode's last row
-    obs = torch.as_tensor(data["obs/observation"], dtype=torch.float32)
-    achieved = torch.as_tensor(data["obs/achieved_goal"], dtype=torch.float32)
-    actions = torch.as_tensor(data["action"][rows], dtype=torch.float32)
-    low, high = actions.min(0).values, actions.max(0).values
-    torch.manual_seed(seed)
-    policy = GCBCPolicy(obs.shape[1], achieved.shape[1], actions.shape[1], list(cfg.hidden))
-    policy.obs_mean.copy_(obs.mean(0))
-    policy.obs_std.copy_(obs.std(0).clamp_min(1e-6))
-    policy.goal_mean.copy_(achieved.mean(0))
-    policy.goal_std.copy_(achieved.std(0).clamp_min(1e-6))
-    policy.action_mid.copy_((high + low) / 2)
-    policy.action_half.copy_(((high - low) / 2).clamp_min(1e-6))
+    data = GoalData.load(store, "GCBC")
+    obs, achieved, actions = data.obs, data.achieved, data.actions
+    policy = data.policy(cfg.hidden, seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(seed)
     losses = []
     for step in range(cfg.steps):
-        pick = rng.integers(0, len(rows), cfg.batch_size)
-        r = rows[pick]
-        goal_rows = hindsight_rows(r, episode_end[pick], len(achieved), cfg.future, rng)
+        pick, r, goal_rows = data.batch(cfg.batch_size, cfg.future, rng)
         loss = (policy(obs[r], achieved[goal_rows]) - actions[pick]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,33 +204,11 @@ def train_gciql(
     losses every 100 steps."""
     import copy
 
-    missing = [k for k in KEYS if k not in store.keys]
-    if missing:
-        raise DatasetError(f"GCIQL needs a goal task's dataset; it has no {missing[0]!r}")
-    data = store.load(list(KEYS))
-    ends = np.asarray(store.episode_ends)
-    starts = np.concatenate([[0], ends[:-1]])
-    rows = np.setdiff1d(np.arange(int(ends[-1])), ends - 1)
-    episode_end = np.repeat(ends, ends - starts)[rows]
-    obs = torch.as_tensor(data["obs/observation"], dtype=torch.float32)
-    achieved_np = np.asarray(data["obs/achieved_goal"], dtype=np.float64)
-    achieved = torch.as_tensor(achieved_np, dtype=torch.float32)
-    actions = torch.as_tensor(data["action"][rows], dtype=torch.float32)
-    torch.manual_seed(seed)
-    policy = GCBCPolicy(obs.shape[1], achieved.shape[1], actions.shape[1], list(cfg.hidden))
-    low, high = actions.min(0).values, actions.max(0).values
-    policy.obs_mean.copy_(obs.mean(0))
-    policy.obs_std.copy_(obs.std(0).clamp_min(1e-6))
-    policy.goal_mean.copy_(achieved.mean(0))
-    policy.goal_std.copy_(achieved.std(0).clamp_min(1e-6))
-    policy.action_mid.copy_((high + low) / 2)
-    policy.action_half.copy_(((high - low) / 2).clamp_min(1e-6))
+    data = GoalData.load(store, "GCIQL")
+    obs, achieved, actions = data.obs, data.achieved, data.actions
+    policy = data.policy(cfg.hidden, seed)
     o_dim, g_dim, a_dim, h = obs.shape[1], achieved.shape[1], actions.shape[1], cfg.hidden
-
-    def norm(o: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(o - policy.obs_mean) / policy.obs_std,
-                          (g - policy.goal_mean) / policy.goal_std], -1)  # fmt: skip
-
+    norm = policy.inputs
     q = nn.ModuleList(mlp(o_dim + g_dim + a_dim, h[0], 1, len(h)) for _ in range(2))
     q_target = copy.deepcopy(q).requires_grad_(False)
     v = mlp(o_dim + g_dim, h[0], 1, len(h))
@@ -206,10 +218,8 @@ def train_gciql(
     rng = np.random.default_rng(seed)
     log = []
     for step in range(cfg.steps):
-        pick = rng.integers(0, len(rows), cfg.batch_size)
-        r = rows[pick]
-        g_rows = hindsight_rows(r, episode_end[pick], len(achieved), cfg.future, rng)
-        reached = torch.as_tensor(is_success(achieved_np[r + 1], achieved_np[g_rows]))
+        pick, r, g_rows = data.batch(cfg.batch_size, cfg.future, rng)
+        reached = torch.as_tensor(is_success(data.achieved64[r + 1], data.achieved64[g_rows]))
         reward, done = reached.float() - 1.0, reached.float()  # -1 per step until reached
         s, s2, g, a = obs[r], obs[r + 1], achieved[g_rows], actions[pick]
         a_unit = (a - policy.action_mid) / policy.action_half
